@@ -1,0 +1,46 @@
+# The two commands: `make run` (the default study, end to end) and `make test` (the suite).
+# Both bootstrap what they need: a .venv with the pinned packages and the dataset.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+STUDY ?= studies/quickstart.yaml
+
+.PHONY: run test lint bench data install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and exactly pinned: the CPU build comes from local disk on our machines.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The Debian package is the dataset's source on machines without internet; elsewhere the
+# loader falls back to the cache or a verified download.
+data: $(STAMP)
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1 \
+	    && [ "$$(id -u)" = 0 ]; then \
+	  apt-get install -y -q dataset-fashion-mnist >/dev/null || apt-get update -q >/dev/null && \
+	  apt-get install -y -q dataset-fashion-mnist >/dev/null; fi
+	$(BIN)/fashionlab data fetch
+
+run: data
+	$(BIN)/fashionlab data info
+	$(BIN)/fashionlab study $(STUDY)
+
+test: data
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

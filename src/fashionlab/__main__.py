@@ -1,0 +1,5 @@
+import sys
+
+from fashionlab.cli import main
+
+sys.exit(main())

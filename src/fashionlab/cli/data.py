@@ -1,0 +1,95 @@
+"""`fashionlab data info|fetch`: where the data is, whether it is verified, what it holds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from fashionlab.data import CLASS_NAMES, load_fashion_mnist
+from fashionlab.data.dataset import load_from_directory
+from fashionlab.data.sources import download_to_cache
+from fashionlab.errors import DataError
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """--data-dir / --no-verify, shared by every command that loads the dataset."""
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder with the four IDX files (default: FASHIONLAB_DATA, the cache, "
+        "/usr/share/datasets/fashion-mnist, then a download)",
+    )
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("data", help="inspect or fetch the dataset")
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    info = sub.add_parser("info", help="where the data was found, verification, class counts")
+    add_data_options(info)
+    info.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip the checksum table (for your own MNIST-format IDX data)",
+    )
+    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    info.set_defaults(func=cmd_info)
+    fetch = sub.add_parser("fetch", help="make sure a verified copy of the data exists")
+    add_data_options(fetch)
+    fetch.set_defaults(func=cmd_fetch)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    data = load_fashion_mnist(args.data_dir, verify=not args.no_verify)
+    seconds = time.perf_counter() - started
+    train = data.train_images.float().div_(255)
+    summary = {
+        "source": data.source,
+        "verified": data.verified,
+        "load_seconds": round(seconds, 3),
+        "train": len(data.train_labels),
+        "test": len(data.test_labels),
+        "pixel_mean": round(train.mean().item(), 4),
+        "pixel_std": round(train.std().item(), 4),
+        "per_class": {
+            name: {
+                "train": int((data.train_labels == i).sum()),
+                "test": int((data.test_labels == i).sum()),
+            }
+            for i, name in enumerate(CLASS_NAMES)
+        },
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"source     {summary['source']}")
+    print(
+        f"verified   {'yes (SHA-256 of all four files)' if data.verified else 'NO (--no-verify)'}"
+    )
+    print(f"loaded in  {seconds:.2f} s")
+    print(f"images     {summary['train']} train, {summary['test']} test, 28x28 uint8")
+    print(
+        f"pixels     mean {summary['pixel_mean']:.4f}  std {summary['pixel_std']:.4f} (train)"
+    )
+    print(f"\n{'class':<14}{'train':>7}{'test':>7}")
+    for name, counts in summary["per_class"].items():
+        print(f"{name:<14}{counts['train']:>7}{counts['test']:>7}")
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    if args.data_dir is not None:
+        try:
+            load_from_directory(args.data_dir)
+        except DataError:
+            # The user named this folder: fill it (verified, atomically) rather than elsewhere.
+            download_to_cache(Path(args.data_dir))
+            load_from_directory(args.data_dir)
+        print(f"verified copy in {args.data_dir}")
+        return 0
+    data = load_fashion_mnist()
+    print(f"verified copy in {data.source}")
+    return 0

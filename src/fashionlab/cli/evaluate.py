@@ -1,0 +1,36 @@
+"""`fashionlab evaluate RUN`: reload the weights, recompute test metrics, compare with stored."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from fashionlab.cli.data import add_data_options
+from fashionlab.errors import RunError
+from fashionlab.training import evaluate_run
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="recompute a run's test metrics from its weights"
+    )
+    parser.add_argument("run", type=Path, help="run folder")
+    parser.add_argument("--json", action="store_true", help="print all metrics as JSON")
+    add_data_options(parser)
+    parser.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    metrics = evaluate_run(args.run, data_dir=args.data_dir)
+    if args.json:
+        print(json.dumps(metrics, indent=2, default=float))
+    else:
+        for key in ("test_accuracy", "test_loss", "macro_f1", "weighted_f1"):
+            print(f"{key:<14} {metrics[key]:.4f}")
+        print("matches stored metrics" if metrics["matches_stored"] else "DIFFERS from stored")
+    if not metrics["matches_stored"]:
+        raise RunError(
+            f"{args.run}: recomputed metrics differ from metrics.json: {metrics['mismatches']}"
+        )
+    return 0

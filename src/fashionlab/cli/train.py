@@ -1,0 +1,100 @@
+"""`fashionlab train`: train one model with its study recipe, any field overridable."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fashionlab.cli.data import add_data_options
+from fashionlab.config import build_config, parse_set_options
+from fashionlab.runs import load_config
+from fashionlab.training import resume, train
+
+# Flags that map one-to-one onto TrainConfig fields.
+FIELD_FLAGS = {
+    "epochs": int,
+    "batch_size": int,
+    "lr": float,
+    "optimizer": str,
+    "weight_decay": float,
+    "momentum": float,
+    "scheduler": str,
+    "label_smoothing": float,
+    "seed": int,
+    "normalization": str,
+    "split": str,
+    "val_fraction": float,
+    "early_stopping_patience": int,
+    "train_subset": int,
+    "eval_subset": int,
+    "device": str,
+    "threads": int,
+    "name": str,
+}
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model (its study's recipe unless overridden)",
+        description="Train one model. Without options it uses the recipe of the model's study; "
+        "every TrainConfig field can be set with --set key=value.",
+    )
+    parser.add_argument("--model", help="registered model name (see 'fashionlab models')")
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its last finished epoch",
+    )
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path("runs"),
+        help="parent folder of run folders (default: runs)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing run folder of the same name"
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        dest="set_items",
+        help="override any config field (repeatable), e.g. --set hflip=true",
+    )
+    for field, kind in FIELD_FLAGS.items():
+        parser.add_argument(f"--{field.replace('_', '-')}", type=kind, dest=field, default=None)
+    add_data_options(parser)
+    parser.set_defaults(func=cmd_train)
+
+
+def collect_overrides(args: argparse.Namespace) -> dict:
+    overrides = {f: getattr(args, f) for f in FIELD_FLAGS if getattr(args, f) is not None}
+    overrides.update(parse_set_options(args.set_items))
+    return overrides
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    overrides = collect_overrides(args)
+    if args.resume:
+        expected = None
+        if overrides or args.model:
+            stored = load_config(args.resume)
+            expected = build_config(
+                args.model or stored.model,
+                {**stored.model_dump(), **overrides},
+                source="command line",
+            )
+        resume(args.resume, quiet=args.quiet, data_dir=args.data_dir, expected_config=expected)
+        print(args.resume)
+        return 0
+    if not args.model:
+        raise SystemExit("fashionlab train: error: --model is required (or --resume RUN_DIR)")
+    config = build_config(args.model, overrides, source="command line")
+    run_dir = train(
+        config, args.runs_dir, overwrite=args.overwrite, quiet=args.quiet, data_dir=args.data_dir
+    )
+    print(run_dir)
+    return 0

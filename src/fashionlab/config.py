@@ -1,0 +1,142 @@
+"""The training configuration: one validated, fully resolved record per run.
+
+Resolution order (later wins): field defaults < the model's study recipe (from the registry)
+< a study file's overrides < command-line flags / `--set key=value`. Unknown keys and bad values
+are errors that name the key and what is allowed, before anything runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from fashionlab.errors import ConfigError
+
+Optimizer = Literal["adam", "adamw", "sgd"]
+Scheduler = Literal["none", "plateau", "cosine", "onecycle", "step"]
+Normalization = Literal["dataset", "half", "unit", "zscore"]
+SplitKind = Literal["random", "stratified", "pooled"]
+CropMode = Literal["zero", "reflect"]
+DeviceName = str  # "auto", "cpu", "cuda", "cuda:1", "mps"
+
+
+class TrainConfig(BaseModel):
+    """Everything that determines a training run. Saved as `config.yaml` in the run folder."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    model: str
+    model_args: dict[str, Any] = Field(default_factory=dict)
+    name: str | None = None  # run folder name; default derived from model and seed
+
+    # Optimisation
+    epochs: int = Field(10, gt=0)
+    batch_size: int = Field(128, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    optimizer: Optimizer = "adam"
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0)
+    scheduler: Scheduler = "none"
+    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    plateau_patience: int = Field(2, ge=0)
+    step_size: int = Field(5, gt=0)
+    step_gamma: float = Field(0.1, gt=0, le=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    early_stopping_patience: int | None = Field(None, gt=0)
+    use_best_weights: bool = True  # test with the lowest-validation-loss epoch (S0 protocol)
+
+    # Data
+    split: SplitKind = "random"
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    split_seed: int = 42
+    normalization: Normalization = "dataset"
+    train_subset: int | None = Field(None, gt=0)  # use only the first N training items (tests)
+    eval_subset: int | None = Field(None, gt=0)  # use only the first N val/test items (tests)
+
+    # Augmentation (batched, on tensors)
+    crop_padding: int = Field(0, ge=0)
+    crop_mode: CropMode = "zero"
+    hflip: bool = False
+    erasing: float = Field(0.0, ge=0, le=1)  # probability of random erasing per image
+
+    # Execution
+    seed: int = 42
+    device: DeviceName = "auto"
+    threads: int | None = Field(None, gt=0)
+
+    @field_validator("model")
+    @classmethod
+    def _model_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("model name is empty")
+        return value
+
+    def run_name(self) -> str:
+        return self.name or f"{self.model}-seed{self.seed}"
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+FIELD_NAMES = tuple(TrainConfig.model_fields)
+
+
+def describe_validation_error(exc: ValidationError, source: str = "config") -> str:
+    """One line per problem: `source: key: message (allowed: ...)`."""
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(err["loc"][-1]), FIELD_NAMES, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            parts.append(f"unknown key '{key}'{hint}")
+        else:
+            parts.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+    return f"{source}: " + "; ".join(parts)
+
+
+def parse_set_value(text: str) -> Any:
+    """`--set key=value`: the value is read as YAML, so numbers, booleans, lists and null work."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_set_options(items: list[str] | None) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        if key.startswith("model_args."):
+            overrides.setdefault("model_args", {})[key.split(".", 1)[1]] = parse_set_value(value)
+        else:
+            overrides[key] = parse_set_value(value)
+    return overrides
+
+
+def build_config(
+    model: str, overrides: dict[str, Any] | None = None, source: str = "config"
+) -> TrainConfig:
+    """Resolve defaults < the model's recipe < overrides, validating everything.
+
+    `model_args` from the recipe and the overrides are merged key by key.
+    """
+    from fashionlab.models import get_model_spec  # late: models import torch
+
+    spec = get_model_spec(model)
+    values: dict[str, Any] = {"model": spec.name, **spec.recipe}
+    overrides = dict(overrides or {})
+    model_args = {**values.pop("model_args", {}), **overrides.pop("model_args", {})}
+    values.update(overrides)
+    values["model"] = spec.name
+    values["model_args"] = model_args
+    try:
+        return TrainConfig(**values)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, source)) from None

@@ -1,0 +1,35 @@
+"""Fashion-MNIST: verified loading, splits, normalisation, batched augmentation, batches."""
+
+from fashionlab.data.batches import BatchIterator
+from fashionlab.data.dataset import (
+    CLASS_NAMES,
+    FashionMNIST,
+    load_fashion_mnist,
+    load_from_directory,
+)
+from fashionlab.data.idx import encode_idx, parse_idx, read_idx
+from fashionlab.data.splits import (
+    Split,
+    make_split,
+    random_split_indices,
+    stratified_split_indices,
+)
+from fashionlab.data.transforms import Normalizer, augment_batch, make_normalizer
+
+__all__ = [
+    "CLASS_NAMES",
+    "BatchIterator",
+    "FashionMNIST",
+    "Normalizer",
+    "Split",
+    "augment_batch",
+    "encode_idx",
+    "load_fashion_mnist",
+    "load_from_directory",
+    "make_normalizer",
+    "make_split",
+    "parse_idx",
+    "random_split_indices",
+    "read_idx",
+    "stratified_split_indices",
+]

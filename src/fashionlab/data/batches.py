@@ -1,0 +1,47 @@
+"""Mini-batches over in-memory tensors: a seeded shuffle, then slices; no DataLoader workers
+(the data is 55 MB in RAM, so worker processes would only add start-up and copy cost)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+
+class BatchIterator:
+    """Yield (images, labels) batches; reshuffles with `generator` on every pass."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.generator = generator
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        for b in range(len(self)):
+            start = b * self.batch_size
+            if order is None:
+                yield (
+                    self.images[start : start + self.batch_size],
+                    self.labels[start : start + self.batch_size],
+                )
+            else:
+                idx = order[start : start + self.batch_size]
+                yield self.images[idx], self.labels[idx]

@@ -1,0 +1,127 @@
+"""Where the Fashion-MNIST files come from, in the order we try them.
+
+1. an explicit directory (`--data-dir` or `FASHIONLAB_DATA`): used alone, never silently skipped;
+2. the user cache (`FASHIONLAB_CACHE`, else `$XDG_CACHE_HOME/fashionlab/fashion-mnist`);
+3. the Debian/Ubuntu package `dataset-fashion-mnist` (`/usr/share/datasets/fashion-mnist`);
+4. a download from the official mirror into the cache: temp file, verified, then renamed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from fashionlab.errors import DataError
+
+# SHA-256 of the decompressed IDX bytes (the .gz files differ between sources).
+FILES = {
+    "train-images": (
+        "train-images-idx3-ubyte",
+        47_040_016,
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    ),
+    "train-labels": (
+        "train-labels-idx1-ubyte",
+        60_008,
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    ),
+    "test-images": (
+        "t10k-images-idx3-ubyte",
+        7_840_016,
+        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    ),
+    "test-labels": (
+        "t10k-labels-idx1-ubyte",
+        10_008,
+        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    ),
+}
+
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+DEFAULT_MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
+FIX_COMMAND = "sudo apt-get install dataset-fashion-mnist  (or: fashionlab data fetch)"
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # "explicit", "cache", "debian", "download"
+    path: Path
+
+
+def cache_dir() -> Path:
+    if os.environ.get("FASHIONLAB_CACHE"):
+        return Path(os.environ["FASHIONLAB_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "fashionlab" / "fashion-mnist"
+
+
+def mirror_url() -> str:
+    # Overridable so tests (and users behind a proxy mirror) can point elsewhere.
+    return os.environ.get("FASHIONLAB_MIRROR", DEFAULT_MIRROR).rstrip("/")
+
+
+def find_file(directory: Path, stem: str) -> Path:
+    """`stem` or `stem.gz` inside `directory`; raw wins when both exist (no decompression)."""
+    for candidate in (directory / stem, directory / f"{stem}.gz"):
+        if candidate.exists():
+            return candidate
+    raise DataError(f"{directory / stem}[.gz]: file not found")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def download_to_cache(cache: Path | None = None, timeout: float = 30.0) -> Path:
+    """Download the four files into the cache; each is verified before it replaces anything.
+
+    A failure leaves no partial file behind (temp files are removed).
+    """
+    cache = cache or cache_dir()
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=cache, prefix=".probe.", delete=True)
+        probe.close()
+    except OSError as exc:
+        raise DataError(
+            f"{cache}: cache dir is not writable ({exc.strerror or exc}); "
+            "set FASHIONLAB_CACHE or pass --data-dir"
+        ) from None
+    base = mirror_url()
+    for stem, size, digest in FILES.values():
+        target = cache / f"{stem}.gz"
+        if target.exists() and _gz_matches(target, digest):
+            continue
+        url = f"{base}/{stem}.gz"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+                payload = response.read()
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise DataError(f"download of {url} failed: {reason}") from None
+        try:
+            data = gzip.decompress(payload)
+        except (OSError, EOFError) as exc:
+            raise DataError(f"download of {url}: corrupt gzip ({exc})") from None
+        if len(data) != size or sha256_hex(data) != digest:
+            raise DataError(f"download of {url}: checksum mismatch; the mirror served bad data")
+        from fashionlab.atomic import atomic_write_bytes
+
+        try:
+            atomic_write_bytes(target, payload)
+        except OSError as exc:
+            raise DataError(f"{target}: cannot write ({exc.strerror or exc})") from None
+    return cache
+
+
+def _gz_matches(path: Path, digest: str) -> bool:
+    with contextlib.suppress(OSError, EOFError):
+        return sha256_hex(gzip.decompress(path.read_bytes())) == digest
+    return False

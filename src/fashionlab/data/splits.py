@@ -1,0 +1,102 @@
+"""Seeded train/validation/test splits: random or stratified, plus S4's pooled 60/20/20.
+
+Every function returns index arrays that are disjoint, cover their pool, and depend only on
+the labels and the seed (NumPy's PCG64 generator is stable across platforms).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fashionlab.data.dataset import FashionMNIST
+from fashionlab.errors import ConfigError
+
+
+def random_split_indices(n: int, fractions: list[float], seed: int) -> list[np.ndarray]:
+    """Shuffle 0..n-1 and cut it into parts of the given fractions (the last takes the rest)."""
+    _check_fractions(fractions)
+    order = np.random.default_rng(seed).permutation(n)
+    cuts = np.cumsum([round(f * n) for f in fractions[:-1]])
+    return [np.sort(part) for part in np.split(order, cuts)]
+
+
+def stratified_split_indices(
+    labels: np.ndarray, fractions: list[float], seed: int
+) -> list[np.ndarray]:
+    """Like `random_split_indices`, but every part keeps the class proportions of `labels`."""
+    _check_fractions(fractions)
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in fractions]
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        cuts = np.cumsum([round(f * len(members)) for f in fractions[:-1]])
+        for part, chunk in zip(parts, np.split(members, cuts), strict=True):
+            part.append(chunk)
+    return [np.sort(np.concatenate(part)) for part in parts]
+
+
+def _check_fractions(fractions: list[float]) -> None:
+    if not fractions or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
+        raise ConfigError(f"split fractions must be positive and sum to 1, got {fractions}")
+
+
+@dataclass
+class Split:
+    """Images (uint8, N x 28 x 28) and labels (int64) of each part, plus where they came from.
+
+    `test_pool` names the array the test indices point into: "test" (the standard 10k test set)
+    or "pooled" (train + test concatenated, 70k, as in S4).
+    """
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    train_indices: np.ndarray
+    val_indices: np.ndarray
+    test_indices: np.ndarray
+    test_pool: str
+
+
+def make_split(
+    data: FashionMNIST, kind: str = "random", val_fraction: float = 0.1, seed: int = 42
+) -> Split:
+    """`random`/`stratified`: hold out `val_fraction` of the 60k training set for validation and
+    test on the 10k test set. `pooled`: pool all 70k and split 60/20/20 stratified (S4)."""
+    if kind in ("random", "stratified"):
+        labels = data.train_labels.numpy()
+        fractions = [1 - val_fraction, val_fraction]
+        if kind == "random":
+            train_idx, val_idx = random_split_indices(len(labels), fractions, seed)
+        else:
+            train_idx, val_idx = stratified_split_indices(labels, fractions, seed)
+        test_idx = np.arange(len(data.test_labels))
+        pool_images, pool_labels = data.train_images, data.train_labels
+        test_images, test_labels, test_pool = data.test_images, data.test_labels, "test"
+    elif kind == "pooled":
+        pool_images = torch.cat([data.train_images, data.test_images])
+        pool_labels = torch.cat([data.train_labels, data.test_labels])
+        train_idx, val_idx, test_idx = stratified_split_indices(
+            pool_labels.numpy(), [0.6, 0.2, 0.2], seed
+        )
+        test_images, test_labels, test_pool = pool_images, pool_labels, "pooled"
+    else:
+        raise ConfigError(f"unknown split {kind!r}; allowed: random, stratified, pooled")
+    tr, va, te = (torch.from_numpy(i) for i in (train_idx, val_idx, test_idx))
+    return Split(
+        train_images=pool_images[tr],
+        train_labels=pool_labels[tr],
+        val_images=pool_images[va],
+        val_labels=pool_labels[va],
+        test_images=test_images[te],
+        test_labels=test_labels[te],
+        train_indices=train_idx,
+        val_indices=val_idx,
+        test_indices=test_idx,
+        test_pool=test_pool,
+    )

@@ -1,0 +1,159 @@
+"""Export a trained model to ONNX and run it with onnxruntime.
+
+Contract of an exported file: one input `input`, float32 (N, 1, 28, 28), already normalised
+exactly as in training; one output `logits`, float32 (N, 10); N is a dynamic axis.
+
+Exporter: the TorchScript-based one (`torch.onnx.export(..., dynamo=False)`). torch 2.13's
+default (dynamo) exporter needs the `onnxscript` package, which is not a dependency; the
+TorchScript exporter needs only `onnx` and handles every layer our models use (conv, batch
+norm, pooling, linear, dropout, activations). It is deprecated upstream but present in 2.13,
+which the project pins.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from fashionlab.atomic import atomic_write_with
+from fashionlab.errors import RunError
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+NUM_CLASSES = 10
+INPUT_SHAPE = (1, 28, 28)
+DEFAULT_OPSET = 17
+# Export-time self check: onnxruntime vs torch on a random batch. Float32 kernels differ in
+# summation order, so exact equality is not expected; 1e-3 still catches any real mismatch
+# (wrong batch-norm mode, a dropped layer), which shows up as errors of order 0.1.
+_VERIFY_ATOL = 1e-3
+_VERIFY_RTOL = 1e-3
+
+
+def export_onnx(
+    model: torch.nn.Module,
+    path: str | os.PathLike,
+    opset: int = DEFAULT_OPSET,
+    verify: bool = True,
+) -> Path:
+    """Write `model` as ONNX to `path` (atomically) and return the path.
+
+    The model is exported in eval mode (batch norm uses its running statistics, dropout is
+    off) and its train/eval mode is restored afterwards. The file is checked with
+    `onnx.checker` and, if `verify`, run once with onnxruntime against torch before it
+    replaces `path`, so a bad export never overwrites a good file.
+    """
+    path = Path(path)
+    was_training = model.training
+    model.eval()
+    try:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        # Batch of 2, not 1: the exporter may fold a size-1 batch dimension into constants.
+        sample = torch.randn(2, *INPUT_SHAPE, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            expected = model(sample.to(device)).float().cpu().numpy()
+        if expected.shape != (2, NUM_CLASSES):
+            raise ValueError(
+                f"model maps (2, 1, 28, 28) to {tuple(expected.shape)}; expected (2, 10)"
+            )
+
+        def write(tmp: str) -> None:
+            with warnings.catch_warnings():
+                # The TorchScript exporter announces its own deprecation on every call.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.onnx.export(
+                    model,
+                    (sample.to(device),),
+                    tmp,
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                    do_constant_folding=True,
+                )
+            # Path form: the checker then also handles models stored with external data.
+            onnx.checker.check_model(tmp, full_check=True)
+            if verify:
+                got = OnnxPredictor(tmp).logits(sample.numpy())
+                if not np.allclose(got, expected, atol=_VERIFY_ATOL, rtol=_VERIFY_RTOL):
+                    worst = float(np.max(np.abs(got - expected)))
+                    raise RuntimeError(
+                        f"ONNX export does not match torch (max |diff| {worst:.3g}); "
+                        f"{path} was not written"
+                    )
+
+        atomic_write_with(path, write)
+    finally:
+        model.train(was_training)
+    return path
+
+
+class OnnxPredictor:
+    """An exported model on onnxruntime's CPU provider. `logits` is safe to call from several
+    threads at once (InferenceSession.run is thread-safe)."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise RunError(f"ONNX model not found: {self.path}")
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        # Errors go through our exceptions, not onnxruntime's stderr logger.
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own Exception subclasses
+            raise RunError(f"cannot load ONNX model {self.path}: {_one_line(exc)}") from None
+
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise RunError(
+                f"ONNX model {self.path} has {len(inputs)} inputs and {len(outputs)} outputs; "
+                "expected one of each"
+            )
+        shape = list(inputs[0].shape)
+        if len(shape) != 4 or shape[1:] != list(INPUT_SHAPE):
+            raise RunError(
+                f"ONNX model {self.path} takes input of shape {shape}; expected [N, 1, 28, 28]"
+            )
+        if list(outputs[0].shape)[-1:] != [NUM_CLASSES]:
+            raise RunError(
+                f"ONNX model {self.path} gives output of shape {outputs[0].shape}; expected [N, 10]"
+            )
+        self.input_name = inputs[0].name
+        self.output_name = outputs[0].name
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """float32 (N, 1, 28, 28), normalised as in training -> float32 (N, 10) logits."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 4 or x.shape[1:] != INPUT_SHAPE:
+            raise ValueError(f"expected input of shape (N, 1, 28, 28), got {x.shape}")
+        if x.shape[0] == 0:
+            return np.zeros((0, NUM_CLASSES), dtype=np.float32)
+        try:
+            (out,) = self._session.run([self.output_name], {self.input_name: x})
+        except Exception as exc:
+            raise RunError(f"ONNX model {self.path} failed to run: {_one_line(exc)}") from None
+        return np.asarray(out, dtype=np.float32)
+
+    def __repr__(self) -> str:
+        return f"OnnxPredictor({str(self.path)!r})"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+__all__ = ["DEFAULT_OPSET", "INPUT_NAME", "OUTPUT_NAME", "OnnxPredictor", "export_onnx"]

@@ -1,0 +1,105 @@
+"""Training recipes of the reference studies, as data (keys are `TrainConfig` fields).
+
+Each comes from /work/shared/STUDIES.md (the "Train:" lines and split decisions); a value the
+study leaves unstated keeps the `TrainConfig` default, except where named here. The registry
+attaches one to every model, so `fashionlab train --model s0-m1` reproduces the study setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# S0: 54k/6k random split with seed 42; the epoch with the lowest val loss is tested.
+S0_M1: dict[str, Any] = {
+    "epochs": 12,
+    "batch_size": 128,
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    "scheduler": "none",
+    "normalization": "dataset",  # mean 0.2860 / std 0.3530
+    "split": "random",
+    "val_fraction": 0.1,
+    "split_seed": 42,
+    "seed": 42,
+    "use_best_weights": True,
+}
+
+S0_M2: dict[str, Any] = {
+    **S0_M1,
+    "optimizer": "adamw",
+    "weight_decay": 1e-5,
+    "scheduler": "plateau",
+    "plateau_factor": 0.5,
+    "plateau_patience": 2,
+    "normalization": "half",  # mean 0.5 / std 0.5
+    "crop_padding": 4,  # RandomCrop(28, padding=4) pads with zeros
+    "crop_mode": "zero",
+    "hflip": True,
+}
+
+# S1: 48k/12k, inputs in [-1, 1].
+S1_CNN5: dict[str, Any] = {
+    "epochs": 10,
+    "batch_size": 64,
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "normalization": "half",
+    "split": "random",
+    "val_fraction": 0.2,
+    "split_seed": 42,
+    "seed": 42,
+}
+
+# S2: 54k/6k, inputs in [0, 1].
+S2: dict[str, Any] = {
+    "epochs": 20,
+    "batch_size": 128,
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "normalization": "unit",
+    "split": "random",
+    "val_fraction": 0.1,
+    "split_seed": 42,
+    "seed": 42,
+}
+
+# S3: 54k/6k, inputs in [-1, 1], no augmentation.
+S3: dict[str, Any] = {
+    "epochs": 20,
+    "batch_size": 64,
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "normalization": "half",
+    "split": "random",
+    "val_fraction": 0.1,
+    "split_seed": 42,
+    "seed": 42,
+}
+
+# S4: all 70k pooled, then 60/20/20 stratified; val_fraction is the validation share of the pool.
+S4: dict[str, Any] = {
+    "epochs": 10,
+    "batch_size": 32,  # Keras default
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "normalization": "unit",
+    "split": "pooled",
+    "val_fraction": 0.2,
+    "split_seed": 42,
+    "seed": 42,
+}
+
+# General-purpose MLP: not a study; a reasonable default with early stopping.
+MLP: dict[str, Any] = {
+    "epochs": 30,
+    "batch_size": 128,
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "normalization": "dataset",
+    "split": "stratified",
+    "val_fraction": 0.1,
+    "split_seed": 42,
+    "seed": 42,
+    "early_stopping_patience": 5,
+}

@@ -1,0 +1,470 @@
+"""The training loop: optimisers, schedulers, early stopping, checkpoints, resume.
+
+One epoch = shuffle (seeded generator) -> per batch: gather uint8 -> normalise -> augment ->
+forward/backward -> step. After each epoch the validation loss decides the best weights, the
+scheduler and early stopping, and `checkpoint.pt` is rewritten atomically, so an interrupted run
+resumes from the last finished epoch and ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from fashionlab.atomic import atomic_write_with
+from fashionlab.config import TrainConfig
+from fashionlab.data import (
+    CLASS_NAMES,
+    BatchIterator,
+    Normalizer,
+    Split,
+    augment_batch,
+    load_fashion_mnist,
+    make_normalizer,
+    make_split,
+)
+from fashionlab.errors import ConfigError, FashionlabError, RunError, TrainingDiverged
+from fashionlab.model_io import model_info, save_weights
+from fashionlab.runs import RunWriter, load_config, prepare_run_dir
+
+EVAL_BATCH = 1000
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+class RunInterrupted(FashionlabError):
+    """Ctrl-C during training: the last finished epoch is checkpointed."""
+
+    exit_code = 130
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA, then Apple's MPS, then the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def prepare_data(
+    config: TrainConfig, data_dir: str | Path | None = None
+) -> tuple[Split, Normalizer]:
+    """Load, split (and subset) the data as the config says; fit the normaliser on train only."""
+    split = make_split(
+        load_fashion_mnist(data_dir), config.split, config.val_fraction, config.split_seed
+    )
+    if config.train_subset:
+        n = config.train_subset
+        split.train_images, split.train_labels = split.train_images[:n], split.train_labels[:n]
+        split.train_indices = split.train_indices[:n]
+    if config.eval_subset:
+        n = config.eval_subset
+        split.val_images, split.val_labels = split.val_images[:n], split.val_labels[:n]
+        split.val_indices = split.val_indices[:n]
+        split.test_images, split.test_labels = split.test_images[:n], split.test_labels[:n]
+        split.test_indices = split.test_indices[:n]
+    return split, make_normalizer(config.normalization, split.train_images)
+
+
+def build_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        params,
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov and config.momentum > 0,
+        weight_decay=config.weight_decay,
+    )
+
+
+def build_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):
+    if config.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience
+        )
+    if config.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    if config.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch
+        )
+    if config.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, config.step_size, config.step_gamma)
+    return None
+
+
+@torch.no_grad()
+def predict_logits(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    normalizer: Normalizer,
+    device: torch.device,
+    batch_size: int = EVAL_BATCH,
+) -> torch.Tensor:
+    """Logits (float32, CPU) for uint8 images, in eval mode, in fixed-size batches."""
+    model.eval()
+    chunks = [
+        model(normalizer(images[i : i + batch_size]).to(device)).float().cpu()
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(chunks) if chunks else torch.empty(0, len(CLASS_NAMES))
+
+
+def _loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    loss = F.cross_entropy(logits, labels).item() if len(labels) else float("nan")
+    acc = (logits.argmax(1) == labels).float().mean().item() if len(labels) else float("nan")
+    return loss, acc
+
+
+@dataclass
+class _State:
+    """Everything that changes during training and must survive an interruption."""
+
+    epoch: int = 0
+    history: list = None  # type: ignore[assignment]
+    best_val_loss: float = math.inf
+    best_epoch: int = 0
+    best_state: dict | None = None
+    bad_epochs: int = 0
+    train_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.history = self.history or []
+
+
+class Trainer:
+    """Trains one config into one run folder. Use `train()` / `resume()` rather than this."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: Path,
+        quiet: bool = False,
+        data_dir: str | Path | None = None,
+        epoch_callback: EpochCallback | None = None,
+    ) -> None:
+        from fashionlab.models import create_model
+
+        self.config, self.run_dir, self.quiet = config, run_dir, quiet
+        self.epoch_callback = epoch_callback
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.split, self.normalizer = prepare_data(config, data_dir)
+        if len(self.split.train_labels) == 0:
+            raise ConfigError("the training split is empty; check train_subset / val_fraction")
+        self.model = create_model(config.model, **config.model_args).to(self.device)
+        self.batches = BatchIterator(
+            self.split.train_images,
+            self.split.train_labels,
+            config.batch_size,
+            shuffle=True,
+            generator=self.generator,
+        )
+        self.optimizer = build_optimizer(config, self.model.parameters())
+        self.scheduler = build_scheduler(config, self.optimizer, len(self.batches))
+        self.state = _State()
+        self.writer = RunWriter(run_dir)
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def save_checkpoint(self) -> None:
+        payload = {
+            "config": self.config.model_dump(mode="json"),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "state": vars(self.state),
+        }
+        atomic_write_with(self.run_dir / "checkpoint.pt", lambda tmp: torch.save(payload, tmp))
+
+    def load_checkpoint(self) -> None:
+        path = self.run_dir / "checkpoint.pt"
+        try:
+            # weights_only: a checkpoint is tensors and plain containers; never unpickle code.
+            payload = torch.load(path, map_location=self.device, weights_only=True)
+        except FileNotFoundError:
+            raise RunError(f"{path}: missing; nothing to resume (start the run again)") from None
+        except Exception as exc:  # torch raises many types for a damaged file
+            raise RunError(
+                f"{path}: corrupt checkpoint ({type(exc).__name__}); start again with --overwrite"
+            ) from None
+        if payload["config"] != self.config.model_dump(mode="json"):
+            raise RunError(
+                f"{self.run_dir}: config.yaml differs from the checkpoint's config; "
+                "resume with the original config or start again with --overwrite"
+            )
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        if self.scheduler and payload["scheduler"]:
+            self.scheduler.load_state_dict(payload["scheduler"])
+        self.generator.set_state(payload["generator"])
+        torch.set_rng_state(payload["torch_rng"])
+        self.state = _State(**payload["state"])
+
+    # ---------------------------------------------------------------- the loop
+
+    def train_one_epoch(self, epoch: int) -> tuple[float, float]:
+        cfg, model = self.config, self.model
+        model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        bar = tqdm(
+            self.batches,
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            leave=False,
+            disable=True if self.quiet else None,  # None: off when not a terminal
+            unit="batch",
+            dynamic_ncols=True,
+        )
+        for images, labels in bar:
+            x = augment_batch(
+                self.normalizer(images),
+                self.generator,
+                cfg.crop_padding,
+                cfg.crop_mode,
+                cfg.hflip,
+                cfg.erasing,
+            ).to(self.device)
+            y = labels.to(self.device)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss became {loss.item()} in epoch {epoch}; stopped. The last good "
+                    f"checkpoint (epoch {epoch - 1}) is kept in {self.run_dir}; try a lower --lr"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if cfg.scheduler == "onecycle":
+                self.scheduler.step()
+            n = len(y)
+            total_loss += loss.item() * n
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += n
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
+        return total_loss / seen, correct / seen
+
+    def run(self) -> None:
+        cfg, st = self.config, self.state
+        while st.epoch < cfg.epochs:
+            epoch = st.epoch + 1
+            started = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
+            train_loss, train_acc = self.train_one_epoch(epoch)
+            val_logits = predict_logits(
+                self.model, self.split.val_images, self.normalizer, self.device
+            )
+            val_loss, val_acc = _loss_and_accuracy(val_logits, self.split.val_labels)
+            if not math.isfinite(val_loss):
+                raise TrainingDiverged(
+                    f"validation loss became {val_loss} in epoch {epoch}; "
+                    f"the last good checkpoint is kept in {self.run_dir}"
+                )
+            if self.scheduler is not None and cfg.scheduler == "plateau":
+                self.scheduler.step(val_loss)
+            elif self.scheduler is not None and cfg.scheduler != "onecycle":
+                self.scheduler.step()
+            seconds = time.perf_counter() - started
+            row = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_accuracy": train_acc,
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+                "lr": lr,
+                "seconds": seconds,
+            }
+            st.history.append(row)
+            st.train_seconds += seconds
+            if val_loss < st.best_val_loss:
+                st.best_val_loss, st.best_epoch, st.bad_epochs = val_loss, epoch, 0
+                st.best_state = copy.deepcopy(self.model.state_dict())
+            else:
+                st.bad_epochs += 1
+            st.epoch = epoch
+            self.save_checkpoint()
+            self.writer.write_history(st.history)
+            if not self.quiet:
+                print(
+                    f"epoch {epoch:>3}/{cfg.epochs}  train loss {train_loss:.4f} "
+                    f"acc {train_acc:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f} "
+                    f"| lr {lr:.2e} | {seconds:.1f}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if self.epoch_callback:
+                self.epoch_callback(row)
+            if cfg.early_stopping_patience and st.bad_epochs >= cfg.early_stopping_patience:
+                if not self.quiet:
+                    print(
+                        f"early stopping: no val-loss improvement for {st.bad_epochs} epochs",
+                        file=sys.stderr,
+                    )
+                break
+
+    def finish(self) -> dict[str, Any]:
+        """Evaluate on the test split with the chosen weights and write the remaining files."""
+        from fashionlab.evaluation import summarize
+
+        cfg, st = self.config, self.state
+        if cfg.use_best_weights and st.best_state is not None:
+            self.model.load_state_dict(st.best_state)
+        logits = predict_logits(self.model, self.split.test_images, self.normalizer, self.device)
+        labels = self.split.test_labels
+        self.writer.write_predictions(
+            labels.numpy(), logits.numpy(), self.split.test_indices, self.split.test_pool
+        )
+        metrics = summarize(labels.numpy(), logits.numpy(), CLASS_NAMES)
+        metrics.update(
+            {
+                "model": cfg.model,
+                "params": sum(p.numel() for p in self.model.parameters()),
+                "best_epoch": st.best_epoch,
+                "epochs_run": st.epoch,
+                "best_val_loss": st.best_val_loss,
+                "evaluated_weights": "best" if cfg.use_best_weights else "last",
+                "train_seconds": st.train_seconds,
+                "seconds_per_epoch": st.train_seconds / max(st.epoch, 1),
+                "seed": cfg.seed,
+            }
+        )
+        save_weights(self.model, self.run_dir / "model.safetensors")
+        self.writer.write_model_info(model_info(cfg, self.model, self.normalizer))
+        self.writer.write_metrics(metrics)
+        self.writer.mark_complete()
+        return metrics
+
+    def execute(self) -> Path:
+        try:
+            self.run()
+        except KeyboardInterrupt:
+            raise RunInterrupted(
+                f"interrupted; epochs 1..{self.state.epoch} are checkpointed. "
+                f"Continue with: fashionlab train --resume {self.run_dir}"
+            ) from None
+        metrics = self.finish()
+        if not self.quiet:
+            print(
+                f"test accuracy {metrics['test_accuracy']:.4f}  macro-F1 "
+                f"{metrics['macro_f1']:.4f}  ->  {self.run_dir}",
+                file=sys.stderr,
+            )
+        return self.run_dir
+
+
+def _start(config: TrainConfig, run_dir: Path, quiet: bool, data_dir, epoch_callback) -> Trainer:
+    trainer = Trainer(
+        config, run_dir, quiet=quiet, data_dir=data_dir, epoch_callback=epoch_callback
+    )
+    RunWriter(run_dir).write_config(config)
+    RunWriter(run_dir).write_env(config.seed, str(trainer.device), torch.get_num_threads())
+    return trainer
+
+
+def train(
+    config: TrainConfig,
+    runs_dir: str | Path = "runs",
+    overwrite: bool = False,
+    quiet: bool = False,
+    data_dir: str | Path | None = None,
+    epoch_callback: EpochCallback | None = None,
+) -> Path:
+    """Train `config` into `runs_dir/<name>/` and return that folder."""
+    from fashionlab.models import get_model_spec
+
+    run_dir = Path(runs_dir) / config.run_name()
+    spec = get_model_spec(config.model)
+    prepare_run_dir(run_dir, overwrite)
+    if spec.framework == "numpy":
+        from fashionlab.numpy_train import train_numpy_run
+
+        return train_numpy_run(config, run_dir, quiet=quiet, data_dir=data_dir)
+    return _start(config, run_dir, quiet, data_dir, epoch_callback).execute()
+
+
+def resume(
+    run_dir: str | Path,
+    quiet: bool = False,
+    data_dir: str | Path | None = None,
+    epoch_callback: EpochCallback | None = None,
+    expected_config: TrainConfig | None = None,
+) -> Path:
+    """Continue an interrupted run from its last finished epoch (a finished run is left as is)."""
+    run_dir = Path(run_dir)
+    config = load_config(run_dir)
+    if expected_config is not None and expected_config != config:
+        changed = sorted(
+            k for k, v in expected_config.model_dump().items() if config.model_dump().get(k) != v
+        )
+        raise RunError(
+            f"{run_dir}: cannot resume with a changed config ({', '.join(changed)}); "
+            "drop those options or start again with --overwrite"
+        )
+    if (run_dir / "complete").exists():
+        if not quiet:
+            print(f"{run_dir} is already complete", file=sys.stderr)
+        return run_dir
+    trainer = Trainer(
+        config, run_dir, quiet=quiet, data_dir=data_dir, epoch_callback=epoch_callback
+    )
+    if (run_dir / "checkpoint.pt").exists():
+        trainer.load_checkpoint()
+    return trainer.execute()
+
+
+def run_is_complete(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / "complete").exists()
+
+
+def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dict[str, Any]:
+    """Reload the saved weights, recompute the test metrics, and compare with the stored ones."""
+    from fashionlab.evaluation import summarize
+    from fashionlab.model_io import load_model
+    from fashionlab.runs import load_metrics
+
+    loaded = load_model(run_dir)
+    split, _ = prepare_data(loaded.config, data_dir)
+    logits = predict_logits(loaded.model, split.test_images, loaded.normalizer, torch.device("cpu"))
+    metrics = summarize(split.test_labels.numpy(), logits.numpy(), CLASS_NAMES)
+    stored = load_metrics(run_dir)
+    mismatches = {
+        k: (stored.get(k), metrics[k])
+        for k in ("test_accuracy", "test_loss", "macro_f1", "weighted_f1")
+        if k in stored and not np.isclose(stored[k], metrics[k], rtol=0, atol=1e-6)
+    }
+    metrics["matches_stored"] = not mismatches
+    metrics["mismatches"] = mismatches
+    return metrics
+
+
+with contextlib.suppress(Exception):
+    # Deterministic kernels where PyTorch has them, so that one seed gives one history on CPU.
+    torch.use_deterministic_algorithms(True, warn_only=True)
