@@ -15,7 +15,7 @@ from fashionlab.errors import ConfigError, RunError
 
 @pytest.fixture
 def small():
-    """8 items, 3 classes: predictions [0, 1, 1, 2, 2, 0, 2, 1] vs labels [0, 0, 1, 1, 2, 2, 2, 1]."""
+    """8 items, 3 classes; 5 right, mistakes at items 1, 3 and 5."""
     labels = np.array([0, 0, 1, 1, 2, 2, 2, 1], dtype=np.int64)
     pred = np.array([0, 1, 1, 2, 2, 0, 2, 1])
     logits = np.full((8, 3), -1.0, dtype=np.float32)
@@ -31,9 +31,9 @@ def test_accuracy_and_loss_match_hand_values(small):
     assert ev.accuracy(labels, pred) == pytest.approx(5 / 8)
     # cross-entropy written out per item with math.log/exp, in float64
     rows = logits.astype(np.float64).tolist()
-    expected = sum(
-        math.log(sum(math.exp(v) for v in rows[i])) - rows[i][labels[i]] for i in range(8)
-    ) / 8
+    expected = (
+        sum(math.log(sum(math.exp(v) for v in rows[i])) - rows[i][labels[i]] for i in range(8)) / 8
+    )
     assert ev.cross_entropy(labels, logits) == pytest.approx(expected, rel=1e-12)
 
 
@@ -73,7 +73,12 @@ def test_absent_class_gets_zero_row_not_warning():
     logits = np.eye(3)[[0, 1, 1]]  # class 2 never appears nor is predicted
     rep = ev.classification_report(labels, logits)
     assert rep["per_class"][2] == {
-        "index": 2, "name": "2", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0
+        "index": 2,
+        "name": "2",
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+        "support": 0,
     }
     acc = ev.per_class_accuracy(labels, logits)
     assert acc[0] == pytest.approx(0.5) and acc[1] == 1.0 and np.isnan(acc[2])
@@ -154,8 +159,15 @@ def test_mcnemar_edge_cases():
 def test_summarize_keys_and_values(small):
     labels, logits, pred = small
     out = ev.summarize(labels, logits, ["a", "b", "c"])
-    for key in ("test_accuracy", "test_loss", "macro_f1", "weighted_f1", "macro_precision",
-                "macro_recall", "per_class"):
+    for key in (
+        "test_accuracy",
+        "test_loss",
+        "macro_f1",
+        "weighted_f1",
+        "macro_precision",
+        "macro_recall",
+        "per_class",
+    ):
         assert key in out
     assert out["test_accuracy"] == pytest.approx(5 / 8)
     assert out["macro_precision"] == pytest.approx(

@@ -22,11 +22,18 @@ class TwoConv(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(1, 4, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(4, 6, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
         )
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(6 * 7 * 7, 16), nn.ReLU(), nn.Dropout(0.5),
+            nn.Flatten(),
+            nn.Linear(6 * 7 * 7, 16),
+            nn.ReLU(),
+            nn.Dropout(0.5),
             nn.Linear(16, 10),
         )
 
@@ -74,8 +81,15 @@ def assert_no_hooks(model: nn.Module) -> None:
 def history(epochs: int = 5):
     lrs = [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4]
     return [
-        {"epoch": e, "train_loss": 1.0 / e, "train_accuracy": 1 - 0.5 / e,
-         "val_loss": 1.1 / e, "val_accuracy": 1 - 0.6 / e, "lr": lrs[e - 1], "seconds": 1.0}
+        {
+            "epoch": e,
+            "train_loss": 1.0 / e,
+            "train_accuracy": 1 - 0.5 / e,
+            "val_loss": 1.1 / e,
+            "val_accuracy": 1 - 0.6 / e,
+            "lr": lrs[e - 1],
+            "seconds": 1.0,
+        }
         for e in range(1, epochs + 1)
     ]
 
@@ -99,8 +113,10 @@ def test_training_figures(tmp_path):
     assert viz.lr_changes(history()) == [(3.0, 5e-4), (5.0, 2.5e-4)]
     assert_png(viz.plot_learning_curves(history(), tmp_path / "lc.png", "run", best_epoch=4))
     # history.csv rows read as strings, and a run without validation, still plot
-    as_text = [{k: str(v) for k, v in row.items()} | {"val_loss": "", "val_accuracy": ""}
-               for row in history()]
+    as_text = [
+        {k: str(v) for k, v in row.items()} | {"val_loss": "", "val_accuracy": ""}
+        for row in history()
+    ]
     assert_png(viz.plot_learning_curves(as_text, tmp_path / "lc_text.png"))
     out = viz.plot_validation_curves({"M1": history(), "M2": history(3)}, tmp_path / "vc.png")
     assert_png(out)
@@ -123,8 +139,9 @@ def test_evaluation_figures(tmp_path, data):
     with pytest.raises(ConfigError, match="square"):
         viz.plot_confusion_matrix(np.zeros((2, 3)), tmp_path / "bad.png")
     with pytest.raises(ConfigError, match="uint8"):
-        viz.plot_misclassified(images[:2].astype(np.float32), [0, 1], [1, 0], [0.9, 0.8],
-                               tmp_path / "bad.png")
+        viz.plot_misclassified(
+            images[:2].astype(np.float32), [0, 1], [1, 0], [0.9, 0.8], tmp_path / "bad.png"
+        )
     assert not (tmp_path / "bad.png").exists()
 
 
@@ -162,8 +179,9 @@ def test_activations_and_hooks_removed(tmp_path, data, conv_model):
     with pytest.raises(ConfigError, match="unknown layer"):
         viz.capture_activations(conv_model, images[:1], normalize, ["nope"])
     with pytest.raises(ConfigError, match="not feature maps"):
-        viz.plot_activation_maps(conv_model, images[:1], normalize, tmp_path / "x.png",
-                                 layer_names=["head.1"])
+        viz.plot_activation_maps(
+            conv_model, images[:1], normalize, tmp_path / "x.png", layer_names=["head.1"]
+        )
     assert_no_hooks(conv_model)
 
     mlp = make_mlp()

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fashionlab.data import sources as _sources
 from fashionlab.data.idx import parse_idx, read_idx_bytes
 from fashionlab.data.sources import (
-    DEBIAN_DIR,
     FILES,
     FIX_COMMAND,
     Source,
@@ -56,6 +56,8 @@ class FashionMNIST:
         return len(self.class_names)
 
 
+# Datasets already loaded in this process, by (source folder, verify). Loading is deterministic
+# and the tensors are never modified in place by this package, so one copy is shared.
 _LOADED: dict[tuple[str, bool], FashionMNIST] = {}
 
 
@@ -64,72 +66,116 @@ def load_from_directory(
 ) -> FashionMNIST:
     """Read and check the four files in `directory`.
 
-    `verify=False` skips the SHA-256 table and the 60k/10k counts so that another MNIST-format
-    dataset can be used; the structural checks (28x28 images, labels 0..9, counts match) stay.
+    `verify=False` skips the SHA-256 table (and so the 60k/10k counts) so that another
+    MNIST-format dataset can be used; the structural checks (uint8 28x28 images, uint8 labels
+    in 0..9, as many labels as images) always apply. With `cache_decoded_to` and `verify`, the
+    verified, decompressed files are also written there (best effort) for faster later loads.
     """
+    return _load(directory, verify, cache_decoded_to)[0]
+
+
+def _load(
+    directory: str | Path, verify: bool, cache_decoded_to: Path | None
+) -> tuple[FashionMNIST, bool]:
+    """`load_from_directory`, plus whether `cache_decoded_to` now holds verified raw copies."""
     directory = Path(directory).expanduser()
     if not directory.is_dir():
-        raise DataError(f"{directory}: not a directory")
-    arrays = {}
-    raw_bytes = {}
-    for key, (stem, size, digest) in FILES.items():
-        path = find_file(directory, stem)
-        data = read_idx_bytes(path)
-        raw_bytes[stem] = data
-        if verify and (len(data) != size or sha256_hex(data) != digest):
-            raise DataError(
-                f"{path}: checksum mismatch (not the standard Fashion-MNIST file); delete it and "
-                "run 'fashionlab data fetch', or pass --no-verify for your own IDX data"
-            )
-        arrays[key] = (path, parse_idx(data, name=str(path)))
+        raise DataError(f"{directory}: not a directory (expected a folder with the four IDX files)")
+    paths: dict[str, Path] = {}
+    raw: dict[str, bytes] = {}
+    arrays: dict[str, np.ndarray] = {}
+    # Structure first, checksums last: for a damaged file "truncated" or "bad magic" says more
+    # than "checksum mismatch", and parsing is free (np.frombuffer makes views).
+    for key, (stem, _size, _digest) in FILES.items():
+        paths[key] = find_file(directory, stem)
+        raw[key] = read_idx_bytes(paths[key])
+        arrays[key] = parse_idx(raw[key], name=str(paths[key]))
     for split in ("train", "test"):
-        (img_path, images), (lbl_path, labels) = (
+        _check_structure(
+            paths[f"{split}-images"],
             arrays[f"{split}-images"],
+            paths[f"{split}-labels"],
             arrays[f"{split}-labels"],
         )
-        _check_structure(split, img_path, images, lbl_path, labels, verify)
-    resolved = str(directory.resolve())
+    if verify:
+        for key, (_stem, size, digest) in FILES.items():
+            if len(raw[key]) != size or sha256_hex(raw[key]) != digest:
+                raise DataError(
+                    f"{paths[key]}: checksum mismatch (not the standard Fashion-MNIST file); "
+                    "delete it and run 'fashionlab data fetch', or pass --no-verify for your "
+                    "own IDX data"
+                )
+    cached = False
     if cache_decoded_to is not None and verify:
-        _write_decoded_copy(cache_decoded_to, raw_bytes)
+        cached = _write_decoded_copy(Path(cache_decoded_to), paths, raw)
     # np.frombuffer gives read-only arrays; torch wants writable memory, so copy once here.
-    return FashionMNIST(
-        train_images=torch.from_numpy(arrays["train-images"][1].copy()),
-        train_labels=torch.from_numpy(arrays["train-labels"][1].astype(np.int64)),
-        test_images=torch.from_numpy(arrays["test-images"][1].copy()),
-        test_labels=torch.from_numpy(arrays["test-labels"][1].astype(np.int64)),
-        source=resolved,
+    dataset = FashionMNIST(
+        train_images=torch.from_numpy(arrays["train-images"].copy()),
+        train_labels=torch.from_numpy(arrays["train-labels"].astype(np.int64)),
+        test_images=torch.from_numpy(arrays["test-images"].copy()),
+        test_labels=torch.from_numpy(arrays["test-labels"].astype(np.int64)),
+        source=str(directory.resolve()),
         verified=verify,
     )
+    return dataset, cached
 
 
-def _write_decoded_copy(cache: Path, raw_bytes: dict[str, bytes]) -> None:
-    """Keep decompressed, verified copies in the cache: the next load skips gzip (~0.4 s of the
-    ~0.5 s a load takes). Best effort: an unwritable cache only costs speed."""
+def _write_decoded_copy(cache: Path, paths: dict[str, Path], raw: dict[str, bytes]) -> bool:
+    """Keep decompressed, verified copies in the cache: the next load skips gzip, most of the
+    time a load from .gz takes. Best effort: an unwritable cache only costs speed, so it is a
+    warning, not an error. Returns whether the cache now holds all four verified files."""
     from fashionlab.atomic import atomic_write_bytes
 
+    for key, (stem, _size, _digest) in FILES.items():
+        target = cache / stem
+        if _same_file(paths[key], target):
+            continue
+        # Overwrite whatever is there: we only get here when loading from the cache failed
+        # (or it held .gz files), so an existing raw copy is damaged or stale.
+        try:
+            atomic_write_bytes(target, raw[key])
+        except OSError as exc:
+            print(
+                f"fashionlab: warning: cannot keep a decoded copy at {target} "
+                f"({exc.strerror or exc}); loads will stay slower (set FASHIONLAB_CACHE)",
+                file=sys.stderr,
+            )
+            return False
+    return True
+
+
+def _same_file(a: Path, b: Path) -> bool:
     try:
-        for stem, data in raw_bytes.items():
-            if not (cache / stem).exists():
-                atomic_write_bytes(cache / stem, data)
+        return a.samefile(b)
     except OSError:
-        pass
+        return False
 
 
-def _check_structure(split, img_path, images, lbl_path, labels, verify) -> None:
+def _check_structure(
+    img_path: Path, images: np.ndarray, lbl_path: Path, labels: np.ndarray
+) -> None:
     if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
         raise DataError(f"{img_path}: images have shape {images.shape}, expected (N, 28, 28)")
     if images.dtype != np.uint8:
-        raise DataError(f"{img_path}: element type {images.dtype}, expected uint8")
+        raise DataError(f"{img_path}: element type {images.dtype}, expected uint8 (IDX type 0x08)")
     if labels.ndim != 1:
         raise DataError(f"{lbl_path}: labels have shape {labels.shape}, expected (N,)")
+    # Float or wider labels would be truncated or wrapped silently by the int64 conversion.
+    if labels.dtype != np.uint8:
+        raise DataError(f"{lbl_path}: element type {labels.dtype}, expected uint8 (IDX type 0x08)")
     if len(images) != len(labels):
         raise DataError(
             f"{img_path}: {len(images)} images but {lbl_path.name} has {len(labels)} labels"
         )
-    if len(labels) and (labels.min() < 0 or labels.max() > 9):
-        raise DataError(f"{lbl_path}: label {int(labels.max())} outside 0..9")
-    if verify and len(labels) != EXPECTED_COUNTS[split]:
-        raise DataError(f"{lbl_path}: {len(labels)} items, expected {EXPECTED_COUNTS[split]}")
+    if len(labels) == 0:
+        raise DataError(f"{lbl_path}: holds no items")
+    bad = np.flatnonzero(labels > 9)
+    if bad.size:
+        first = int(bad[0])
+        raise DataError(
+            f"{lbl_path}: label {int(labels[first])} at item {first} outside 0..9 "
+            f"({bad.size} such labels)"
+        )
 
 
 def candidate_sources(data_dir: str | Path | None = None) -> list[Source]:
@@ -137,7 +183,8 @@ def candidate_sources(data_dir: str | Path | None = None) -> list[Source]:
     explicit = data_dir or os.environ.get("FASHIONLAB_DATA")
     if explicit:
         return [Source("explicit", Path(explicit).expanduser())]
-    return [Source("cache", cache_dir()), Source("debian", DEBIAN_DIR)]
+    # Looked up at call time so that tests (and embedders) can patch sources.DEBIAN_DIR.
+    return [Source("cache", cache_dir()), Source("debian", _sources.DEBIAN_DIR)]
 
 
 def load_fashion_mnist(
@@ -145,37 +192,48 @@ def load_fashion_mnist(
 ) -> FashionMNIST:
     """Find, verify and load Fashion-MNIST; loaded once per process and source.
 
-    Raises `DataError` naming every source tried and the command that would fix it.
+    Sources: `data_dir` or FASHIONLAB_DATA (alone), else the cache, the Debian package, then a
+    download into the cache. Raises `DataError` naming every source tried and the command that
+    would fix it.
     """
     if not verify:
         print("fashionlab: warning: checksum verification is OFF", file=sys.stderr)
-    sources = candidate_sources(data_dir)
     failures = []
-    for source in sources:
+    for source in candidate_sources(data_dir):
         key = (str(source.path), verify)
         if key in _LOADED:
             return _LOADED[key]
         if source.kind != "explicit" and not source.path.is_dir():
             failures.append(f"{source.kind} {source.path}: not present")
             continue
+        # The cache may hold downloaded .gz files; Debian only .gz: both get decoded copies.
+        cache_to = cache_dir() if source.kind in ("cache", "debian") else None
         try:
-            cache_to = cache_dir() if source.kind == "debian" else None
-            dataset = load_from_directory(source.path, verify=verify, cache_decoded_to=cache_to)
+            dataset, cached = _load(source.path, verify, cache_to)
         except DataError as exc:
             if source.kind == "explicit":
                 raise
             failures.append(f"{source.kind}: {exc}")
             continue
-        _LOADED[key] = dataset
-        return dataset
+        return _remember(key, dataset, cached, verify)
     if download:
         try:
             path = download_to_cache()
-            dataset = load_from_directory(path, verify=verify)
-            _LOADED[(str(path), verify)] = dataset
-            return dataset
+            dataset, cached = _load(path, verify, path)
+            return _remember((str(path), verify), dataset, cached, verify)
         except DataError as exc:
             failures.append(f"download: {exc}")
     raise DataError(
         "Fashion-MNIST not found; tried " + "; ".join(failures) + f". Fix: {FIX_COMMAND}"
     )
+
+
+def _remember(
+    key: tuple[str, bool], dataset: FashionMNIST, cached: bool, verify: bool
+) -> FashionMNIST:
+    _LOADED[key] = dataset
+    if cached:
+        # The cache now holds exactly these verified bytes: a later call (which tries the cache
+        # first) can reuse this copy instead of reading the files again.
+        _LOADED[(str(cache_dir()), verify)] = dataset
+    return dataset

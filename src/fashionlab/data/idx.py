@@ -8,6 +8,7 @@ well-formed and the file must hold exactly the bytes it declares.
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -68,7 +69,8 @@ def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
         raise DataError(f"{name}: truncated header ({len(data)} bytes, needs {header_size})")
     shape = struct.unpack(f">{ndim}I", data[4:header_size])
     dtype = IDX_DTYPES[dtype_code]
-    expected = header_size + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # Python ints: np.prod would silently wrap around in int64 for a forged header.
+    expected = header_size + math.prod(shape) * dtype.itemsize
     if len(data) != expected:
         kind = "truncated" if len(data) < expected else "has trailing bytes"
         raise DataError(

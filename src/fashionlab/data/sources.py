@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,19 +82,23 @@ def sha256_hex(data: bytes) -> str:
 
 
 def download_to_cache(cache: Path | None = None, timeout: float = 30.0) -> Path:
-    """Download the four files into the cache; each is verified before it replaces anything.
+    """Download the four files into `cache` (default: the user cache) as `<file>.gz`.
 
-    A failure leaves no partial file behind (temp files are removed).
+    Each file is verified in memory (SHA-256 of the decompressed bytes) before it is written,
+    and written atomically: a failure leaves no partial or unverified file behind. Files that
+    are already there and verified are not downloaded again.
     """
+    from fashionlab.atomic import atomic_write_bytes
+
     cache = cache or cache_dir()
     try:
         cache.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=cache, prefix=".probe.", delete=True)
+        probe = tempfile.NamedTemporaryFile(dir=cache, prefix=".probe.", suffix=".tmp")
         probe.close()
     except OSError as exc:
         raise DataError(
-            f"{cache}: cache dir is not writable ({exc.strerror or exc}); "
-            "set FASHIONLAB_CACHE or pass --data-dir"
+            f"{cache}: cannot write there ({exc.strerror or exc}); "
+            "set FASHIONLAB_CACHE to a writable folder or pass --data-dir"
         ) from None
     base = mirror_url()
     for stem, size, digest in FILES.values():
@@ -103,17 +109,17 @@ def download_to_cache(cache: Path | None = None, timeout: float = 30.0) -> Path:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
                 payload = response.read()
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        # HTTPException: a connection cut mid-body raises IncompleteRead, not an OSError.
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or exc
             raise DataError(f"download of {url} failed: {reason}") from None
         try:
             data = gzip.decompress(payload)
-        except (OSError, EOFError) as exc:
+        # zlib.error: damaged deflate data (as opposed to a cut-off stream, EOFError).
+        except (OSError, EOFError, zlib.error) as exc:
             raise DataError(f"download of {url}: corrupt gzip ({exc})") from None
         if len(data) != size or sha256_hex(data) != digest:
             raise DataError(f"download of {url}: checksum mismatch; the mirror served bad data")
-        from fashionlab.atomic import atomic_write_bytes
-
         try:
             atomic_write_bytes(target, payload)
         except OSError as exc:
@@ -122,6 +128,7 @@ def download_to_cache(cache: Path | None = None, timeout: float = 30.0) -> Path:
 
 
 def _gz_matches(path: Path, digest: str) -> bool:
-    with contextlib.suppress(OSError, EOFError):
+    # A damaged file already in place just means "download it again", never a crash.
+    with contextlib.suppress(OSError, EOFError, zlib.error):
         return sha256_hex(gzip.decompress(path.read_bytes())) == digest
     return False

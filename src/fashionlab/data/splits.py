@@ -18,9 +18,9 @@ from fashionlab.errors import ConfigError
 def random_split_indices(n: int, fractions: list[float], seed: int) -> list[np.ndarray]:
     """Shuffle 0..n-1 and cut it into parts of the given fractions (the last takes the rest)."""
     _check_fractions(fractions)
-    order = np.random.default_rng(seed).permutation(n)
+    order = np.random.default_rng(_check_seed(seed)).permutation(n)
     cuts = np.cumsum([round(f * n) for f in fractions[:-1]])
-    return [np.sort(part) for part in np.split(order, cuts)]
+    return _check_nonempty([np.sort(part) for part in np.split(order, cuts)], fractions)
 
 
 def stratified_split_indices(
@@ -28,19 +28,37 @@ def stratified_split_indices(
 ) -> list[np.ndarray]:
     """Like `random_split_indices`, but every part keeps the class proportions of `labels`."""
     _check_fractions(fractions)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_check_seed(seed))
     parts: list[list[np.ndarray]] = [[] for _ in fractions]
     for cls in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == cls))
         cuts = np.cumsum([round(f * len(members)) for f in fractions[:-1]])
         for part, chunk in zip(parts, np.split(members, cuts), strict=True):
             part.append(chunk)
-    return [np.sort(np.concatenate(part)) for part in parts]
+    if len(labels) == 0:
+        return [np.empty(0, dtype=np.int64) for _ in fractions]
+    return _check_nonempty([np.sort(np.concatenate(part)) for part in parts], fractions)
 
 
 def _check_fractions(fractions: list[float]) -> None:
-    if not fractions or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
+    # Written as "not (ok)" so that NaN, which fails every comparison, is rejected too.
+    if not fractions or not all(f > 0 for f in fractions) or not abs(sum(fractions) - 1) <= 1e-9:
         raise ConfigError(f"split fractions must be positive and sum to 1, got {fractions}")
+
+
+def _check_seed(seed: int) -> int:
+    # NumPy raises a bare ValueError for negative seeds; say it in the user's terms instead.
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"split seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def _check_nonempty(parts: list[np.ndarray], fractions: list[float]) -> list[np.ndarray]:
+    # An empty validation or test part would surface much later as a NaN loss or a crash.
+    sizes = [len(p) for p in parts]
+    if sum(sizes) and not all(sizes):
+        raise ConfigError(f"split fractions {fractions} leave an empty part (sizes {sizes})")
+    return parts
 
 
 @dataclass

@@ -54,32 +54,57 @@ def make_normalizer(preset: str, train_images: torch.Tensor | None = None) -> No
     if preset == "zscore":
         if train_images is None or len(train_images) == 0:
             raise ConfigError("normalization 'zscore' needs the training images")
-        x = train_images.to(torch.float64) / 255.0
-        mean, std = x.mean(dim=0), x.std(dim=0, unbiased=False)
+        mean, std = _pixel_stats(train_images)
         return Normalizer(preset, mean.float(), (std + ZSCORE_EPS).float())
     raise ConfigError(f"unknown normalization {preset!r}; allowed: {', '.join(PRESETS)}")
+
+
+def _pixel_stats(images: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel mean and (population) std on [0, 1] of uint8 images (N, 28, 28).
+
+    Sums of pixel values and their squares, in float64 and in chunks: exact for uint8 input
+    (the sums stay far below 2**53) and never holds a float64 copy of the whole set (54k train
+    images would be 340 MB)."""
+    total = torch.zeros(images.shape[1:], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for part in images.split(chunk):
+        values = part.to(torch.float64)
+        total += values.sum(dim=0)
+        squares += (values * values).sum(dim=0)
+    n = len(images)
+    mean = total / n
+    var = (squares / n - mean * mean).clamp_(min=0.0)  # rounding may give -1e-12 on flat pixels
+    return mean / 255.0, var.sqrt() / 255.0
+
+
+CROP_MODES = {"zero": "constant", "reflect": "reflect"}
 
 
 def random_crop(
     x: torch.Tensor, padding: int, generator: torch.Generator, mode: str = "zero"
 ) -> torch.Tensor:
     """Pad by `padding` on each side, then cut a random 28x28 window per image (N, C, H, W)."""
+    if mode not in CROP_MODES:
+        raise ConfigError(f"unknown crop mode {mode!r}; allowed: {', '.join(CROP_MODES)}")
     if padding <= 0:
         return x
     n, c, h, w = x.shape
-    pad_mode = {"zero": "constant", "reflect": "reflect"}[mode]
-    padded = F.pad(x, (padding,) * 4, mode=pad_mode)
-    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # (N, 1, H, 1)
-    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # (N, 1, 1, W)
-    batch = torch.arange(n)[:, None, None, None]
-    chan = torch.arange(c)[None, :, None, None]
+    if mode == "reflect" and padding >= min(h, w):
+        raise ConfigError(f"reflect padding must be smaller than the image, got {padding}")
+    padded = F.pad(x, (padding,) * 4, mode=CROP_MODES[mode])
+    # Random numbers come from the (CPU) generator so runs are reproducible on any device; the
+    # index tensors then move to the batch's device.
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (N, 1, H, 1)
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (N, 1, 1, W)
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chan = torch.arange(c, device=x.device)[None, :, None, None]
     return padded[batch, chan, rows, cols]
 
 
 def random_hflip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
-    flip = torch.rand(x.shape[0], generator=generator) < p
+    flip = (torch.rand(x.shape[0], generator=generator) < p).to(x.device)
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
@@ -112,7 +137,7 @@ def random_erasing(
     in_rows = (ys >= top[:, None]) & (ys < (top + eh)[:, None])  # (N, H)
     in_cols = (xs >= left[:, None]) & (xs < (left + ew)[:, None])  # (N, W)
     mask = in_rows[:, :, None] & in_cols[:, None, :] & apply[:, None, None]
-    return x.masked_fill(mask[:, None], 0.0)
+    return x.masked_fill(mask[:, None].to(x.device), 0.0)
 
 
 def augment_batch(

@@ -38,7 +38,9 @@ def check_hyperparameters(params: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"hidden_layers must be a sequence of integers, got {hidden!r}") from None
     for h in hidden:
         if not _is_int(h) or h < 1:
-            raise ConfigError(f"hidden_layers must hold integers >= 1, got {params['hidden_layers']!r}")
+            raise ConfigError(
+                f"hidden_layers must hold integers >= 1, got {params['hidden_layers']!r}"
+            )
     out["hidden_layers"] = tuple(int(h) for h in hidden)
 
     if not isinstance(params["activation"], str):
@@ -46,8 +48,10 @@ def check_hyperparameters(params: dict[str, Any]) -> dict[str, Any]:
     out["activation"] = canonical_activation_name(params["activation"])
 
     dropout = params["dropout"]
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating)) or not (
-        0.0 <= dropout < 1.0
+    if (
+        isinstance(dropout, bool)
+        or not isinstance(dropout, (int, float, np.floating))
+        or not (0.0 <= dropout < 1.0)
     ):
         raise ConfigError(f"dropout must be a number in [0, 1), got {dropout!r}")
     out["dropout"] = float(dropout)
@@ -62,13 +66,17 @@ def check_hyperparameters(params: dict[str, Any]) -> dict[str, Any]:
         )
 
     lr = params["lr"]
-    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating)) or not (
-        math.isfinite(lr) and lr > 0
+    if (
+        isinstance(lr, bool)
+        or not isinstance(lr, (int, float, np.floating))
+        or not (math.isfinite(lr) and lr > 0)
     ):
         raise ConfigError(f"lr must be a finite number > 0, got {lr!r}")
     momentum = params["momentum"]
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float, np.floating)) or not (
-        0.0 <= momentum < 1.0
+    if (
+        isinstance(momentum, bool)
+        or not isinstance(momentum, (int, float, np.floating))
+        or not (0.0 <= momentum < 1.0)
     ):
         raise ConfigError(f"momentum must be a number in [0, 1), got {momentum!r}")
 
@@ -88,9 +96,7 @@ def check_hyperparameters(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def check_X(
-    X: Any, dtype: np.dtype, n_features: int | None = None, what: str = "X"
-) -> np.ndarray:
+def check_X(X: Any, dtype: np.dtype, n_features: int | None = None, what: str = "X") -> np.ndarray:
     """`X` as a C-contiguous (n_samples, n_features) array of `dtype`, finite and non-empty."""
     try:
         arr = np.asarray(X)

@@ -146,9 +146,7 @@ def canonical_activation_name(name: str) -> str:
     if key == "leakyrelu":
         key = "leaky_relu"
     if key not in ACTIVATIONS:
-        raise ConfigError(
-            f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}"
-        )
+        raise ConfigError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
     return key
 
 

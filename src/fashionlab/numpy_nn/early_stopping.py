@@ -18,7 +18,9 @@ class EarlyStopping:
     """
 
     def __init__(self, patience: int = 5, min_delta: float = 0.0) -> None:
-        if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 1:
+        if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)):
+            raise ConfigError(f"patience must be an integer >= 1, got {patience!r}")
+        if patience < 1:
             raise ConfigError(f"patience must be an integer >= 1, got {patience!r}")
         if not min_delta >= 0:
             raise ConfigError(f"min_delta must be >= 0, got {min_delta!r}")

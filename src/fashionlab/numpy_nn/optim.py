@@ -33,7 +33,8 @@ class Optimizer:
             self._groups: list[tuple[np.ndarray, np.ndarray]] = [flat]
         else:
             self._groups = [(p.data.reshape(-1), p.grad.reshape(-1)) for p in self._params]
-            if any(not np.shares_memory(d, p.data) for (d, _), p in zip(self._groups, self._params)):
+            pairs = zip(self._groups, self._params, strict=True)
+            if any(not np.shares_memory(d, p.data) for (d, _), p in pairs):
                 raise ValueError("optimizer needs C-contiguous parameter arrays")
         self._scratch = [np.empty_like(d) for d, _ in self._groups]
         self.steps = 0
@@ -123,6 +124,7 @@ class Adam(Optimizer):
             self._m,
             self._v,
             self._scratch,
+            strict=True,
         ):
             m *= b1
             m += grad
@@ -138,7 +140,7 @@ class Adam(Optimizer):
     def moments(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """PyTorch's (exp_avg, exp_avg_sq) per group, for comparisons and inspection."""
         b1, b2 = self.betas
-        return [(m * (1.0 - b1), v * (1.0 - b2)) for m, v in zip(self._m, self._v)]
+        return [(m * (1.0 - b1), v * (1.0 - b2)) for m, v in zip(self._m, self._v, strict=True)]
 
 
 OPTIMIZERS = ("adam", "sgd")

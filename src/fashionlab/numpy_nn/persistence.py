@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +48,7 @@ def write_model(path: str | os.PathLike, model: SavedModel) -> None:
         "best_epoch": np.array(model.best_epoch),
         "history": np.array(json.dumps(model.history)),
     }
-    for i, (w, b) in enumerate(zip(model.weights, model.biases)):
+    for i, (w, b) in enumerate(zip(model.weights, model.biases, strict=True)):
         arrays[f"W{i}"] = w
         arrays[f"b{i}"] = b
 
@@ -88,7 +89,16 @@ def read_model(path: str | os.PathLike) -> SavedModel:
             )
     except DataError:
         raise
-    except (OSError, ValueError, KeyError, IndexError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        EOFError,
+        zipfile.BadZipFile,
+        zlib.error,
+    ) as exc:
         raise DataError(
             f"cannot read model file {path}: corrupt or truncated ({_one_line(exc)})"
         ) from None

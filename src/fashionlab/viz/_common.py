@@ -25,7 +25,8 @@ DPI = 100  # small files; figures are sized in inches so text stays readable
 
 def new_figure(width: float, height: float) -> Figure:
     """A figure drawn by Agg (explicit canvas: no pyplot, no global state)."""
-    fig = Figure(figsize=(width, height), dpi=DPI)
+    # constrained layout keeps suptitles, colorbars and rotated tick labels from overlapping
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
@@ -44,9 +45,10 @@ def save_png(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
 
 
 def class_names_for(class_names: Sequence[str] | None, num_classes: int) -> list[str]:
-    """The given names, or Fashion-MNIST's when there are 10 classes, else "0", "1", ..."""
+    """Names for at least `num_classes` classes: the given ones, else Fashion-MNIST's ten when
+    the labels fit in 0..9 (a subset of items may not show every class), else "0", "1", ..."""
     if class_names is None:
-        if num_classes == 10:
+        if num_classes <= 10:
             from fashionlab.data import CLASS_NAMES  # lazy: viz must not load data at import
 
             return list(CLASS_NAMES)

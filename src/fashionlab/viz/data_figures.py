@@ -35,7 +35,7 @@ def plot_sample_grid(
         raise ConfigError(f"per_class must be >= 1, got {per_class}")
     if len(y) == 0:
         raise ConfigError("plot_sample_grid got no images")
-    names = class_names_for(class_names, max(int(y.max()) + 1, len(class_names or ())))
+    names = class_names_for(class_names, int(y.max()) + 1)
     rng = np.random.default_rng(seed)
     rows = len(names)
     fig = new_figure(per_class * 0.9 + 1.6, rows * 0.9)
@@ -66,7 +66,7 @@ def plot_class_distribution(
     label_sets = {name: as_labels(lab, name=f"split {name!r}") for name, lab in splits.items()}
     every = np.concatenate(list(label_sets.values()))
     num_classes = int(every.max()) + 1 if every.size else 0
-    names = class_names_for(class_names, max(num_classes, len(class_names or ())))
+    names = class_names_for(class_names, num_classes)
     x = np.arange(len(names))
     width = 0.8 / len(label_sets)
     fig = new_figure(max(6.0, 0.8 * len(names)), 4.0)

@@ -129,7 +129,7 @@ def plot_misclassified(
     if ncols < 1:
         raise ConfigError(f"ncols must be >= 1, got {ncols}")
     top = max(int(t.max(initial=0)), int(p.max(initial=0))) + 1
-    names = class_names_for(class_names, max(top, len(class_names or ())))
+    names = class_names_for(class_names, top)
     ncols = max(1, min(ncols, len(imgs)))
     nrows = max(1, -(-len(imgs) // ncols))
     fig = new_figure(1.5 * ncols, 1.8 * nrows)

@@ -21,7 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from fashionlab.errors import ConfigError
-from fashionlab.viz._common import as_images, class_names_for, hide_ticks, new_figure, save_png
+from fashionlab.viz._common import (
+    as_images,
+    as_labels,
+    class_names_for,
+    hide_ticks,
+    new_figure,
+    save_png,
+)
 from fashionlab.viz.hooks import (
     Normalize,
     eval_mode,
@@ -36,6 +43,7 @@ class GradCAMResult(NamedTuple):
     cams: np.ndarray  # float32 (N, H, W) in [0, 1], same size as the images
     classes: np.ndarray  # int64 (N,): the class each map explains (default: the predicted one)
     probabilities: np.ndarray  # float32 (N,): softmax probability of that class
+    class_probabilities: np.ndarray  # float32 (N, C): softmax over every class (for a top-k)
     layer: str  # name of the layer the maps come from
 
 
@@ -103,11 +111,12 @@ def compute_gradcam(
         cam = F.interpolate(cam, size=imgs.shape[1:], mode="bilinear", align_corners=False)[:, 0]
         peak = cam.flatten(1).max(dim=1).values.clamp_min(1e-12)[:, None, None]
         cam = (cam / peak).clamp(0.0, 1.0)  # an all-zero map stays zero
-        probs = logits.softmax(dim=1).gather(1, classes[:, None])[:, 0]
+        all_probs = logits.detach().float().softmax(dim=1)
     return GradCAMResult(
         cams=cam.detach().float().cpu().numpy(),
         classes=classes.detach().cpu().numpy().astype(np.int64),
-        probabilities=probs.detach().float().cpu().numpy(),
+        probabilities=all_probs.gather(1, classes[:, None])[:, 0].cpu().numpy(),
+        class_probabilities=all_probs.cpu().numpy(),
         layer=layer_name,
     )
 
@@ -159,11 +168,11 @@ def plot_gradcam(
     result = compute_gradcam(model, imgs, normalize, target_layer)
     if result is None:
         return None
-    num_classes = int(result.classes.max()) + 1
+    names = class_names_for(class_names, result.class_probabilities.shape[1])
     if labels is not None:
-        true = np.asarray(labels).reshape(-1)[: len(imgs)].astype(np.int64)
-        num_classes = max(num_classes, int(true.max()) + 1)
-    names = class_names_for(class_names, max(num_classes, len(class_names or ())))
+        true = as_labels(labels, name="labels")[: len(imgs)]
+        if len(true) != len(imgs) or true.min() < 0 or true.max() >= len(names):
+            raise ConfigError(f"labels must give a class in 0..{len(names) - 1} for each image")
     fig = new_figure(1.6 * len(imgs), 3.6)
     axes = fig.subplots(2, len(imgs), squeeze=False)
     for k in range(len(imgs)):

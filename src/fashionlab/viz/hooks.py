@@ -84,7 +84,8 @@ def record_outputs(
 def to_model_input(images: Any, normalize: Normalize) -> torch.Tensor:
     """uint8 images (N, 28, 28) (NumPy or torch) -> the model's float input via `normalize`."""
     arr = as_images(images)
-    x = normalize(torch.from_numpy(np.ascontiguousarray(arr)))
+    # a copy: the caller's array may be read-only (np.load, mmap), which torch warns about
+    x = normalize(torch.from_numpy(arr.copy()))
     if x.ndim != 4:
         raise ConfigError(f"normalize must return (N, 1, H, W), got shape {tuple(x.shape)}")
     return x

@@ -43,7 +43,10 @@ def pca_view(features: Any, labels: Any, max_points: int = 5000, seed: int = 0) 
         raise ConfigError(f"PCA needs at least 3 points of dimension >= 2, got shape {x.shape}")
     y = as_labels(labels, len(x))
     idx = _subsample(len(x), max_points, seed)
-    pca = PCA(random_state=seed).fit(x[idx])  # all components: the cumulative curve needs them
+    # all components (the cumulative curve needs them); eigh of the D x D covariance is ~3x
+    # faster than a full SVD when points outnumber dimensions (needs scikit-learn >= 1.5)
+    solver = "covariance_eigh" if len(idx) >= x.shape[1] else "full"
+    pca = PCA(svd_solver=solver, random_state=seed).fit(x[idx])
     coords = pca.transform(x[idx])[:, :2]
     return PCAView(coords, y[idx], np.cumsum(pca.explained_variance_ratio_), idx)
 
@@ -94,7 +97,7 @@ def plot_pca_data(
     imgs = as_images(images)
     flat = imgs.reshape(len(imgs), -1).astype(np.float32) / 255.0
     view = pca_view(flat, labels, max_points, seed)
-    names = class_names_for(class_names, max(int(view.labels.max()) + 1, len(class_names or ())))
+    names = class_names_for(class_names, int(view.labels.max()) + 1)
     return _plot_view(view, path, names, "PCA of pixels")
 
 
@@ -147,5 +150,5 @@ def plot_pca_features(
     if feats is None:
         return None
     view = pca_view(feats, y[idx], max_points, seed)
-    names = class_names_for(class_names, max(int(view.labels.max()) + 1, len(class_names or ())))
+    names = class_names_for(class_names, int(view.labels.max()) + 1)
     return _plot_view(view, path, names, "PCA of penultimate features")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from fashionlab.errors import ConfigError
 from fashionlab.viz._common import new_figure, save_png
@@ -87,6 +88,7 @@ def plot_learning_curves(
         if best_epoch is not None:
             ax.axvline(best_epoch, color="green", linestyle=":", linewidth=1.0, label="best")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -113,6 +115,7 @@ def plot_validation_curves(
         ax_acc.plot(epochs, _column(history, "val_accuracy"), "-o", markersize=3, label=label)
     for ax, metric in ((ax_loss, "validation loss"), (ax_acc, "validation accuracy")):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)
         ax.set_title(metric.capitalize())
         ax.grid(alpha=0.3)

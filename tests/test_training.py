@@ -1,0 +1,210 @@
+"""The training engine on real data subsets: run folder, resume, reproducibility, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fashionlab.cli import main
+from fashionlab.config import build_config
+from fashionlab.errors import ConfigError, RunError
+from fashionlab.runs import load_history, load_predictions
+from fashionlab.training import RunInterrupted, evaluate_run, resume, train
+
+TINY = {"train_subset": 256, "eval_subset": 200, "batch_size": 64}
+
+
+def tiny_config(model: str = "s4-ann", **overrides):
+    return build_config(model, {**TINY, "epochs": 2, **overrides})
+
+
+def test_run_folder_has_every_file(tmp_path):
+    run = train(tiny_config(epochs=3, lr=5e-3), tmp_path, quiet=True)
+    for name in (
+        "config.yaml",
+        "history.csv",
+        "metrics.json",
+        "predictions.npz",
+        "model.safetensors",
+        "model.json",
+        "checkpoint.pt",
+        "env.json",
+        "complete",
+    ):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("test_accuracy", "test_loss", "macro_f1", "weighted_f1"):
+        assert 0 <= metrics[key] < 10
+    assert metrics["test_accuracy"] > 0.4  # 3 epochs on 256 images learn something (chance 0.1)
+    preds = load_predictions(run)
+    assert preds["logits"].shape == (200, 10) and preds["labels"].shape == (200,)
+    env = json.loads((run / "env.json").read_text())
+    assert env["seed"] == 42 and env["torch"].startswith("2.13")
+    assert [row["epoch"] for row in load_history(run)] == [1, 2, 3]
+    assert not list(run.glob(".*.tmp"))  # atomic writes leave no temp files
+
+
+def test_same_seed_same_history(tmp_path):
+    a = train(tiny_config("s0-m2", name="a"), tmp_path, quiet=True)
+    b = train(tiny_config("s0-m2", name="b"), tmp_path, quiet=True)
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in load_history(a)]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in load_history(b)]
+
+
+@pytest.mark.parametrize("model", ["s0-m2", "s3-base"])
+def test_resume_after_interrupt_gives_identical_weights(tmp_path, model):
+    """2 epochs straight == 1 epoch, Ctrl-C, resume, 1 epoch (BN, dropout, augmentation, plateau)."""
+    straight = train(tiny_config(model, name="straight"), tmp_path, quiet=True)
+
+    def interrupt_after_first(row):
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(RunInterrupted, match="--resume"):
+        train(
+            tiny_config(model, name="cut"),
+            tmp_path,
+            quiet=True,
+            epoch_callback=interrupt_after_first,
+        )
+    cut = tmp_path / "cut"
+    assert not (cut / "complete").exists() and (cut / "checkpoint.pt").exists()
+    resume(cut, quiet=True)
+    w1, w2 = load_file(straight / "model.safetensors"), load_file(cut / "model.safetensors")
+    assert w1.keys() == w2.keys()
+    for key in w1:
+        assert torch.equal(w1[key], w2[key]), key
+
+
+def test_evaluate_reproduces_stored_metrics(tmp_path):
+    run = train(tiny_config("s3-base", epochs=1), tmp_path, quiet=True)
+    metrics = evaluate_run(run)
+    assert metrics["matches_stored"], metrics["mismatches"]
+    assert main(["evaluate", str(run)]) == 0
+
+
+def test_refuses_to_overwrite_silently(tmp_path):
+    train(tiny_config(epochs=1), tmp_path, quiet=True)
+    with pytest.raises(RunError, match="--overwrite"):
+        train(tiny_config(epochs=1), tmp_path, quiet=True)
+    train(tiny_config(epochs=1), tmp_path, quiet=True, overwrite=True)
+
+
+def test_resume_with_changed_config_is_refused(tmp_path, capsys):
+    run = train(tiny_config(epochs=1), tmp_path, quiet=True)
+    (run / "complete").unlink()
+    code = main(["train", "--resume", str(run), "--lr", "0.5", "--quiet"])
+    assert code != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "changed config" in err[0] and "lr" in err[0]
+
+
+def test_early_stopping_and_best_weights(tmp_path):
+    # A huge lr makes validation loss worse after epoch 1, so patience 1 stops at epoch 2.
+    run = train(
+        tiny_config(
+            "s4-ann", epochs=6, lr=0.5, optimizer="sgd", momentum=0.0, early_stopping_patience=1
+        ),
+        tmp_path,
+        quiet=True,
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs_run"] <= 6
+    history = load_history(run)
+    best = min(history, key=lambda r: r["val_loss"])
+    assert metrics["best_epoch"] == best["epoch"]
+
+
+def test_nan_loss_stops_with_clear_message(tmp_path, capsys):
+    code = main(
+        [
+            "train",
+            "--model",
+            "s4-ann",
+            "--lr",
+            "1e30",
+            "--optimizer",
+            "sgd",
+            "--train-subset",
+            "256",
+            "--eval-subset",
+            "100",
+            "--epochs",
+            "3",
+            "--quiet",
+            "--runs-dir",
+            str(tmp_path),
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and "loss became" in err[0]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "s0-m9"], "unknown model"),
+        (["--model", "s0-m1", "--lr", "-1"], "lr"),
+        (["--model", "s0-m1", "--epochs", "0"], "epochs"),
+        (["--model", "s0-m1", "--batch-size", "0"], "batch_size"),
+        (["--model", "s0-m1", "--set", "learning_rate=0.1"], "unknown key"),
+        (["--model", "mlp", "--set", "model_args.dropout=1.5"], "dropout"),
+        (["--model", "s0-m1", "--set", "optimizer=rmsprop"], "optimizer"),
+    ],
+)
+def test_bad_config_is_one_line_error(tmp_path, capsys, args, message):
+    code = main(["train", *args, "--runs-dir", str(tmp_path), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_unknown_key_suggests_close_name():
+    with pytest.raises(ConfigError, match="did you mean"):
+        build_config("s0-m1", {"epoch": 3})
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt", "mismatched"])
+def test_damaged_weights_are_clear_errors(tmp_path, capsys, damage):
+    run = train(tiny_config(epochs=1), tmp_path, quiet=True)
+    weights = run / "model.safetensors"
+    if damage == "missing":
+        weights.unlink()
+    elif damage == "corrupt":
+        weights.write_bytes(weights.read_bytes()[:100])
+    else:
+        other = train(tiny_config("s2-ann", epochs=1), tmp_path, quiet=True)
+        weights.write_bytes((other / "model.safetensors").read_bytes())
+    assert main(["evaluate", str(run)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.safetensors" in err[0], err
+
+
+def test_cli_train_reproduces_recipe(tmp_path, capsys):
+    code = main(
+        [
+            "train",
+            "--model",
+            "s0-m1",
+            "--epochs",
+            "1",
+            "--train-subset",
+            "128",
+            "--eval-subset",
+            "100",
+            "--runs-dir",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    import yaml
+
+    config = yaml.safe_load((tmp_path / "s0-m1-seed42" / "config.yaml").read_text())
+    assert config["optimizer"] == "adam" and config["batch_size"] == 128
+    assert config["normalization"] == "dataset" and config["epochs"] == 1
+    assert np.isclose(config["lr"], 1e-3)
