@@ -7,11 +7,13 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from fashionlab.data import CLASS_NAMES, load_fashion_mnist
+from fashionlab.atomic import atomic_write_bytes
+from fashionlab.data import CLASS_NAMES, encode_idx, load_fashion_mnist
 from fashionlab.data.dataset import load_from_directory
-from fashionlab.data.sources import download_to_cache
+from fashionlab.data.sources import FILES, download_to_cache
 from fashionlab.errors import DataError
 
 
@@ -92,15 +94,34 @@ def _pixel_mean_std(images: torch.Tensor) -> tuple[float, float]:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    if args.data_dir is not None:
-        try:
-            load_from_directory(args.data_dir)
-        except DataError:
-            # The user named this folder: fill it (verified, atomically) rather than elsewhere.
-            download_to_cache(Path(args.data_dir))
-            load_from_directory(args.data_dir)
-        print(f"verified copy in {args.data_dir}")
+    if args.data_dir is None:
+        data = load_fashion_mnist()
+        print(f"verified copy in {data.source}")
         return 0
-    data = load_fashion_mnist()
-    print(f"verified copy in {data.source}")
+    target = Path(args.data_dir).expanduser()
+    try:
+        load_from_directory(target)
+    except DataError:
+        # The user named this folder: fill it (verified, atomically) rather than elsewhere.
+        _fill_directory(target)
+        load_from_directory(target)
+    print(f"verified copy in {target}")
     return 0
+
+
+def _fill_directory(target: Path) -> None:
+    """Write the four files into `target`: from a verified local copy (cache or Debian package)
+    when there is one, since most of our machines have no internet; else from the mirror."""
+    try:
+        data = load_fashion_mnist(download=False)
+    except DataError:
+        download_to_cache(target)
+        return
+    arrays = (data.train_images, data.train_labels, data.test_images, data.test_labels)
+    for (stem, _size, _digest), array in zip(FILES.values(), arrays, strict=True):
+        # Re-encoding uint8 tensors gives back the original IDX bytes (checked on reload).
+        payload = encode_idx(array.numpy().astype(np.uint8))
+        try:
+            atomic_write_bytes(target / stem, payload)
+        except OSError as exc:
+            raise DataError(f"{target / stem}: cannot write ({exc.strerror or exc})") from None

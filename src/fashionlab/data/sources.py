@@ -3,12 +3,12 @@
 1. an explicit directory (`--data-dir` or `FASHIONLAB_DATA`): used alone, never silently skipped;
 2. the user cache (`FASHIONLAB_CACHE`, else `$XDG_CACHE_HOME/fashionlab/fashion-mnist`);
 3. the Debian/Ubuntu package `dataset-fashion-mnist` (`/usr/share/datasets/fashion-mnist`);
-4. a download from the official mirror into the cache: temp file, verified, then renamed.
+4. a download from the official mirror into the cache: verified in memory, then written
+   decompressed through a temp file and a rename.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import http.client
@@ -82,11 +82,12 @@ def sha256_hex(data: bytes) -> str:
 
 
 def download_to_cache(cache: Path | None = None, timeout: float = 30.0) -> Path:
-    """Download the four files into `cache` (default: the user cache) as `<file>.gz`.
+    """Download the four files into `cache` (default: the user cache), stored decompressed.
 
     Each file is verified in memory (SHA-256 of the decompressed bytes) before it is written,
     and written atomically: a failure leaves no partial or unverified file behind. Files that
-    are already there and verified are not downloaded again.
+    are already there and verified are not downloaded again. They are stored decompressed
+    because every later load would otherwise pay for gunzip again (most of a load's time).
     """
     from fashionlab.atomic import atomic_write_bytes
 
@@ -102,8 +103,8 @@ def download_to_cache(cache: Path | None = None, timeout: float = 30.0) -> Path:
         ) from None
     base = mirror_url()
     for stem, size, digest in FILES.values():
-        target = cache / f"{stem}.gz"
-        if target.exists() and _gz_matches(target, digest):
+        target = cache / stem
+        if _raw_matches(target, size, digest):
             continue
         url = f"{base}/{stem}.gz"
         try:
@@ -121,14 +122,17 @@ def download_to_cache(cache: Path | None = None, timeout: float = 30.0) -> Path:
         if len(data) != size or sha256_hex(data) != digest:
             raise DataError(f"download of {url}: checksum mismatch; the mirror served bad data")
         try:
-            atomic_write_bytes(target, payload)
+            atomic_write_bytes(target, data)
         except OSError as exc:
             raise DataError(f"{target}: cannot write ({exc.strerror or exc})") from None
     return cache
 
 
-def _gz_matches(path: Path, digest: str) -> bool:
-    # A damaged file already in place just means "download it again", never a crash.
-    with contextlib.suppress(OSError, EOFError, zlib.error):
-        return sha256_hex(gzip.decompress(path.read_bytes())) == digest
-    return False
+def _raw_matches(path: Path, size: int, digest: str) -> bool:
+    # A damaged or foreign file already in place just means "download it again".
+    try:
+        if not path.is_file() or path.stat().st_size != size:
+            return False
+        return sha256_hex(path.read_bytes()) == digest
+    except OSError:
+        return False

@@ -35,10 +35,10 @@ def save_png(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
     """Write `fig` to `path` as PNG atomically, release its memory, return the path."""
     path = Path(path)
     try:
-        # format given explicitly: the temp file's name ends in .tmp, not .png
-        atomic_write_with(
-            path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-        )
+        # format given explicitly: the temp file's name ends in .tmp, not .png. No
+        # bbox_inches="tight": constrained layout already fits everything, and "tight" costs
+        # a second full draw.
+        atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
     finally:
         fig.clear()  # the figure is not in pyplot's registry; clearing frees artists now
     return path

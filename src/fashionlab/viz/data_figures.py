@@ -78,6 +78,8 @@ def plot_class_distribution(
     ax.set_xticks(x, names, rotation=35, ha="right")
     ax.set_ylabel("items")
     ax.set_title("Class distribution")
-    ax.legend()
+    # headroom above the tallest bar so the legend (one row) never covers a bar
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.15)
+    ax.legend(ncols=len(label_sets), loc="upper center", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return save_png(fig, path)

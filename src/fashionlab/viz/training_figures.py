@@ -77,11 +77,12 @@ def plot_learning_curves(
             )
             ax.text(
                 epoch - 0.5,
-                1.0,
-                f" {lr:.1e}",
+                0.97,
+                f"lr {lr:.1e}",
                 transform=ax.get_xaxis_transform(),
                 fontsize=7,
                 color="gray",
+                ha="right",
                 va="top",
                 rotation=90,
             )

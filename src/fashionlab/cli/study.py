@@ -1,0 +1,69 @@
+"""`fashionlab study FILE`: run (or resume) a study, aggregate it, write its report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fashionlab.cli.data import add_data_options
+from fashionlab.config import parse_set_options
+from fashionlab.study import load_study, plan_study, run_study
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "study",
+        help="run a study file (runs x grid x seeds), then aggregate and report",
+        description="Runs everything in the study that is not already complete (an interrupted "
+        "study resumes), then writes study.json and report.html/report.md.",
+    )
+    parser.add_argument("file", type=Path, help="study YAML, e.g. studies/s0.yaml")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="study folder (default: runs/<study name>)"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        dest="set_items",
+        help="override a config field in every run, e.g. --set epochs=1",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=None,
+        help="comma-separated seeds replacing the file's, e.g. 1,2,3",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="validate and list the runs without training"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="delete the study folder first")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    add_data_options(parser)
+    parser.set_defaults(func=cmd_study)
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    overrides = parse_set_options(args.set_items)
+    if args.dry_run:
+        study = load_study(args.file)
+        if args.seeds:
+            study.seeds = args.seeds
+            for spec in study.runs:
+                spec.seeds = None
+        out = args.out or Path("runs") / study.name
+        for run in plan_study(study, out, overrides, source=str(args.file)):
+            state = "complete" if (run.run_dir / "complete").exists() else "to run"
+            print(f"{run.label:<48} seed {run.seed:<6} {state:<9} {run.run_dir}")
+        return 0
+    out = run_study(
+        args.file,
+        args.out,
+        overrides,
+        quiet=args.quiet,
+        data_dir=args.data_dir,
+        overwrite=args.overwrite,
+        seeds=args.seeds,
+    )
+    print(out / "report.html")
+    return 0

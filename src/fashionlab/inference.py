@@ -1,0 +1,219 @@
+"""Classify new images with a trained run: the library behind `fashionlab predict`, `export`
+and the web app (`fashionlab.serve`), which are thin layers over `Classifier`.
+
+A `Classifier` is built once from a run folder and then reused: loading rebuilds the model,
+and the ONNX backend may export it first, so neither belongs in a per-image code path.
+
+Thread safety: one `Classifier` may be shared by many threads (the web server decodes and
+classifies uploads in a thread pool). PyTorch calls are serialised by a lock: a forward pass on
+its own would be safe, but Grad-CAM temporarily registers a forward hook and switches the
+module's train/eval mode, and a concurrent forward pass would run through that hook and
+overwrite the activation being differentiated. onnxruntime's `InferenceSession.run` is
+thread-safe, so the ONNX backend classifies without the lock (Grad-CAM still needs torch).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from fashionlab.errors import ConfigError, ImageError, RunError
+from fashionlab.imaging import SIZE
+from fashionlab.model_io import LoadedModel, load_model
+
+Backend = Literal["torch", "onnx"]
+BACKENDS: tuple[str, ...] = ("torch", "onnx")
+ONNX_FILENAME = "model.onnx"
+DEFAULT_TOP_K = 3
+
+
+class Classifier:
+    """A trained model ready to classify 28x28 uint8 images (light object on black).
+
+    Build it with `Classifier.from_run(run_dir, backend=...)`. Inputs are what
+    `fashionlab.imaging.prepare_image` returns; normalisation is the run's own.
+    """
+
+    def __init__(
+        self, loaded: LoadedModel, backend: Backend = "torch", onnx_path: Path | None = None
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        self.loaded = loaded
+        self.backend: Backend = backend
+        self.class_names: tuple[str, ...] = tuple(loaded.class_names)
+        self._lock = threading.Lock()
+        self._onnx = None
+        self.onnx_path: Path | None = None
+        if backend == "onnx":
+            from fashionlab.export import OnnxPredictor  # onnxruntime only when asked for
+
+            self.onnx_path = ensure_onnx(loaded, onnx_path)
+            self._onnx = OnnxPredictor(self.onnx_path)
+        self._cam_layer = _gradcam_layer_name(loaded.model)
+
+    @classmethod
+    def from_run(
+        cls,
+        run_dir: str | Path,
+        backend: Backend = "torch",
+        device: str | torch.device = "cpu",
+        onnx_path: str | Path | None = None,
+    ) -> Classifier:
+        """Load the run's model once. `backend="onnx"` uses `onnx_path` (default
+        RUN/model.onnx), exporting it first if it is missing or older than the weights."""
+        if backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        loaded = load_model(run_dir, device=device)
+        return cls(loaded, backend, None if onnx_path is None else Path(onnx_path))
+
+    # -- facts about the model -----------------------------------------------------------------
+
+    @property
+    def model_name(self) -> str:
+        return str(self.loaded.info.get("model", self.loaded.config.model))
+
+    @property
+    def params(self) -> int:
+        return int(sum(p.numel() for p in self.loaded.model.parameters()))
+
+    @property
+    def has_gradcam(self) -> bool:
+        return self._cam_layer is not None
+
+    # -- inference -----------------------------------------------------------------------------
+
+    def logits(self, images: Any) -> np.ndarray:
+        """float32 (N, 10) logits for uint8 images (N, 28, 28) or one image (28, 28)."""
+        batch = _as_batch(images)
+        x = self.loaded.normalizer(torch.from_numpy(batch))
+        if self._onnx is not None:
+            return self._onnx.logits(x.numpy())
+        model = self.loaded.model
+        device = next(model.parameters()).device
+        with self._lock, torch.inference_mode():
+            # eval() again under the lock: another user of the module (a notebook, a test)
+            # may have left it in train mode, which would make dropout random.
+            model.eval()
+            return model(x.to(device)).float().cpu().numpy()
+
+    def probabilities(self, images: Any) -> np.ndarray:
+        """float64 (N, 10) softmax probabilities."""
+        return _softmax(self.logits(images))
+
+    def classify(self, image: Any, top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
+        """One uint8 28x28 image -> {"label", "classes", "probabilities", "top"}: every class
+        with its probability (in class order) and the `top_k` most probable, best first."""
+        top_k = check_top_k(top_k, len(self.class_names))
+        batch = _as_batch(image)
+        if len(batch) != 1:
+            raise ImageError(f"classify takes one image, got {len(batch)}; use probabilities()")
+        probs = self.probabilities(batch)[0]
+        # stable sort on -p: equal probabilities keep class order, so results are deterministic
+        order = np.argsort(-probs, kind="stable")[:top_k]
+        top = [{"class": self.class_names[i], "probability": float(probs[i])} for i in order]
+        return {
+            "label": top[0]["class"],
+            "classes": list(self.class_names),
+            "probabilities": [float(p) for p in probs],
+            "top": top,
+        }
+
+    def gradcam(self, image: Any, target_class: int | None = None) -> np.ndarray | None:
+        """Grad-CAM map (28, 28) float32 in [0, 1] for one uint8 image and `target_class`
+        (default: the predicted class); None for a model without a spatial layer (an MLP).
+        Always computed with the PyTorch model: ONNX has no gradients."""
+        if self._cam_layer is None:
+            return None
+        from fashionlab.viz.gradcam import compute_gradcam  # matplotlib only when needed
+
+        batch = _as_batch(image)
+        if len(batch) != 1:
+            raise ImageError(f"gradcam takes one image, got {len(batch)}")
+        targets = None if target_class is None else [int(target_class)]
+        with self._lock:
+            result = compute_gradcam(
+                self.loaded.model,
+                torch.from_numpy(batch),
+                self.loaded.normalizer,
+                target_layer=self._cam_layer,
+                target_classes=targets,
+            )
+        return None if result is None else result.cams[0]
+
+    def __repr__(self) -> str:
+        return (
+            f"Classifier({str(self.loaded.run_dir)!r}, model={self.model_name!r}, "
+            f"backend={self.backend!r})"
+        )
+
+
+def ensure_onnx(loaded: LoadedModel, path: Path | None = None) -> Path:
+    """RUN/model.onnx (or `path`), exported from `loaded.model` unless an up-to-date file is
+    there already. Up to date = not older than model.safetensors: a re-trained run must not
+    keep answering with its previous weights."""
+    from fashionlab.export import export_onnx
+
+    path = Path(path) if path is not None else loaded.run_dir / ONNX_FILENAME
+    weights = loaded.run_dir / "model.safetensors"
+    if path.is_file() and (
+        not weights.is_file() or path.stat().st_mtime >= weights.stat().st_mtime
+    ):
+        return path
+    try:
+        return export_onnx(loaded.model, path)
+    except OSError as exc:
+        raise RunError(
+            f"cannot write the ONNX model to {path} ({exc.strerror or exc}); "
+            "export it elsewhere with 'fashionlab export RUN --output PATH' or use the torch backend"
+        ) from None
+
+
+def check_top_k(top_k: int, num_classes: int) -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
+        raise ConfigError(f"top_k must be an integer, got {top_k!r}")
+    if not 1 <= top_k <= num_classes:
+        raise ConfigError(f"top_k must be between 1 and {num_classes}, got {top_k}")
+    return int(top_k)
+
+
+def _as_batch(images: Any) -> np.ndarray:
+    """uint8 (N, 28, 28) from one (28, 28) image or a batch; anything else is an ImageError."""
+    if isinstance(images, torch.Tensor):
+        images = images.detach().cpu().numpy()
+    batch = np.asarray(images)
+    if batch.ndim == 2:
+        batch = batch[None]
+    if batch.ndim != 3 or batch.shape[1:] != (SIZE, SIZE):
+        raise ImageError(
+            f"expected a {SIZE}x{SIZE} image (or a batch N x {SIZE} x {SIZE}), got shape "
+            f"{tuple(np.shape(images))}; prepare it with fashionlab.imaging.prepare_image"
+        )
+    if batch.dtype != np.uint8:
+        raise ImageError(f"expected uint8 pixels 0..255, got {batch.dtype}")
+    return np.ascontiguousarray(batch)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    # float64 and max-shifted: no overflow, and probabilities that sum to 1 when printed
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _gradcam_layer_name(model: torch.nn.Module) -> str | None:
+    """Name (for compute_gradcam) of the layer `models.gradcam_layer` picks; None for MLPs."""
+    from fashionlab.models import gradcam_layer
+
+    layer = gradcam_layer(model)
+    if layer is None:
+        return None
+    return next((name for name, m in model.named_modules() if m is layer), None)
+
+
+__all__ = ["BACKENDS", "Classifier", "ONNX_FILENAME", "check_top_k", "ensure_onnx"]

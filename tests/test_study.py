@@ -1,0 +1,103 @@
+"""Study files: validation with file/line errors, grids, resume, aggregation, McNemar."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fashionlab.cli import main
+from fashionlab.errors import ConfigError
+from fashionlab.study import load_study, plan_study, run_study
+
+TINY = "overrides: {epochs: 1, train_subset: 256, eval_subset: 300, batch_size: 64}\n"
+
+
+def write(tmp_path: Path, text: str, name: str = "study.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_shipped_studies_validate(tmp_path):
+    for path in sorted(Path("studies").glob("*.yaml")):
+        study = load_study(path)
+        planned = plan_study(study, tmp_path / study.name, source=str(path))
+        assert planned, path
+
+
+def test_grid_is_a_cartesian_product(tmp_path):
+    path = write(
+        tmp_path,
+        "name: g\nseeds: [1, 2]\nruns:\n  - model: s1-cnn5\n    grid:\n"
+        "      model_args.pooling: [max, avg, global]\n"
+        "      model_args.init: [default, he]\n",
+    )
+    planned = plan_study(load_study(path), tmp_path / "g")
+    assert len(planned) == 3 * 2 * 2
+    labels = {p.label for p in planned}
+    assert "s1-cnn5[pooling=max][init=he]" in labels
+    assert {p.config.model_args["pooling"] for p in planned} == {"max", "avg", "global"}
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "name: x\nruns:\n  - model: s0-m1\n    overides: {}\n",
+            ":4: runs.0.overides: unknown key",
+        ),
+        (
+            "name: x\nruns:\n  - model: s0-m1\n  - model: nope\n",
+            ":4: runs[1]: unknown model 'nope'",
+        ),
+        ("name: x\nruns:\n  - model: s0-m1\n    overrides: {lr: -1}\n", ":3: runs[0]: lr:"),
+        ("name: x\nseeds: []\nruns:\n  - model: s0-m1\n", "seeds"),
+        (
+            "name: x\nruns:\n  - model: s0-m1\ncompare:\n  - {a: s0-m1, b: s0-m9}\n",
+            "not a run label",
+        ),
+        ("name: x\nruns: [\n", "not valid YAML"),
+    ],
+)
+def test_config_errors_name_file_and_line(tmp_path, capsys, text, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=None) as info:
+        plan_study(load_study(path), tmp_path / "x", source=str(path))
+    assert expected in str(info.value)
+    assert str(path) in str(info.value)
+    assert main(["study", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0]
+
+
+def test_study_runs_resumes_and_aggregates(tmp_path):
+    path = write(
+        tmp_path,
+        "name: tiny\nseeds: [1, 2]\n" + TINY + "runs:\n"
+        "  - {label: MLP, model: s4-ann, reported: {test_accuracy: 0.9}}\n"
+        "  - {label: CNN, model: s4-cnn1}\n  - {label: CNN2, model: s4-cnn2}\n"
+        "compare:\n  - {a: CNN, b: MLP, claim: 'CNN wins'}\n",
+    )
+    out = run_study(path, tmp_path / "out", quiet=True, make_report=False)
+    summary = json.loads((out / "study.json").read_text())
+    rows = {r["label"]: r for r in summary["rows"]}
+    assert set(rows) == {"MLP", "CNN", "CNN2"}
+    assert rows["MLP"]["test_accuracy"]["n"] == 2
+    assert rows["MLP"]["difference"]["test_accuracy"] == pytest.approx(
+        rows["MLP"]["test_accuracy"]["mean"] - 0.9
+    )
+    (comparison,) = summary["comparisons"]
+    assert [c["seed"] for c in comparison["per_seed"]] == [1, 2]
+    assert 0 <= comparison["per_seed"][0]["p_value"] <= 1
+    assert any("same network" in x["note"] for x in summary["identical_architectures"])
+
+    # An interrupted study resumes: delete one run's completion marker, run again.
+    stamp = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/model.safetensors")}
+    (out / "CNN-seed2" / "complete").unlink()
+    run_study(path, tmp_path / "out", quiet=True, make_report=False)
+    again = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/model.safetensors")}
+    assert (out / "CNN-seed2" / "complete").exists()
+    changed = sorted(name for name in stamp if stamp[name] != again[name])
+    assert changed == ["CNN-seed2"]  # only the unfinished run was trained again
