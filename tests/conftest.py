@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from fashionlab.data import FashionMNIST, encode_idx, load_fashion_mnist
 from fashionlab.data import dataset as dataset_module
@@ -36,6 +37,16 @@ def _isolated_data_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pat
         # A developer's own FASHIONLAB_DATA would silently replace the real dataset.
         mp.delenv("FASHIONLAB_DATA", raising=False)
         yield cache
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Run a test with one torch thread: the test machines' 2 cores are shared with other
+    work, and under load two spinning OpenMP threads make small tensor ops ~100x slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,8 @@ from fashionlab.data.idx import IDX_DTYPES
 from fashionlab.data.sources import FILES
 from fashionlab.errors import DataError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # ------------------------------------------------------------------ the real dataset
 
 # Copied from shared/DATA.md on purpose (not imported from sources.FILES): a typo in the

@@ -42,6 +42,8 @@ def make_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stems=STEMS) ->
     return mirror
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # ------------------------------------------------------------------ order of the sources
 
 

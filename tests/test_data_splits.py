@@ -10,6 +10,8 @@ import torch
 from fashionlab.data import make_split, random_split_indices, stratified_split_indices
 from fashionlab.errors import ConfigError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def assert_partition(parts: list[np.ndarray], n: int) -> None:
     """The parts are sorted, disjoint and together hold every index 0..n-1 exactly once."""

@@ -278,7 +278,6 @@ def test_pca(tmp_path, data, conv_model):
     assert_no_hooks(conv_model)
     out = viz.plot_pca_features(conv_model, images, labels, normalize, tmp_path / "pf.png")
     assert_png(out)
-    assert_png(viz.plot_pca_features(make_mlp(), images, labels, normalize, tmp_path / "pm.png"))
     assert_no_hooks(conv_model)
     with pytest.raises(ConfigError, match="labels has 3 items"):
         viz.plot_pca_data(images, labels[:3], tmp_path / "bad.png")

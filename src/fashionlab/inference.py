@@ -169,7 +169,8 @@ def ensure_onnx(loaded: LoadedModel, path: Path | None = None) -> Path:
     except OSError as exc:
         raise RunError(
             f"cannot write the ONNX model to {path} ({exc.strerror or exc}); "
-            "export it elsewhere with 'fashionlab export RUN --output PATH' or use the torch backend"
+            "export it elsewhere with 'fashionlab export RUN --output PATH' or use the "
+            "torch backend"
         ) from None
 
 

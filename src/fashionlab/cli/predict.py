@@ -29,7 +29,10 @@ def register(subparsers) -> None:
     parser.add_argument("run", type=Path, help="run folder")
     parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files")
     parser.add_argument(
-        "--top-k", type=int, default=DEFAULT_TOP_K, help=f"classes to show (default {DEFAULT_TOP_K})"
+        "--top-k",
+        type=int,
+        default=DEFAULT_TOP_K,
+        help=f"classes to show (default {DEFAULT_TOP_K})",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON list instead")
     parser.add_argument(

@@ -40,7 +40,7 @@ def plot_confusion_matrix(
     fig = new_figure(size + 1.0, size)
     ax = fig.subplots()
     image = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.colorbar(image, ax=ax, shrink=0.8)
     # counts only when they are counts (an already-normalised matrix has nothing more to say)
     integral = np.issubdtype(cm.dtype, np.integer)
     for i in range(len(cm)):

@@ -105,7 +105,10 @@ def compute_gradcam(
         # in eval mode images do not interact, so the gradient of the summed scores gives each
         # image its own gradient in one backward pass
         score = logits.gather(1, classes[:, None]).sum()
-        (grads,) = torch.autograd.grad(score, act)
+        # allow_unused: a layer whose output never reaches the logits gets an all-zero map
+        (grads,) = torch.autograd.grad(score, act, allow_unused=True)
+        if grads is None:
+            grads = torch.zeros_like(act)
         weights = grads.mean(dim=(2, 3), keepdim=True)
         cam = F.relu((weights * act).sum(dim=1, keepdim=True))
         cam = F.interpolate(cam, size=imgs.shape[1:], mode="bilinear", align_corners=False)[:, 0]

@@ -1,0 +1,81 @@
+"""`fashionlab serve RUN`: the web page and JSON API (`fashionlab.serve`) on uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from pathlib import Path
+
+from fashionlab.cli.data import add_data_options
+from fashionlab.errors import ConfigError
+from fashionlab.inference import BACKENDS
+
+MIB = 1024 * 1024
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="web page + JSON API to classify your own images",
+        description="Serve a page where you drop or pick an image and see the run's "
+        "prediction, the 28x28 input the model saw and a Grad-CAM map; plus a JSON API "
+        "(POST /api/predict, docs at /docs). Listens on 127.0.0.1 unless --host says otherwise.",
+    )
+    parser.add_argument("run", type=Path, help="run folder")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes "
+        "the server to the network, without authentication)",
+    )
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    parser.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=5.0,
+        help="largest accepted upload in MiB (default 5); larger ones get HTTP 413",
+    )
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default="torch", help="inference engine (default torch)"
+    )
+    add_data_options(parser)
+    parser.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from fashionlab.serve import create_app
+
+    if not args.max_upload_mb > 0:
+        raise ConfigError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be 0..65535, got {args.port}")
+    # The model is loaded here, before uvicorn starts: a bad run folder is a one-line error.
+    app = create_app(
+        args.run,
+        max_upload_bytes=int(args.max_upload_mb * MIB),
+        backend=args.backend,
+        data_dir=args.data_dir,
+    )
+    if not is_loopback(args.host):
+        print(
+            f"fashionlab: warning: listening on {args.host}: anyone who can reach this machine "
+            "can use the server (there is no authentication)",
+            file=sys.stderr,
+        )
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"serving {args.run} on http://{host}:{args.port}/ (Ctrl-C to stop)", flush=True)
+    # server_header=False: no "server: uvicorn" banner advertising versions to clients.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", server_header=False)
+    return 0
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
