@@ -148,8 +148,11 @@ def test_gradients_match_torch_and_finite_differences(activation: str, dropout: 
     t_loss, t_grads, t_dx = torch_grads(net, x, y, activation, masks, dropout)
 
     assert abs(loss - t_loss) <= 1e-12 * abs(t_loss)
-    names = [f"{type(layer).__name__}{i}.{p.name}" for i, layer in enumerate(net.layers)
-             for p in layer.parameters()]
+    names = [
+        f"{type(layer).__name__}{i}.{p.name}"
+        for i, layer in enumerate(net.layers)
+        for p in layer.parameters()
+    ]
     assert len(grads) == 2 * (len(SIZES) - 1)
     for name, ours, ref in zip(names, grads, t_grads, strict=True):
         assert ours.shape == ref.shape, name
@@ -261,7 +264,9 @@ def test_softmax_cross_entropy_stable_on_huge_logits(dtype, scale: float) -> Non
     np.testing.assert_allclose(cross_entropy(logits, y, reduction="sum"), 3 * ref.item(), rtol=1e-6)
     # Shift invariance: adding a constant to every logit changes nothing.
     shifted = base.astype(np.float64) + 1e6
-    np.testing.assert_allclose(log_softmax(shifted), log_softmax(base.astype(np.float64)), atol=1e-9)
+    np.testing.assert_allclose(
+        log_softmax(shifted), log_softmax(base.astype(np.float64)), atol=1e-9
+    )
 
 
 def _param_pairs(shapes, rng, flat: bool):

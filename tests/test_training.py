@@ -57,7 +57,7 @@ def test_same_seed_same_history(tmp_path):
 
 @pytest.mark.parametrize("model", ["s0-m2", "s3-base"])
 def test_resume_after_interrupt_gives_identical_weights(tmp_path, model):
-    """2 epochs straight == 1 epoch, Ctrl-C, resume, 1 epoch (BN, dropout, augmentation, plateau)."""
+    """2 epochs straight == 1 epoch, Ctrl-C, resume, 1 epoch (BN, dropout, augment, plateau)."""
     straight = train(tiny_config(model, name="straight"), tmp_path, quiet=True)
 
     def interrupt_after_first(row):
@@ -208,3 +208,10 @@ def test_cli_train_reproduces_recipe(tmp_path, capsys):
     assert config["optimizer"] == "adam" and config["batch_size"] == 128
     assert config["normalization"] == "dataset" and config["epochs"] == 1
     assert np.isclose(config["lr"], 1e-3)
+
+
+def test_bf16_precision_trains_and_evaluates(tmp_path):
+    run = train(tiny_config("s3-base", epochs=1, precision="bf16"), tmp_path, quiet=True)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert np.isfinite(metrics["test_loss"])
+    assert evaluate_run(run)["matches_stored"]

@@ -21,6 +21,7 @@ Normalization = Literal["dataset", "half", "unit", "zscore"]
 SplitKind = Literal["random", "stratified", "pooled"]
 CropMode = Literal["zero", "reflect"]
 DeviceName = str  # "auto", "cpu", "cuda", "cuda:1", "mps"
+Precision = Literal["fp32", "bf16"]
 
 
 class TrainConfig(BaseModel):
@@ -67,6 +68,9 @@ class TrainConfig(BaseModel):
     seed: int = 42
     device: DeviceName = "auto"
     threads: int | None = Field(None, gt=0)
+    # bf16 autocast for the forward pass (weights, optimiser and loss stay fp32): about 2x
+    # faster convolutions on CPUs with AVX-512 BF16 or AMX, and on recent GPUs.
+    precision: Precision = "fp32"
 
     @field_validator("model")
     @classmethod

@@ -116,6 +116,13 @@ def build_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):
     return None
 
 
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast when asked for; a no-op context for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 @torch.no_grad()
 def predict_logits(
     model: torch.nn.Module,
@@ -123,13 +130,14 @@ def predict_logits(
     normalizer: Normalizer,
     device: torch.device,
     batch_size: int = EVAL_BATCH,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Logits (float32, CPU) for uint8 images, in eval mode, in fixed-size batches."""
     model.eval()
-    chunks = [
-        model(normalizer(images[i : i + batch_size]).to(device)).float().cpu()
-        for i in range(0, len(images), batch_size)
-    ]
+    chunks = []
+    for i in range(0, len(images), batch_size):
+        with autocast(device, precision):
+            chunks.append(model(normalizer(images[i : i + batch_size]).to(device)).float().cpu())
     return torch.cat(chunks) if chunks else torch.empty(0, len(CLASS_NAMES))
 
 
@@ -216,7 +224,8 @@ class Trainer:
             raise RunError(
                 f"{path}: corrupt checkpoint ({type(exc).__name__}); start again with --overwrite"
             ) from None
-        if payload["config"] != self.config.model_dump(mode="json"):
+        # Compare as configs, so a checkpoint written before a new field existed still matches.
+        if TrainConfig(**payload["config"]) != self.config:
             raise RunError(
                 f"{self.run_dir}: config.yaml differs from the checkpoint's config; "
                 "resume with the original config or start again with --overwrite"
@@ -253,8 +262,9 @@ class Trainer:
                 cfg.erasing,
             ).to(self.device)
             y = labels.to(self.device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            with autocast(self.device, cfg.precision):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss became {loss.item()} in epoch {epoch}; stopped. The last good "
@@ -280,7 +290,11 @@ class Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             train_loss, train_acc = self.train_one_epoch(epoch)
             val_logits = predict_logits(
-                self.model, self.split.val_images, self.normalizer, self.device
+                self.model,
+                self.split.val_images,
+                self.normalizer,
+                self.device,
+                precision=cfg.precision,
             )
             val_loss, val_acc = _loss_and_accuracy(val_logits, self.split.val_labels)
             if not math.isfinite(val_loss):
@@ -337,7 +351,13 @@ class Trainer:
         cfg, st = self.config, self.state
         if cfg.use_best_weights and st.best_state is not None:
             self.model.load_state_dict(st.best_state)
-        logits = predict_logits(self.model, self.split.test_images, self.normalizer, self.device)
+        logits = predict_logits(
+            self.model,
+            self.split.test_images,
+            self.normalizer,
+            self.device,
+            precision=cfg.precision,
+        )
         labels = self.split.test_labels
         self.writer.write_predictions(
             labels.numpy(), logits.numpy(), self.split.test_indices, self.split.test_pool
@@ -452,7 +472,13 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dic
 
     loaded = load_model(run_dir)
     split, _ = prepare_data(loaded.config, data_dir)
-    logits = predict_logits(loaded.model, split.test_images, loaded.normalizer, torch.device("cpu"))
+    logits = predict_logits(
+        loaded.model,
+        split.test_images,
+        loaded.normalizer,
+        torch.device("cpu"),
+        precision=loaded.config.precision,
+    )
     metrics = summarize(split.test_labels.numpy(), logits.numpy(), CLASS_NAMES)
     stored = load_metrics(run_dir)
     mismatches = {

@@ -18,7 +18,8 @@ from fashionlab.errors import DataError
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
-    """--data-dir / --no-verify, shared by every command that loads the dataset."""
+    """--data-dir, shared by every command that loads the dataset. (--no-verify exists only on
+    `data info`: a run trained or evaluated on unverified data would not be comparable.)"""
     parser.add_argument(
         "--data-dir",
         type=Path,

@@ -29,6 +29,7 @@ FIELD_FLAGS = {
     "eval_subset": int,
     "device": str,
     "threads": int,
+    "precision": str,
     "name": str,
 }
 

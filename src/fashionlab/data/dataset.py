@@ -80,7 +80,10 @@ def _load(
     """`load_from_directory`, plus whether `cache_decoded_to` now holds verified raw copies."""
     directory = Path(directory).expanduser()
     if not directory.is_dir():
-        raise DataError(f"{directory}: not a directory (expected a folder with the four IDX files)")
+        raise DataError(
+            f"{directory}: not a directory (expected a folder with the four IDX files; "
+            f"'fashionlab data fetch --data-dir {directory}' creates one)"
+        )
     paths: dict[str, Path] = {}
     raw: dict[str, bytes] = {}
     arrays: dict[str, np.ndarray] = {}

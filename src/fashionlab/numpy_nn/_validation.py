@@ -117,7 +117,8 @@ def check_X(X: Any, dtype: np.dtype, n_features: int | None = None, what: str = 
         )
     if arr.shape[1] == 0:
         raise DataError(f"{what} has 0 features")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
+    with np.errstate(over="ignore"):  # overflow to inf is reported just below, as DataError
+        arr = np.ascontiguousarray(arr, dtype=dtype)
     # Checked after the cast: a float64 1e300 becomes inf in float32.
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise DataError(f"{what} contains NaN or infinite values")

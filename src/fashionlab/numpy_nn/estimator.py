@@ -30,7 +30,7 @@ from fashionlab.numpy_nn.batching import MiniBatcher
 from fashionlab.numpy_nn.early_stopping import EarlyStopping
 from fashionlab.numpy_nn.losses import SoftmaxCrossEntropy, cross_entropy, softmax
 from fashionlab.numpy_nn.network import MLP
-from fashionlab.numpy_nn.optim import make_optimizer
+from fashionlab.numpy_nn.optim import Optimizer, make_optimizer
 from fashionlab.numpy_nn.persistence import SavedModel, read_model, write_model
 
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -174,25 +174,18 @@ class NumpyMLP:
 
         for epoch in range(1, hp["max_epochs"] + 1):
             started = time.perf_counter()
-            loss_sum = 0.0
-            correct = 0
-            for xb, yb in batcher.epoch(shuffle_rng):
-                logits = network.forward(xb, training=True)
-                loss = loss_fn.forward(logits, yb)
-                if not math.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"training loss became {loss} in epoch {epoch}; lower lr "
-                        f"(now {hp['lr']}) or check the inputs' scale"
-                    )
-                loss_sum += loss * len(yb)
-                correct += np.count_nonzero(logits.argmax(axis=1) == yb)
-                network.backward(loss_fn.backward())
-                optimizer.step()
-
+            train_loss, train_accuracy = _train_one_epoch(
+                network, loss_fn, optimizer, batcher, shuffle_rng
+            )
+            if not math.isfinite(train_loss):
+                raise TrainingDiverged(
+                    f"training loss became {train_loss} in epoch {epoch}; lower lr "
+                    f"(now {hp['lr']}) or check the inputs' scale"
+                )
             record: dict[str, Any] = {
                 "epoch": epoch,
-                "train_loss": loss_sum / len(X),
-                "train_accuracy": int(correct) / len(X),
+                "train_loss": train_loss,
+                "train_accuracy": train_accuracy,
                 "val_loss": None,
                 "val_accuracy": None,
                 "lr": float(optimizer.lr),
@@ -255,7 +248,8 @@ class NumpyMLP:
 
     def predict(self, X: Any) -> np.ndarray:
         """Most probable class label per sample."""
-        return self.classes_[self.decision_function(X).argmax(axis=1)]
+        logits = self.decision_function(X)  # first: it raises if the model is not fitted
+        return self.classes_[logits.argmax(axis=1)]
 
     def score(self, X: Any, y: Any) -> float:
         """Accuracy on (X, y); DataError if y has labels the model never saw."""
@@ -292,7 +286,10 @@ class NumpyMLP:
         corrupt, truncated or inconsistent."""
         saved = read_model(path)
         try:
-            model = cls().set_params(**saved.params)
+            params = dict(saved.params)
+            if isinstance(params.get("hidden_layers"), list):  # JSON has no tuples
+                params["hidden_layers"] = tuple(params["hidden_layers"])
+            model = cls().set_params(**params)
             hp = check_hyperparameters(model.get_params())
         except (ConfigError, TypeError) as exc:
             raise DataError(f"model file {path} holds invalid hyperparameters: {exc}") from None
@@ -321,6 +318,32 @@ class NumpyMLP:
             network, saved.classes, saved.n_features_in, saved.history, saved.best_epoch
         )
         return model
+
+
+def _train_one_epoch(
+    network: MLP,
+    loss_fn: SoftmaxCrossEntropy,
+    optimizer: Optimizer,
+    batcher: MiniBatcher,
+    rng: np.random.Generator,
+) -> tuple[float, float]:
+    """One pass over the shuffled training set; returns (mean loss, accuracy) over its
+    mini-batches, or a non-finite loss as soon as one batch diverges."""
+    loss_sum = 0.0
+    correct = 0
+    # Overflow warnings are noise here: a diverging loss is returned and reported by the caller.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for xb, yb in batcher.epoch(rng):
+            logits = network.forward(xb, training=True)
+            loss = loss_fn.forward(logits, yb)
+            if not math.isfinite(loss):
+                return loss, math.nan
+            loss_sum += loss * len(yb)
+            correct += np.count_nonzero(logits.argmax(axis=1) == yb)
+            network.backward(loss_fn.backward())
+            optimizer.step()
+    n = len(batcher.X)
+    return loss_sum / n, int(correct) / n
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -1,0 +1,440 @@
+"""Step 1 of a report: make sure every figure exists as a PNG on disk.
+
+Per run (`<run>/figures/`): learning curves, confusion matrix, per-class accuracy, misclassified
+grid (from history.csv and predictions.npz), and -- for PyTorch runs with weights -- first-layer
+filters, activation maps, Grad-CAM and a PCA of the penultimate features. Per data setting:
+sample grid, class distribution and a PCA of the raw training pixels. Per study: the
+validation curves of all labels overlaid.
+
+A figure is only redrawn when it is missing or older than what it was drawn from (weights,
+predictions, history), so re-running a report is cheap; the model and the data are loaded
+lazily, i.e. not at all when every figure is fresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fashionlab.config import TrainConfig
+from fashionlab.errors import ConfigError
+from fashionlab.runs import load_config, load_history, load_metrics, load_predictions
+
+FIGURES_DIR = "figures"
+PCA_POINTS = 2000  # a scatter of 2,000 points looks like one of 60,000, at a tenth of the time
+ACTIVATION_IMAGES = 2
+GRADCAM_IMAGES = 6
+MISTAKES_SHOWN = 16
+SAMPLES_PER_CLASS = 8
+# Fields of TrainConfig that decide what `prepare_data` returns.
+DATA_FIELDS = ("split", "val_fraction", "split_seed", "train_subset", "eval_subset")
+
+
+@dataclass
+class Figure:
+    """A PNG on disk with what the report says about it."""
+
+    key: str
+    title: str
+    path: Path
+    caption: str = ""
+
+
+@dataclass
+class RunFigures:
+    """The figures of one run, plus notes on the ones that could not be drawn (and why)."""
+
+    run_dir: Path
+    figures: list[Figure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def get(self, key: str) -> Figure | None:
+        return next((f for f in self.figures if f.key == key), None)
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def is_fresh(path: Path, sources: Sequence[Path]) -> bool:
+    """True if `path` exists and is newer than every existing file in `sources`."""
+    if not path.exists():
+        return False
+    newest = max((p.stat().st_mtime_ns for p in sources if p.exists()), default=0)
+    return path.stat().st_mtime_ns > newest
+
+
+def data_key(config: TrainConfig) -> tuple:
+    return tuple(getattr(config, name) for name in DATA_FIELDS)
+
+
+class DataCache:
+    """`prepare_data` once per distinct data setting within one report (runs of a study
+    mostly share a split; reloading and re-splitting for each would dominate the time)."""
+
+    def __init__(self, data_dir: str | Path | None = None) -> None:
+        self.data_dir = data_dir
+        self._splits: dict[tuple, Any] = {}
+
+    def split(self, config: TrainConfig):
+        from fashionlab.training import prepare_data
+
+        key = data_key(config)
+        if key not in self._splits:
+            # the normaliser is not cached: a run's own comes from model.json
+            self._splits[key], _ = prepare_data(config, self.data_dir)
+        return self._splits[key]
+
+
+class _Lazy:
+    """A value computed on first use (the model, the split): fresh figures never pay for it."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make, self._done, self._value = make, False, None
+
+    def __call__(self) -> Any:
+        if not self._done:
+            self._value, self._done = self._make(), True
+        return self._value
+
+
+def example_indices(labels: np.ndarray, k: int) -> np.ndarray:
+    """`k` fixed test items of classes spread over 0..9 (T-shirt, ..., ankle boot): the first
+    item of each chosen class, so every report of the same split shows the same images."""
+    firsts = {int(c): int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)}
+    classes = sorted(firsts)
+    if len(classes) <= k:
+        chosen = classes
+    else:
+        chosen = [classes[int(round(i))] for i in np.linspace(0, len(classes) - 1, k)]
+    return np.asarray([firsts[c] for c in chosen], dtype=np.int64)
+
+
+def torch_weights(run_dir: Path) -> bool:
+    """Whether the run has a PyTorch model with weights (a NumPy MLP run has neither)."""
+    from fashionlab.models import get_model_spec
+
+    info_path = run_dir / "model.json"
+    if not (run_dir / "model.safetensors").exists() or not info_path.exists():
+        return False
+    try:
+        info = json.loads(info_path.read_text())
+        return get_model_spec(info["model"]).framework == "torch"
+    except (ValueError, KeyError, TypeError, ConfigError):
+        return False
+
+
+# ---------------------------------------------------------------- per run
+
+
+def run_figures(run_dir: str | Path, data: DataCache) -> RunFigures:
+    """Draw (or reuse) the figures of one finished run into `<run>/figures/`."""
+    run_dir = Path(run_dir)
+    out = run_dir / FIGURES_DIR
+    out.mkdir(exist_ok=True)
+    config = load_config(run_dir)
+    result = RunFigures(run_dir)
+    weights = run_dir / "model.safetensors"
+    # what each kind of figure is drawn from: newer inputs make it stale
+    from_history = [run_dir / "history.csv"]
+    from_predictions = [run_dir / "predictions.npz", weights]
+    from_model = [weights, run_dir / "model.json"]
+
+    predictions = _Lazy(lambda: load_predictions(run_dir))
+    split = _Lazy(lambda: data.split(config))
+    aligned = _Lazy(lambda: _aligned_test_images(split(), predictions()))
+
+    def add(key: str, title: str, sources: list[Path], draw: Callable[[Path], Any], caption=""):
+        path = out / f"{key}.png"
+        if is_fresh(path, sources) or draw(path) is not None:
+            result.figures.append(Figure(key, title, path, caption))
+
+    history = load_history(run_dir)
+    if history:
+        best = load_metrics(run_dir).get("best_epoch")
+        add(
+            "learning_curves",
+            "Learning curves",
+            from_history,
+            lambda p: _viz().plot_learning_curves(history, p, run_dir.name, best),
+            "Train vs validation loss and accuracy; dotted green line: the evaluated epoch.",
+        )
+    else:
+        result.notes.append("no history.csv: no learning curves")
+
+    add(
+        "confusion",
+        "Confusion matrix",
+        from_predictions,
+        lambda p: _viz().plot_confusion_matrix(_confusion(predictions()), p),
+        "Rows: true class, normalised to 1; each cell also gives the count.",
+    )
+    add(
+        "per_class",
+        "Per-class accuracy",
+        from_predictions,
+        lambda p: _viz().plot_per_class_accuracy(_per_class(predictions()), p),
+    )
+
+    def draw_mistakes(path: Path) -> Path | None:
+        from fashionlab.evaluation import most_confident_mistakes
+
+        images = aligned()
+        if images is None:
+            result.notes.append(
+                "misclassified grid skipped: the test images of this split do not match the "
+                "saved predictions (was the data or the split changed since training?)"
+            )
+            return None
+        pred = predictions()
+        mistakes = most_confident_mistakes(pred["labels"], pred["logits"], MISTAKES_SHOWN)
+        return _viz().plot_misclassified(
+            images[mistakes.indices],
+            mistakes.true,
+            mistakes.predicted,
+            mistakes.confidence,
+            path,
+        )
+
+    add(
+        "misclassified",
+        "Most confident mistakes",
+        from_predictions,
+        draw_mistakes,
+        f"The {MISTAKES_SHOWN} wrong test predictions with the highest probability.",
+    )
+
+    if not torch_weights(run_dir):
+        result.notes.append(
+            "filters, activation maps, Grad-CAM and feature PCA need PyTorch weights "
+            "(model.safetensors); this run has none"
+        )
+        return result
+    _model_figures(run_dir, add, _Lazy(lambda: _load(run_dir)), split, aligned, from_model)
+    return result
+
+
+def _model_figures(run_dir, add, loaded, split, aligned, sources) -> None:
+    """Figures that look inside the network: they need the weights."""
+    from fashionlab.models import feature_layers, gradcam_layer
+
+    def filters(path: Path):
+        return _viz().plot_first_layer_filters(loaded().model, path)
+
+    def activations(path: Path):
+        # the cheap check first: an MLP has no feature maps and then needs no data at all
+        stages = list(feature_layers(loaded().model))
+        images = aligned() if stages else None
+        if images is None:
+            return None
+        idx = example_indices(split().test_labels.numpy(), ACTIVATION_IMAGES)
+        return _viz().plot_activation_maps(
+            loaded().model, images[idx], loaded().normalizer, path, stages, ACTIVATION_IMAGES
+        )
+
+    def gradcam(path: Path):
+        model = loaded().model
+        layer = gradcam_layer(model)
+        images = aligned() if layer is not None else None
+        if images is None:
+            return None
+        name = next(n for n, m in model.named_modules() if m is layer)
+        labels = split().test_labels.numpy()
+        idx = example_indices(labels, GRADCAM_IMAGES)
+        return _viz().plot_gradcam(
+            model,
+            images[idx],
+            loaded().normalizer,
+            path,
+            labels=labels[idx],
+            target_layer=name,
+            max_images=GRADCAM_IMAGES,
+        )
+
+    def feature_pca(path: Path):
+        images = aligned()
+        if images is None:
+            return None
+        return _viz().plot_pca_features(
+            loaded().model,
+            images,
+            split().test_labels.numpy(),
+            loaded().normalizer,
+            path,
+            max_points=PCA_POINTS,
+        )
+
+    add("filters", "First-layer filters", sources, filters, "Red: positive weight, blue: negative.")
+    add(
+        "activations",
+        "Activation maps",
+        sources,
+        activations,
+        f"{ACTIVATION_IMAGES} fixed test images through every stage (forward hooks); the "
+        "channels with the strongest mean activation.",
+    )
+    add(
+        "gradcam",
+        "Grad-CAM",
+        sources,
+        gradcam,
+        "Where the evidence for the predicted class lies (last spatial stage).",
+    )
+    add(
+        "feature_pca",
+        "PCA of penultimate features",
+        sources,
+        feature_pca,
+        f"Test items (at most {PCA_POINTS}) projected on the first two components of the "
+        "input to the final layer.",
+    )
+
+
+# ---------------------------------------------------------------- data and study figures
+
+
+def data_figures(config: TrainConfig, data: DataCache, out: Path) -> list[Figure]:
+    """Samples, class distribution and pixel PCA of one data setting, into `out`.
+
+    The file names carry a hash of the setting, so a study whose runs use two different splits
+    gets both, and a changed setting never reuses a stale picture.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha1(repr(data_key(config)).encode()).hexdigest()[:8]
+    split = _Lazy(lambda: data.split(config))
+    figures = []
+    specs = [
+        (
+            "samples",
+            "Samples per class",
+            "Random training images (seeded), one row per class.",
+            lambda p: _viz().plot_sample_grid(
+                split().train_images, split().train_labels, p, per_class=SAMPLES_PER_CLASS
+            ),
+        ),
+        (
+            "class_distribution",
+            "Class distribution",
+            "Items per class in the train / validation / test parts of the split.",
+            lambda p: _viz().plot_class_distribution(
+                {
+                    "train": split().train_labels,
+                    "val": split().val_labels,
+                    "test": split().test_labels,
+                },
+                p,
+            ),
+        ),
+        (
+            "pixel_pca",
+            "PCA of the training pixels",
+            f"Raw training images (at most {PCA_POINTS}, scaled to [0, 1]): the first two "
+            "components, and the cumulative explained variance.",
+            lambda p: _viz().plot_pca_data(
+                split().train_images, split().train_labels, p, max_points=PCA_POINTS
+            ),
+        ),
+    ]
+    for key, title, caption, draw in specs:
+        path = out / f"data-{digest}-{key}.png"
+        # the data of a setting never changes, so an existing file is always current
+        if path.exists() or draw(path) is not None:
+            figures.append(Figure(key, title, path, caption))
+    return figures
+
+
+def validation_overlay(run_dirs: dict[str, Path], out: Path) -> Figure | None:
+    """Validation loss and accuracy of every label (first seed) in one figure."""
+    histories = {label: load_history(d) for label, d in run_dirs.items()}
+    histories = {label: h for label, h in histories.items() if h}
+    if not histories:
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "validation_curves.png"
+    sources = [d / "history.csv" for d in run_dirs.values()]
+    # also stale when the set of labels changed (the file is newer than every history then)
+    stamp = out / "validation_curves.labels"
+    labels_text = "\n".join(histories)
+    if not (is_fresh(path, sources) and stamp.exists() and stamp.read_text() == labels_text):
+        from fashionlab.atomic import atomic_write_text
+
+        _viz().plot_validation_curves(histories, path, "Validation curves (first seed)")
+        atomic_write_text(stamp, labels_text)
+    return Figure(
+        "validation_curves",
+        "Validation curves of all models",
+        path,
+        "Validation loss and accuracy per epoch, first seed of each label.",
+    )
+
+
+# ---------------------------------------------------------------- small pieces
+
+
+def _viz():
+    # imported on first use: matplotlib costs about a second, wasted when every figure is fresh
+    from fashionlab import viz
+
+    return viz
+
+
+def _load(run_dir: Path):
+    from fashionlab.model_io import load_model
+
+    return load_model(run_dir)
+
+
+def _confusion(pred: dict[str, np.ndarray]) -> np.ndarray:
+    from fashionlab.evaluation import confusion_matrix
+
+    return confusion_matrix(pred["labels"], pred["logits"])
+
+
+def _per_class(pred: dict[str, np.ndarray]) -> np.ndarray:
+    from fashionlab.evaluation import per_class_accuracy
+
+    return per_class_accuracy(pred["labels"], pred["logits"])
+
+
+def _aligned_test_images(split, pred: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The split's test images in the order of the saved predictions, or None if they are not
+    the same items (a mismatch would caption one image with another's prediction)."""
+    labels = split.test_labels.numpy()
+    if len(labels) != len(pred["labels"]) or not np.array_equal(labels, pred["labels"]):
+        return None
+    if "indices" in pred and not np.array_equal(np.asarray(split.test_indices), pred["indices"]):
+        return None
+    return split.test_images.numpy()
+
+
+
+@dataclass
+class Collected:
+    """Every figure a report shows: per label (first seed), per data setting, per study."""
+
+    runs: dict[str, RunFigures]
+    data: list[tuple[list[str], list[Figure]]]  # (labels using this data setting, figures)
+    overlay: Figure | None = None
+
+
+def collect(
+    run_dirs: dict[str, Path], out: Path, data_dir: str | Path | None = None
+) -> Collected:
+    """Figures for each labelled run (`label -> run folder`); data and study-level figures go
+    into `out` (the report's own figures folder)."""
+    data = DataCache(data_dir)
+    runs = {label: run_figures(d, data) for label, d in run_dirs.items()}
+    by_setting: dict[tuple, tuple[TrainConfig, list[str]]] = {}
+    for label, d in run_dirs.items():
+        config = load_config(d)
+        by_setting.setdefault(data_key(config), (config, []))[1].append(label)
+    data_sets = [
+        (labels, data_figures(config, data, out)) for config, labels in by_setting.values()
+    ]
+    overlay = validation_overlay(run_dirs, out) if len(run_dirs) > 1 else None
+    return Collected(runs, data_sets, overlay)

@@ -1,0 +1,92 @@
+"""Step 3 of a report: lay the context out as HTML (one self-contained file) and Markdown.
+
+HTML: every image is a base64 `data:` URL and the CSS is inline, so the file opens from disk,
+offline, mailed as an attachment -- it references nothing outside itself (no URL at all).
+Markdown: images are PNG files in `figures/` beside it, referenced by relative paths, so the
+folder can be committed or viewed on a code host.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from pathlib import Path
+
+import jinja2
+
+from fashionlab.atomic import atomic_write_bytes
+from fashionlab.report.context import ReportContext
+from fashionlab.report.figures import FIGURES_DIR, Figure
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+WIDE_PX = 900  # figures at least this wide (curves, grids, PCA) get a whole row
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk, without decoding the image."""
+    if data[:8] != PNG_MAGIC or data[12:16] != b"IHDR":
+        return 0, 0
+    return struct.unpack(">II", data[16:24])
+
+
+def _environment(autoescape: bool) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("fashionlab.report", "templates"),
+        autoescape=autoescape,
+        undefined=jinja2.StrictUndefined,  # a typo in a template fails loudly, not silently
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["md_cell"] = _md_cell
+    return env
+
+
+def _md_cell(value: object) -> str:
+    # a '|' would end the cell and a newline the row
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+class _Image:
+    """What the HTML template needs about one figure."""
+
+    def __init__(self, figure: Figure) -> None:
+        data = figure.path.read_bytes()
+        self.width, self.height = png_size(data)
+        self.wide = self.width >= WIDE_PX
+        self.src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def render_html(context: ReportContext) -> str:
+    images = {f.path: _Image(f) for f in context.all_figures()}
+    template = _environment(autoescape=True).get_template("report.html.j2")
+    return template.render(report=context, images=images)
+
+
+def export_figures(context: ReportContext, report_dir: Path) -> dict[Path, str]:
+    """Make every figure available under `report_dir/figures/`; returns path -> relative link.
+
+    Figures already there (a run's own report, a study's data figures) are linked as they are;
+    a study's per-run figures are copied in, named after their run, and only rewritten when
+    their bytes changed.
+    """
+    target = report_dir / FIGURES_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    links: dict[Path, str] = {}
+    for fig in context.all_figures():
+        if fig.path.parent.resolve() == target.resolve():
+            links[fig.path] = f"{FIGURES_DIR}/{fig.path.name}"
+            continue
+        name = f"{fig.path.parent.parent.name}--{fig.path.name}"
+        dest = target / name
+        data = fig.path.read_bytes()
+        if not dest.exists() or dest.read_bytes() != data:
+            atomic_write_bytes(dest, data)
+        links[fig.path] = f"{FIGURES_DIR}/{name}"
+    return links
+
+
+def render_markdown(context: ReportContext, report_dir: Path) -> str:
+    links = export_figures(context, report_dir)
+    template = _environment(autoescape=False).get_template("report.md.j2")
+    return template.render(report=context, links=links)

@@ -1,0 +1,147 @@
+"""fashionlab.inference.Classifier: classify, Grad-CAM, the ONNX backend, thread safety."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+from fashionlab.config import build_config
+from fashionlab.data import CLASS_NAMES
+from fashionlab.errors import ConfigError, ImageError, RunError
+from fashionlab.inference import ONNX_FILENAME, Classifier
+from fashionlab.models import create_model
+from fashionlab.runs import load_predictions
+from fashionlab.training import prepare_data, train
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    config = build_config("s3-base", {"epochs": 1, "train_subset": 256, "eval_subset": 200})
+    return train(config, tmp_path_factory.mktemp("runs"), quiet=True)
+
+
+@pytest.fixture(scope="module")
+def classifier(run_dir):
+    return Classifier.from_run(run_dir)
+
+
+@pytest.fixture(scope="module")
+def test_images(run_dir, classifier):
+    """The run's test images, in the order of its saved predictions."""
+    split, _ = prepare_data(classifier.loaded.config)
+    return split.test_images.numpy()
+
+
+def test_classify_returns_every_class_and_a_sorted_top_k(classifier, test_images):
+    result = classifier.classify(test_images[0], top_k=4)
+    assert result["classes"] == list(CLASS_NAMES)
+    probs = np.array(result["probabilities"])
+    assert probs.shape == (10,) and np.all(probs >= 0)
+    assert probs.sum() == pytest.approx(1.0, abs=1e-9)
+    top = result["top"]
+    assert len(top) == 4
+    assert [t["probability"] for t in top] == sorted(probs, reverse=True)[:4]
+    assert top[0]["class"] == result["label"] == CLASS_NAMES[int(probs.argmax())]
+    for t in top:
+        assert t["probability"] == result["probabilities"][CLASS_NAMES.index(t["class"])]
+
+
+def test_logits_match_the_runs_saved_test_predictions(run_dir, classifier, test_images):
+    saved = load_predictions(run_dir)
+    got = classifier.logits(test_images)
+    assert got.shape == saved["logits"].shape
+    np.testing.assert_allclose(got, saved["logits"], atol=1e-4)
+
+
+def test_top_k_bounds(classifier, test_images):
+    assert len(classifier.classify(test_images[0], top_k=1)["top"]) == 1
+    assert len(classifier.classify(test_images[0], top_k=10)["top"]) == 10
+    for bad in (0, 11, -1, True, 2.5):
+        with pytest.raises(ConfigError):
+            classifier.classify(test_images[0], top_k=bad)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((28, 28), dtype=np.float32),  # not uint8
+        np.zeros((32, 32), dtype=np.uint8),  # wrong size
+        np.zeros((28, 28, 3), dtype=np.uint8),  # colour
+        np.zeros((2, 28, 28), dtype=np.uint8),  # a batch where one image is expected
+    ],
+)
+def test_bad_images_are_image_errors(classifier, image):
+    with pytest.raises(ImageError):
+        classifier.classify(image)
+
+
+def test_gradcam_is_a_28x28_map_in_unit_range(classifier, test_images):
+    assert classifier.has_gradcam
+    cam = classifier.gradcam(test_images[0])
+    assert cam.shape == (28, 28) and cam.dtype == np.float32
+    assert 0.0 <= cam.min() and cam.max() <= 1.0 and cam.max() > 0
+    # another class's evidence lies elsewhere: the map depends on the target
+    other = classifier.gradcam(test_images[0], target_class=1)
+    assert other.shape == (28, 28)
+    # Grad-CAM must leave the model as it found it: eval mode, no gradients stored
+    assert not classifier.loaded.model.training
+    assert all(p.grad is None for p in classifier.loaded.model.parameters())
+
+
+def test_gradcam_of_an_mlp_is_none(classifier, test_images):
+    mlp = create_model("s4-ann").eval()
+    loaded = dataclasses.replace(classifier.loaded, model=mlp)
+    clf = Classifier(loaded)
+    assert not clf.has_gradcam
+    assert clf.gradcam(test_images[0]) is None
+    assert clf.classify(test_images[0])["label"] in CLASS_NAMES
+
+
+def test_onnx_backend_exports_once_and_matches_torch(run_dir, classifier, test_images):
+    onnx_path = run_dir / ONNX_FILENAME
+    onnx_path.unlink(missing_ok=True)
+    onnx = Classifier.from_run(run_dir, backend="onnx")
+    assert onnx.onnx_path == onnx_path and onnx_path.is_file()
+    np.testing.assert_allclose(
+        onnx.probabilities(test_images[:50]), classifier.probabilities(test_images[:50]), atol=1e-5
+    )
+    assert onnx.classify(test_images[3])["label"] == classifier.classify(test_images[3])["label"]
+    assert onnx.gradcam(test_images[3]).shape == (28, 28)  # from the torch model
+
+    # An up-to-date file is reused; one older than the weights is exported again.
+    mtime = onnx_path.stat().st_mtime_ns
+    Classifier.from_run(run_dir, backend="onnx")
+    assert onnx_path.stat().st_mtime_ns == mtime
+    weights_mtime = (run_dir / "model.safetensors").stat().st_mtime
+    os.utime(onnx_path, (weights_mtime - 100, weights_mtime - 100))
+    Classifier.from_run(run_dir, backend="onnx")
+    assert onnx_path.stat().st_mtime >= weights_mtime
+
+
+def test_bad_run_and_backend(tmp_path, run_dir):
+    with pytest.raises(RunError):
+        Classifier.from_run(tmp_path / "nope")
+    with pytest.raises(ConfigError):
+        Classifier.from_run(run_dir, backend="tensorflow")
+
+
+def test_concurrent_classify_and_gradcam_match_sequential(classifier, test_images):
+    images = test_images[:4]
+    expected = [(classifier.classify(im), classifier.gradcam(im)) for im in images]
+    threads = torch.get_num_threads()
+
+    def work(i: int):
+        im = images[i % len(images)]
+        return i % len(images), classifier.classify(im), classifier.gradcam(im)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(work, range(24)))
+    for k, result, cam in results:
+        assert result == expected[k][0]
+        np.testing.assert_array_equal(cam, expected[k][1])
+    assert torch.get_num_threads() == threads
