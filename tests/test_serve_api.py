@@ -7,25 +7,29 @@ import base64
 import io
 import json
 import struct
+import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from fashionlab.config import build_config
 from fashionlab.data import CLASS_NAMES
 from fashionlab.serve import create_app
 from fashionlab.serve.app import FORM_OVERHEAD_BYTES
-from fashionlab.serve.static import __name__ as _static  # noqa: F401  (package data present)
 from fashionlab.training import train
 
-# Starlette's TestClient announces a future switch to httpx2; not our concern here.
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx`")
-
 LIMIT = 100_000  # bytes; small so that the 413 test needs no big buffers
+# The start of a well-formed multipart body whose file part then goes on and on: the limit,
+# not a parse error, must be what stops it.
+BOUNDARY = "xyz"
+FILE_PART_HEAD = (
+    b"--xyz\r\n"
+    b'Content-Disposition: form-data; name="file"; filename="big.png"\r\n'
+    b"Content-Type: image/png\r\n\r\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +45,10 @@ def app(run_dir):
 
 @pytest.fixture(scope="module")
 def client(app):
+    with warnings.catch_warnings():
+        # Starlette's TestClient announces, on import, a future switch to httpx2.
+        warnings.filterwarnings("ignore", message="Using `httpx`")
+        from fastapi.testclient import TestClient
     with TestClient(app) as c:
         yield c
 
@@ -133,7 +141,10 @@ def test_health_model_docs(client, run_dir):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert info["name"] == "s3-base" and info["params"] == metrics["params"]
     assert info["test_accuracy"] == metrics["test_accuracy"]
-    assert info["normalization"]["preset"] == "dataset"
+    assert (
+        info["normalization"]["preset"]
+        == json.loads((run_dir / "model.json").read_text())["normalization"]["preset"]
+    )
     assert info["max_upload_bytes"] == LIMIT and info["gradcam"] is True
     schema = client.get("/openapi.json").json()
     assert "/api/predict" in schema["paths"] and "/api/model" in schema["paths"]
@@ -180,13 +191,14 @@ def test_upload_without_content_length_is_counted(client):
     """A chunked body has no Content-Length: the bytes are counted as they arrive."""
 
     def chunks():
+        yield FILE_PART_HEAD
         for _ in range(20):
             yield b"x" * 10_000
 
     response = client.post(
         "/api/predict",
         content=chunks(),
-        headers={"content-type": "multipart/form-data; boundary=xyz"},
+        headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
     )
     assert response.status_code == 413
     assert_healthy(client)
@@ -195,7 +207,8 @@ def test_upload_without_content_length_is_counted(client):
 def test_lying_content_length_is_not_trusted(app):
     """A client that declares a small body and sends a big one still gets 413."""
     chunk = b"y" * 50_000
-    messages = [{"type": "http.request", "body": chunk, "more_body": True}] * 10
+    messages = [{"type": "http.request", "body": FILE_PART_HEAD, "more_body": True}]
+    messages += [{"type": "http.request", "body": chunk, "more_body": True}] * 10
     sent: list[dict] = []
 
     async def receive():
@@ -216,7 +229,7 @@ def test_lying_content_length_is_not_trusted(app):
         "query_string": b"",
         "headers": [
             (b"host", b"testserver"),
-            (b"content-type", b"multipart/form-data; boundary=xyz"),
+            (b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode()),
             (b"content-length", b"100"),
         ],
         "client": ("127.0.0.1", 1234),

@@ -300,7 +300,11 @@ def plan_study(
                 )
     if errors:
         raise ConfigError("; ".join(dict.fromkeys(errors)))
-    return planned
+    # Seed-major order: every model's first seed finishes before any second seed starts, so a
+    # study cut short still compares all models; within a seed, file order (feature runs come
+    # after the CNN runs they read).
+    seed_rank = {seed: k for k, seed in enumerate(dict.fromkeys(p.seed for p in planned))}
+    return sorted(planned, key=lambda p: seed_rank[p.seed])
 
 
 # ---------------------------------------------------------------- running

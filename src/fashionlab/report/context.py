@@ -319,9 +319,7 @@ def environment_section(run_dirs: list[Path]) -> Section:
 # ---------------------------------------------------------------- a study
 
 
-def study_context(
-    study_dir: Path, summary: dict[str, Any], collected: Collected
-) -> ReportContext:
+def study_context(study_dir: Path, summary: dict[str, Any], collected: Collected) -> ReportContext:
     rows = summary.get("rows", [])
     first_runs = {row["label"]: study_dir / row["runs"][0] for row in rows}
     all_runs = [study_dir / name for row in rows for name in row["runs"]]
@@ -484,8 +482,15 @@ def _significance(comparisons: list[dict], rows: dict[str, dict]) -> Section:
             )
         section.blocks.append(
             table(
-                ["seed", "b (A right, B wrong)", "c (A wrong, B right)", "statistic", "p", "method",
-                 f"verdict at {ALPHA}"],
+                [
+                    "seed",
+                    "b (A right, B wrong)",
+                    "c (A wrong, B right)",
+                    "statistic",
+                    "p",
+                    "method",
+                    f"verdict at {ALPHA}",
+                ],
                 body,
                 align="lrrrrll",
             )

@@ -412,7 +412,6 @@ def _aligned_test_images(split, pred: dict[str, np.ndarray]) -> np.ndarray | Non
     return split.test_images.numpy()
 
 
-
 @dataclass
 class Collected:
     """Every figure a report shows: per label (first seed), per data setting, per study."""
@@ -422,9 +421,7 @@ class Collected:
     overlay: Figure | None = None
 
 
-def collect(
-    run_dirs: dict[str, Path], out: Path, data_dir: str | Path | None = None
-) -> Collected:
+def collect(run_dirs: dict[str, Path], out: Path, data_dir: str | Path | None = None) -> Collected:
     """Figures for each labelled run (`label -> run folder`); data and study-level figures go
     into `out` (the report's own figures folder)."""
     data = DataCache(data_dir)

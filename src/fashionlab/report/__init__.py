@@ -1,0 +1,79 @@
+"""Reports of a run folder or a study folder: `report.html` (self-contained) + `report.md`.
+
+    write_report("runs/s4")            # a study folder (has study.json)
+    write_report("runs/s4/s4-ann-seed42")  # a single run folder (has config.yaml)
+
+Three separate steps: `figures` draws the PNGs (skipping those that are up to date),
+`context` decides what the report says, `render` lays it out with the Jinja2 templates in
+`templates/`. Sections (HTML ids): summary, reproduction, significance, architectures, data,
+models, environment.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fashionlab.atomic import atomic_write_text
+from fashionlab.errors import RunError
+
+SECTION_IDS = (
+    "summary",
+    "reproduction",
+    "significance",
+    "architectures",
+    "data",
+    "models",
+    "environment",
+)
+
+
+def report_kind(path: str | Path) -> str:
+    """'study' (a folder with study.json) or 'run' (a folder with config.yaml); else RunError."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise RunError(f"{folder}: no such folder")
+    if (folder / "study.json").is_file():
+        return "study"
+    if (folder / "config.yaml").is_file():
+        return "run"
+    raise RunError(f"{folder}: neither a study folder (study.json) nor a run folder (config.yaml)")
+
+
+def write_report(path: str | Path, data_dir: str | Path | None = None) -> Path:
+    """Write `report.html` and `report.md` (+ `figures/`) into the folder; returns the HTML."""
+    from fashionlab.report.context import run_context, study_context
+    from fashionlab.report.figures import FIGURES_DIR, collect
+    from fashionlab.report.render import render_html, render_markdown
+
+    folder = Path(path)
+    kind = report_kind(folder)
+    if kind == "study":
+        summary = _read_summary(folder)
+        rows = summary.get("rows", [])
+        first_runs = {row["label"]: folder / row["runs"][0] for row in rows if row.get("runs")}
+        collected = collect(first_runs, folder / FIGURES_DIR, data_dir)
+        context = study_context(folder, summary, collected)
+    else:
+        if not (folder / "predictions.npz").exists():
+            raise RunError(f"{folder}: the run has no predictions.npz yet (did it finish?)")
+        collected = collect({folder.name: folder}, folder / FIGURES_DIR, data_dir)
+        context = run_context(folder, collected)
+    html_path = folder / "report.html"
+    atomic_write_text(html_path, render_html(context))
+    atomic_write_text(folder / "report.md", render_markdown(context, folder))
+    return html_path
+
+
+def _read_summary(folder: Path) -> dict:
+    path = folder / "study.json"
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path}: corrupt JSON ({exc}); run the study again") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("rows"), list):
+        raise RunError(f"{path}: not a study summary (no 'rows')")
+    return summary
+
+
+__all__ = ["SECTION_IDS", "report_kind", "write_report"]
