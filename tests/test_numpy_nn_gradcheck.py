@@ -321,3 +321,28 @@ def test_flat_parameters_are_views_and_optimizer_uses_one_group() -> None:
     opt = Adam(net.parameters())
     assert len(opt._groups) == 1  # the whole model is updated in one set of array ops
     assert len(Adam(net.parameters()[:2])._groups) == 2  # a subset falls back per parameter
+
+
+@pytest.mark.parametrize("kind", ["adam", "momentum"])
+def test_threaded_update_of_a_large_buffer_is_bitwise_serial(kind: str) -> None:
+    # Big enough to be cut into chunks updated on several threads; element-wise updates must
+    # not depend on how the buffer is cut.
+    shapes = [(700, 500), (500,), (500, 90)]
+    runs = []
+    for threads in (1, 3):
+        params = [
+            Parameter(np.random.default_rng(6).standard_normal(s).astype(np.float32))
+            for s in shapes
+        ]
+        flatten_parameters(params)
+        if kind == "adam":
+            opt = Adam(params, lr=1e-3, threads=threads)
+        else:
+            opt = SGD(params, lr=1e-2, momentum=0.9, threads=threads)
+        assert opt._parallel == (threads > 1) and len(opt._chunks) == threads
+        grads = np.random.default_rng(7).standard_normal((3, opt._groups[0][0].size))
+        for g in grads.astype(np.float32):
+            opt._groups[0][1][...] = g
+            opt.step()
+        runs.append(opt._groups[0][0].copy())
+    np.testing.assert_array_equal(runs[0], runs[1])

@@ -39,7 +39,11 @@ class Classifier:
     """
 
     def __init__(
-        self, loaded: LoadedModel, backend: Backend = "torch", onnx_path: Path | None = None
+        self,
+        loaded: LoadedModel,
+        backend: Backend = "torch",
+        onnx_path: Path | None = None,
+        onnx_threads: int | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
@@ -53,7 +57,7 @@ class Classifier:
             from fashionlab.export import OnnxPredictor  # onnxruntime only when asked for
 
             self.onnx_path = ensure_onnx(loaded, onnx_path)
-            self._onnx = OnnxPredictor(self.onnx_path)
+            self._onnx = OnnxPredictor(self.onnx_path, threads=onnx_threads)
         self._cam_layer = _gradcam_layer_name(loaded.model)
 
     @classmethod
@@ -63,13 +67,17 @@ class Classifier:
         backend: Backend = "torch",
         device: str | torch.device = "cpu",
         onnx_path: str | Path | None = None,
+        onnx_threads: int | None = None,
     ) -> Classifier:
         """Load the run's model once. `backend="onnx"` uses `onnx_path` (default
-        RUN/model.onnx), exporting it first if it is missing or older than the weights."""
+        RUN/model.onnx), exporting it first if it is missing or older than the weights;
+        `onnx_threads` is onnxruntime's intra-op thread count (default: its own choice).
+        PyTorch's thread count is process-wide: set it with `torch.set_num_threads`."""
         if backend not in BACKENDS:
             raise ConfigError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
         loaded = load_model(run_dir, device=device)
-        return cls(loaded, backend, None if onnx_path is None else Path(onnx_path))
+        path = None if onnx_path is None else Path(onnx_path)
+        return cls(loaded, backend, path, onnx_threads)
 
     # -- facts about the model -----------------------------------------------------------------
 

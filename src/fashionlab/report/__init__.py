@@ -57,7 +57,9 @@ def write_report(path: str | Path, data_dir: str | Path | None = None) -> Path:
     else:
         if not (folder / "predictions.npz").exists():
             raise RunError(f"{folder}: the run has no predictions.npz yet (did it finish?)")
-        collected = collect({folder.name: folder}, folder / FIGURES_DIR, data_dir)
+        # a run inside a study folder borrows the study's data figures instead of redrawing
+        reuse = [folder.parent / FIGURES_DIR]
+        collected = collect({folder.name: folder}, folder / FIGURES_DIR, data_dir, reuse)
         context = run_context(folder, collected)
     html_path = folder / "report.html"
     atomic_write_text(html_path, render_html(context))

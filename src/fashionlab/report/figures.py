@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from fashionlab.atomic import atomic_write_bytes, atomic_write_text
 from fashionlab.config import TrainConfig
 from fashionlab.errors import ConfigError
 from fashionlab.runs import load_config, load_history, load_metrics, load_predictions
@@ -30,8 +31,11 @@ FIGURES_DIR = "figures"
 PCA_POINTS = 2000  # a scatter of 2,000 points looks like one of 60,000, at a tenth of the time
 ACTIVATION_IMAGES = 2
 GRADCAM_IMAGES = 6
-MISTAKES_SHOWN = 16
-SAMPLES_PER_CLASS = 8
+# Grids draw one matplotlib Axes per image (~30 ms each on a 2-core CPU): keep them small.
+MISTAKES_SHOWN = 12
+SAMPLES_PER_CLASS = 6
+MAX_FILTERS = 32
+MAX_CHANNELS = 6
 # Fields of TrainConfig that decide what `prepare_data` returns.
 DATA_FIELDS = ("split", "val_fraction", "split_seed", "train_subset", "eval_subset")
 
@@ -56,6 +60,15 @@ class RunFigures:
 
     def get(self, key: str) -> Figure | None:
         return next((f for f in self.figures if f.key == key), None)
+
+
+@dataclass
+class Collected:
+    """Every figure a report shows: per label (first seed), per data setting, per study."""
+
+    runs: dict[str, RunFigures]
+    data: list[tuple[list[str], list[Figure]]]  # (labels using this data setting, figures)
+    overlay: Figure | None = None
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -199,6 +212,7 @@ def run_figures(run_dir: str | Path, data: DataCache) -> RunFigures:
             mistakes.predicted,
             mistakes.confidence,
             path,
+            ncols=6,
         )
 
     add(
@@ -224,7 +238,7 @@ def _model_figures(run_dir, add, loaded, split, aligned, sources) -> None:
     from fashionlab.models import feature_layers, gradcam_layer
 
     def filters(path: Path):
-        return _viz().plot_first_layer_filters(loaded().model, path)
+        return _viz().plot_first_layer_filters(loaded().model, path, max_filters=MAX_FILTERS)
 
     def activations(path: Path):
         # the cheap check first: an MLP has no feature maps and then needs no data at all
@@ -234,7 +248,13 @@ def _model_figures(run_dir, add, loaded, split, aligned, sources) -> None:
             return None
         idx = example_indices(split().test_labels.numpy(), ACTIVATION_IMAGES)
         return _viz().plot_activation_maps(
-            loaded().model, images[idx], loaded().normalizer, path, stages, ACTIVATION_IMAGES
+            loaded().model,
+            images[idx],
+            loaded().normalizer,
+            path,
+            stages,
+            max_images=ACTIVATION_IMAGES,
+            max_channels=MAX_CHANNELS,
         )
 
     def gradcam(path: Path):
@@ -298,11 +318,14 @@ def _model_figures(run_dir, add, loaded, split, aligned, sources) -> None:
 # ---------------------------------------------------------------- data and study figures
 
 
-def data_figures(config: TrainConfig, data: DataCache, out: Path) -> list[Figure]:
+def data_figures(
+    config: TrainConfig, data: DataCache, out: Path, reuse: Sequence[Path] = ()
+) -> list[Figure]:
     """Samples, class distribution and pixel PCA of one data setting, into `out`.
 
     The file names carry a hash of the setting, so a study whose runs use two different splits
-    gets both, and a changed setting never reuses a stale picture.
+    gets both, and a changed setting never reuses a stale picture. A file of the same name in
+    one of the `reuse` folders (a study's figures, for one of its runs) is copied, not redrawn.
     """
     out.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha1(repr(data_key(config)).encode()).hexdigest()[:8]
@@ -342,6 +365,9 @@ def data_figures(config: TrainConfig, data: DataCache, out: Path) -> list[Figure
     ]
     for key, title, caption, draw in specs:
         path = out / f"data-{digest}-{key}.png"
+        borrowed = next((d / path.name for d in reuse if (d / path.name).is_file()), None)
+        if not path.exists() and borrowed is not None:
+            atomic_write_bytes(path, borrowed.read_bytes())
         # the data of a setting never changes, so an existing file is always current
         if path.exists() or draw(path) is not None:
             figures.append(Figure(key, title, path, caption))
@@ -361,8 +387,6 @@ def validation_overlay(run_dirs: dict[str, Path], out: Path) -> Figure | None:
     stamp = out / "validation_curves.labels"
     labels_text = "\n".join(histories)
     if not (is_fresh(path, sources) and stamp.exists() and stamp.read_text() == labels_text):
-        from fashionlab.atomic import atomic_write_text
-
         _viz().plot_validation_curves(histories, path, "Validation curves (first seed)")
         atomic_write_text(stamp, labels_text)
     return Figure(
@@ -412,18 +436,14 @@ def _aligned_test_images(split, pred: dict[str, np.ndarray]) -> np.ndarray | Non
     return split.test_images.numpy()
 
 
-@dataclass
-class Collected:
-    """Every figure a report shows: per label (first seed), per data setting, per study."""
-
-    runs: dict[str, RunFigures]
-    data: list[tuple[list[str], list[Figure]]]  # (labels using this data setting, figures)
-    overlay: Figure | None = None
-
-
-def collect(run_dirs: dict[str, Path], out: Path, data_dir: str | Path | None = None) -> Collected:
+def collect(
+    run_dirs: dict[str, Path],
+    out: Path,
+    data_dir: str | Path | None = None,
+    reuse: Sequence[Path] = (),
+) -> Collected:
     """Figures for each labelled run (`label -> run folder`); data and study-level figures go
-    into `out` (the report's own figures folder)."""
+    into `out` (the report's own figures folder); `reuse`: see `data_figures`."""
     data = DataCache(data_dir)
     runs = {label: run_figures(d, data) for label, d in run_dirs.items()}
     by_setting: dict[tuple, tuple[TrainConfig, list[str]]] = {}
@@ -431,7 +451,7 @@ def collect(run_dirs: dict[str, Path], out: Path, data_dir: str | Path | None = 
         config = load_config(d)
         by_setting.setdefault(data_key(config), (config, []))[1].append(label)
     data_sets = [
-        (labels, data_figures(config, data, out)) for config, labels in by_setting.values()
+        (labels, data_figures(config, data, out, reuse)) for config, labels in by_setting.values()
     ]
     overlay = validation_overlay(run_dirs, out) if len(run_dirs) > 1 else None
     return Collected(runs, data_sets, overlay)

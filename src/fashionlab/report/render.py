@@ -19,7 +19,11 @@ from fashionlab.report.context import ReportContext
 from fashionlab.report.figures import FIGURES_DIR, Figure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-WIDE_PX = 900  # figures at least this wide (curves, grids, PCA) get a whole row
+# Layout of a figure from its pixel size: panels side by side (curves, PCA, image strips) get
+# a whole row; large square ones (confusion matrix) too, but capped so they are not blown up;
+# the rest pair up two per row.
+WIDE_ASPECT = 2.2
+BIG_PX = 900
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -53,7 +57,12 @@ class _Image:
     def __init__(self, figure: Figure) -> None:
         data = figure.path.read_bytes()
         self.width, self.height = png_size(data)
-        self.wide = self.width >= WIDE_PX
+        if self.height and self.width / self.height >= WIDE_ASPECT:
+            self.layout = "wide"
+        elif self.width >= BIG_PX:
+            self.layout = "big"
+        else:
+            self.layout = "half"
         self.src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 

@@ -1,0 +1,225 @@
+"""Benchmark: `fashionlab serve` under concurrent load, and single-image predict latency.
+
+Purpose: check that the web server stays correct under concurrent use (errors must be 0) and
+measure what a user waits for:
+
+1. In-process latency of `Classifier.classify` on one prepared 28x28 image (median and p90 of
+   many calls, after warm-up), with the torch backend and with onnxruntime; and of
+   `Classifier.gradcam`, which the web page also asks for.
+2. The server: `fashionlab serve RUN` in a subprocess on a free loopback port, then
+   `--clients` threads (default 8), each with its own httpx connection, POSTing a
+   photo-like 256x256 RGB PNG to /api/predict for `--duration` seconds (default 20) or until
+   `--max-requests` in all. Every response must be 200 with the same top class as the first
+   one. Reported: requests, errors, requests/s, p50/p99 latency. A request here is the whole
+   pipeline: upload, decode, preprocess, classify, Grad-CAM, two PNG data URLs back.
+
+Without `--run` a tiny s0-m1 run (1 epoch on 256 images) is trained into a temporary folder:
+latency does not depend on accuracy, only on the architecture. The ONNX file for the in-process
+measurement is written to a temporary folder, never into the run.
+
+Clients and server share the machine's cores, so requests/s is a floor for a dedicated server;
+the load average is printed because other jobs on a shared machine move every number.
+
+Run (from the repository root):
+
+    .venv/bin/python benchmarks/bench_serve.py [--run RUN] [--clients 8] [--duration 20]
+        [--max-requests N] [--repeats 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from fashionlab.config import build_config
+from fashionlab.imaging import prepare_image
+from fashionlab.inference import Classifier
+from fashionlab.training import train
+
+STARTUP_TIMEOUT_S = 120
+
+
+def photo_like_png(size: int = 256, seed: int = 0) -> bytes:
+    """A dark, textured garment shape on a light, slightly noisy page, as an RGB PNG."""
+    rng = np.random.default_rng(seed)
+    page = rng.normal(225, 6, (size, size, 3))
+    y, x = np.mgrid[:size, :size]
+    body = (abs(x - size / 2) < size * 0.22) & (y > size * 0.2) & (y < size * 0.85)
+    sleeves = (abs(y - size * 0.3) < size * 0.08) & (abs(x - size / 2) < size * 0.4)
+    page[body | sleeves] = rng.normal(60, 12, (int((body | sleeves).sum()), 3))
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(page, 0, 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def time_calls(fn, repeats: int, warmup: int = 20) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def in_process_latency(run: Path, image: np.ndarray, repeats: int, scratch: Path) -> None:
+    print(f"\nIn-process latency, one 28x28 image, median (p90) of {repeats} calls:")
+    torch_clf = Classifier.from_run(run, backend="torch")
+    onnx_clf = Classifier.from_run(run, backend="onnx", onnx_path=scratch / "model.onnx")
+    rows = [
+        ("classify, torch", lambda: torch_clf.classify(image)),
+        ("classify, onnx", lambda: onnx_clf.classify(image)),
+        ("gradcam (torch)", lambda: torch_clf.gradcam(image)),
+    ]
+    for name, fn in rows:
+        times = time_calls(fn, repeats)
+        print(
+            f"  {name:<17} {1e3 * statistics.median(times):7.3f} ms"
+            f"  ({1e3 * percentile(times, 90):.3f} ms)"
+        )
+
+
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(run: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+    port = free_loopback_port()
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fashionlab", "serve", str(run), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited ({proc.returncode}); see {log_path}")
+        try:
+            if httpx.get(f"{base}/api/health", timeout=2).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    proc.kill()
+    raise SystemExit(f"server not up after {STARTUP_TIMEOUT_S} s; see {log_path}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=15)
+
+
+def load_test(base: str, upload: bytes, clients: int, duration: float, max_requests: int) -> None:
+    url = f"{base}/api/predict"
+    files = {"file": ("garment.png", upload, "image/png")}
+    with httpx.Client(timeout=60) as warm:  # first request: lazy imports, caches
+        reference = warm.post(url, files=files)
+    reference.raise_for_status()
+    expected = reference.json()["label"]
+
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    budget = [max_requests]
+    deadline = time.monotonic() + duration
+
+    def client() -> None:
+        with httpx.Client(timeout=60) as http:
+            while time.monotonic() < deadline:
+                with lock:
+                    if budget[0] <= 0:
+                        return
+                    budget[0] -= 1
+                started = time.perf_counter()
+                try:
+                    response = http.post(url, files=files)
+                    ok = response.status_code == 200 and response.json()["label"] == expected
+                    problem = None if ok else f"HTTP {response.status_code}: {response.text[:200]}"
+                except Exception as exc:  # a benchmark counts every failure, whatever its kind
+                    problem = f"{type(exc).__name__}: {exc}"
+                elapsed = time.perf_counter() - started
+                with lock:
+                    (errors.append(problem) if problem else latencies.append(elapsed))
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+
+    done = len(latencies) + len(errors)
+    print(
+        f"\nServer load: {clients} concurrent clients, {wall:.1f} s, 256x256 RGB PNG uploads "
+        f"({len(upload):,} bytes), full pipeline incl. Grad-CAM:"
+    )
+    print(f"  requests     {done}")
+    print(f"  errors       {len(errors)}")
+    print(f"  requests/s   {len(latencies) / wall:.1f}")
+    if latencies:
+        print(f"  latency p50  {1e3 * percentile(latencies, 50):.1f} ms")
+        print(f"  latency p99  {1e3 * percentile(latencies, 99):.1f} ms")
+    for problem in errors[:5]:
+        print(f"  error: {problem}")
+    if errors:
+        raise SystemExit(1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, help="run folder (default: train a tiny s0-m1)")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of load")
+    parser.add_argument("--max-requests", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=300, help="in-process timed calls")
+    args = parser.parse_args()
+
+    print(f"CPU cores {os.cpu_count()}, load average {os.getloadavg()[0]:.2f} at start")
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        scratch = Path(tmp)
+        run = args.run
+        if run is None:
+            config = build_config("s0-m1", {"epochs": 1, "train_subset": 256, "eval_subset": 200})
+            run = train(config, scratch / "runs", quiet=True)
+            print(f"trained a tiny run: {run}")
+        upload = photo_like_png()
+        image, _ = prepare_image(upload)
+        in_process_latency(run, image, args.repeats, scratch)
+
+        proc, base = start_server(run, scratch / "server.log")
+        try:
+            load_test(base, upload, args.clients, args.duration, args.max_requests)
+        finally:
+            stop_server(proc)
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+
+
+if __name__ == "__main__":
+    main()
