@@ -23,7 +23,7 @@ the load average is printed because other jobs on a shared machine move every nu
 Run (from the repository root):
 
     .venv/bin/python benchmarks/bench_serve.py [--run RUN] [--clients 8] [--duration 20]
-        [--max-requests N] [--repeats 300]
+        [--max-requests N] [--repeats 300] [--threads 1]
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import torch
 from PIL import Image
 
 from fashionlab.config import build_config
@@ -80,10 +81,18 @@ def time_calls(fn, repeats: int, warmup: int = 20) -> list[float]:
     return times
 
 
-def in_process_latency(run: Path, image: np.ndarray, repeats: int, scratch: Path) -> None:
-    print(f"\nIn-process latency, one 28x28 image, median (p90) of {repeats} calls:")
+def in_process_latency(
+    run: Path, image: np.ndarray, repeats: int, scratch: Path, threads: int
+) -> None:
+    torch.set_num_threads(threads)
+    print(
+        f"\nIn-process latency, one 28x28 image, {threads} thread(s), "
+        f"median (p90) of {repeats} calls:"
+    )
     torch_clf = Classifier.from_run(run, backend="torch")
-    onnx_clf = Classifier.from_run(run, backend="onnx", onnx_path=scratch / "model.onnx")
+    onnx_clf = Classifier.from_run(
+        run, backend="onnx", onnx_path=scratch / "model.onnx", onnx_threads=threads
+    )
     rows = [
         ("classify, torch", lambda: torch_clf.classify(image)),
         ("classify, onnx", lambda: onnx_clf.classify(image)),
@@ -103,11 +112,12 @@ def free_loopback_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(run: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+def start_server(run: Path, log_path: Path, threads: int) -> tuple[subprocess.Popen, str]:
     port = free_loopback_port()
     log = log_path.open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fashionlab", "serve", str(run), "--port", str(port)],
+        [sys.executable, "-m", "fashionlab", "serve", str(run), "--port", str(port)]
+        + ["--threads", str(threads)],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -199,6 +209,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load")
     parser.add_argument("--max-requests", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=300, help="in-process timed calls")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="inference threads (default 1, as fashionlab serve)"
+    )
     args = parser.parse_args()
 
     print(f"CPU cores {os.cpu_count()}, load average {os.getloadavg()[0]:.2f} at start")
@@ -211,9 +224,9 @@ def main() -> None:
             print(f"trained a tiny run: {run}")
         upload = photo_like_png()
         image, _ = prepare_image(upload)
-        in_process_latency(run, image, args.repeats, scratch)
+        in_process_latency(run, image, args.repeats, scratch, args.threads)
 
-        proc, base = start_server(run, scratch / "server.log")
+        proc, base = start_server(run, scratch / "server.log", args.threads)
         try:
             load_test(base, upload, args.clients, args.duration, args.max_requests)
         finally:

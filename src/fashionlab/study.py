@@ -351,9 +351,16 @@ def run_study(
     data_dir: str | Path | None = None,
     overwrite: bool = False,
     make_report: bool = True,
+    seeds: list[int] | None = None,
 ) -> Path:
-    """Run (or resume) a study and write its aggregate and report; returns the study folder."""
+    """Run (or resume) a study and write its aggregate and report; returns the study folder.
+
+    `seeds` replaces the seeds given in the file, for every run."""
     study = load_study(path)
+    if seeds:
+        study.seeds = list(seeds)
+        for spec in study.runs:
+            spec.seeds = None
     out = Path(out_dir) if out_dir else Path("runs") / study.name
     planned = plan_study(study, out, overrides, source=str(path))
     if overwrite and out.exists():

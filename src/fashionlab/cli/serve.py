@@ -39,11 +39,19 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--backend", choices=BACKENDS, default="torch", help="inference engine (default torch)"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads per inference call, PyTorch and onnxruntime (default 1: requests are "
+        "single images, and concurrent requests already keep the cores busy)",
+    )
     add_data_options(parser)
     parser.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import torch
     import uvicorn
 
     from fashionlab.serve import create_app
@@ -52,12 +60,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be 0..65535, got {args.port}")
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+    # One 28x28 image is far too little work to split across threads: waking idle OpenMP
+    # workers costs more than the forward pass (10x slower on a busy 2-core machine).
+    torch.set_num_threads(args.threads)
     # The model is loaded here, before uvicorn starts: a bad run folder is a one-line error.
     app = create_app(
         args.run,
         max_upload_bytes=int(args.max_upload_mb * MIB),
         backend=args.backend,
         data_dir=args.data_dir,
+        onnx_threads=args.threads,
     )
     if not is_loopback(args.host):
         print(

