@@ -117,10 +117,14 @@ def test_bad_image_among_several_gives_one_line_and_nonzero_exit(run_dir, images
     assert str(missing) in errors[1]
 
 
-def test_bad_run_folder_is_one_line(tmp_path, images, capsys):
-    code, out, err = run_cli(capsys, "predict", tmp_path / "nope", images / "photo.png")
-    assert code == 2 and out == ""
-    assert len(err.splitlines()) == 1 and err.startswith("fashionlab: error:")
+def test_bad_run_folder_or_top_k_is_one_line(tmp_path, run_dir, images, capsys):
+    for argv in (
+        ("predict", tmp_path / "nope", images / "photo.png"),
+        ("predict", run_dir, images / "photo.png", "--top-k", "0"),
+    ):
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 2 and out == ""
+        assert len(err.splitlines()) == 1 and err.startswith("fashionlab: error:")
 
 
 def test_export_writes_onnx_and_checks_the_whole_test_set(run_dir, capsys):

@@ -57,7 +57,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     worst, count = compare_on_test_set(loaded, path, args.data_dir)
     print(f"max |logit difference| onnxruntime vs PyTorch on {count:,} test images: {worst:.2e}")
     if not worst < CHECK_ATOL:  # "not <" so that NaN fails too
-        raise RunError(f"{path}: ONNX logits differ from PyTorch by {worst:.2e} (> {CHECK_ATOL:g})")
+        # Removed, so that `--backend onnx` cannot pick up a model that failed its check.
+        path.unlink(missing_ok=True)
+        raise RunError(
+            f"{path}: ONNX logits differ from PyTorch by {worst:.2e} (limit {CHECK_ATOL:g}); "
+            "the file was removed"
+        )
     return 0
 
 

@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fashionlab.data import CLASS_NAMES
 from fashionlab.errors import ImageError
 from fashionlab.imaging import prepare_image
-from fashionlab.inference import BACKENDS, DEFAULT_TOP_K, Classifier
+from fashionlab.inference import BACKENDS, DEFAULT_TOP_K, Classifier, check_top_k
 
 
 def register(subparsers) -> None:
@@ -47,6 +48,7 @@ def register(subparsers) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    check_top_k(args.top_k, len(CLASS_NAMES))  # before the model loads: fail fast
     # Loaded before any image: a bad run folder is one error, not one per image.
     classifier = Classifier.from_run(args.run, backend=args.backend)
     results: list[dict[str, Any]] = []

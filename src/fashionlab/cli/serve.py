@@ -80,7 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"serving {args.run} on http://{host}:{args.port}/ (Ctrl-C to stop)", flush=True)
+    print(f"starting the server for {args.run} on http://{host}:{args.port}/", flush=True)
     # server_header=False: no "server: uvicorn" banner advertising versions to clients.
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", server_header=False)
     return 0

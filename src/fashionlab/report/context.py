@@ -237,10 +237,11 @@ def data_section(collected: Collected, several_labels: bool) -> Section:
     section = Section("data", SECTION_TITLES["data"])
     if not collected.data:
         section.blocks.append(para("No data figures."))
-    for labels, figs in collected.data:
+    for data_set in collected.data:
         if several_labels and len(collected.data) > 1:
-            section.blocks.append(h3("Split used by " + ", ".join(labels)))
-        section.blocks.append(figures(figs))
+            section.blocks.append(h3("Split used by " + ", ".join(data_set.labels)))
+        section.blocks.append(figures(data_set.figures))
+        section.blocks.extend(para(f"Note: {note}.") for note in data_set.notes)
     return section
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from fashionlab.atomic import atomic_write_bytes, atomic_write_text
 from fashionlab.config import TrainConfig
-from fashionlab.errors import ConfigError
+from fashionlab.errors import ConfigError, FashionlabError
 from fashionlab.runs import load_config, load_history, load_metrics, load_predictions
 
 FIGURES_DIR = "figures"
@@ -63,11 +63,20 @@ class RunFigures:
 
 
 @dataclass
+class DataFigures:
+    """The figures of one data setting and the labels whose runs use it."""
+
+    labels: list[str]
+    figures: list[Figure]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Collected:
     """Every figure a report shows: per label (first seed), per data setting, per study."""
 
     runs: dict[str, RunFigures]
-    data: list[tuple[list[str], list[Figure]]]  # (labels using this data setting, figures)
+    data: list[DataFigures]
     overlay: Figure | None = None
 
 
@@ -164,7 +173,7 @@ def run_figures(run_dir: str | Path, data: DataCache) -> RunFigures:
 
     def add(key: str, title: str, sources: list[Path], draw: Callable[[Path], Any], caption=""):
         path = out / f"{key}.png"
-        if is_fresh(path, sources) or draw(path) is not None:
+        if is_fresh(path, sources) or _try_draw(draw, path, title, result.notes) is not None:
             result.figures.append(Figure(key, title, path, caption))
 
     history = load_history(run_dir)
@@ -319,7 +328,11 @@ def _model_figures(run_dir, add, loaded, split, aligned, sources) -> None:
 
 
 def data_figures(
-    config: TrainConfig, data: DataCache, out: Path, reuse: Sequence[Path] = ()
+    config: TrainConfig,
+    data: DataCache,
+    out: Path,
+    reuse: Sequence[Path] = (),
+    notes: list[str] | None = None,
 ) -> list[Figure]:
     """Samples, class distribution and pixel PCA of one data setting, into `out`.
 
@@ -328,6 +341,7 @@ def data_figures(
     one of the `reuse` folders (a study's figures, for one of its runs) is copied, not redrawn.
     """
     out.mkdir(parents=True, exist_ok=True)
+    notes = notes if notes is not None else []
     digest = hashlib.sha1(repr(data_key(config)).encode()).hexdigest()[:8]
     split = _Lazy(lambda: data.split(config))
     figures = []
@@ -369,7 +383,7 @@ def data_figures(
         if not path.exists() and borrowed is not None:
             atomic_write_bytes(path, borrowed.read_bytes())
         # the data of a setting never changes, so an existing file is always current
-        if path.exists() or draw(path) is not None:
+        if path.exists() or _try_draw(draw, path, title, notes) is not None:
             figures.append(Figure(key, title, path, caption))
     return figures
 
@@ -398,6 +412,17 @@ def validation_overlay(run_dirs: dict[str, Path], out: Path) -> Figure | None:
 
 
 # ---------------------------------------------------------------- small pieces
+
+
+def _try_draw(draw: Callable[[Path], Any], path: Path, title: str, notes: list[str]) -> Any:
+    """Draw one figure; a user-level problem (too few items for a PCA, a model that cannot be
+    rebuilt) costs that figure, with a note saying why, never the whole report -- which runs
+    after hours of training. Anything else is a bug and propagates."""
+    try:
+        return draw(path)
+    except FashionlabError as exc:
+        notes.append(f"{title} skipped: {exc}")
+        return None
 
 
 def _viz():
@@ -450,8 +475,9 @@ def collect(
     for label, d in run_dirs.items():
         config = load_config(d)
         by_setting.setdefault(data_key(config), (config, []))[1].append(label)
-    data_sets = [
-        (labels, data_figures(config, data, out, reuse)) for config, labels in by_setting.values()
-    ]
+    data_sets = []
+    for config, labels in by_setting.values():
+        notes: list[str] = []
+        data_sets.append(DataFigures(labels, data_figures(config, data, out, reuse, notes), notes))
     overlay = validation_overlay(run_dirs, out) if len(run_dirs) > 1 else None
     return Collected(runs, data_sets, overlay)

@@ -22,6 +22,7 @@ burst of large photos cannot hold many decoded frames in memory at once.
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,7 +33,7 @@ from fastapi.staticfiles import StaticFiles
 
 from fashionlab import __version__
 from fashionlab.data import CLASS_NAMES
-from fashionlab.errors import ConfigError, FashionlabError, ImageError
+from fashionlab.errors import ConfigError, FashionlabError, ImageError, RunError
 from fashionlab.imaging import DEFAULT_MAX_PIXELS, prepare_image
 from fashionlab.inference import DEFAULT_TOP_K, Backend, Classifier
 from fashionlab.runs import load_metrics
@@ -99,9 +100,13 @@ def create_app(
         f"`{run_dir.name}` ({clf.model_name}).",
     )
     app.state.classifier = clf
-    # Added last = outermost: the size limit applies before anything else reads the body.
+    # The size limit wraps the whole app, so nothing reads a body before it has counted it;
+    # the security headers (added last = outermost) go on every response, its 413s included.
+    too_large = f"upload too large: the limit is {format_bytes(max_upload_bytes)}"
+    app.add_middleware(
+        BodySizeLimit, max_body_bytes=max_upload_bytes + FORM_OVERHEAD_BYTES, detail=too_large
+    )
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(BodySizeLimit, max_body_bytes=max_upload_bytes + FORM_OVERHEAD_BYTES)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.exception_handler(FashionlabError)
@@ -134,10 +139,7 @@ def create_app(
         # Read one byte past the limit: enough to know it is over without reading it all.
         data = file.file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
-            raise HTTPException(
-                status_code=413,
-                detail=f"upload too large: the limit is {format_bytes(max_upload_bytes)}",
-            )
+            raise HTTPException(status_code=413, detail=too_large)
         with decode_slots:
             image, steps = prepare_image(data, preprocessing=preprocess, max_pixels=max_pixels)
         result = clf.classify(image, top_k=top_k)
@@ -159,14 +161,20 @@ def _overlay(image: Any, cam: Any) -> Any:
 
 
 def _model_summary(clf: Classifier, run_dir: Path, max_upload_bytes: int) -> dict[str, Any]:
-    metrics = load_metrics(run_dir)
+    try:
+        metrics = load_metrics(run_dir)
+    except RunError:  # a corrupt metrics.json should not keep the model from being served
+        metrics = {}
+    accuracy = metrics.get("test_accuracy")
+    if not isinstance(accuracy, (int, float)) or not math.isfinite(accuracy):
+        accuracy = None  # JSON has no NaN
     norm = clf.loaded.info.get("normalization", {})
     scalar = {k: norm[k] for k in ("mean", "std") if isinstance(norm.get(k), (int, float))}
     return {
         "name": clf.model_name,
         "run": run_dir.name,
         "params": clf.params,
-        "test_accuracy": metrics.get("test_accuracy"),
+        "test_accuracy": accuracy,
         # zscore's mean/std are 28x28 arrays: name the preset rather than send 1,568 numbers
         "normalization": {"preset": norm.get("preset"), **scalar},
         "class_names": list(clf.class_names),

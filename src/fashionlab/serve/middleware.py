@@ -22,9 +22,14 @@ class BodySizeLimit:
     small), so nothing larger than the limit is ever buffered or spooled to disk.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, detail: str | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # The message can name the limit users set (the file size) rather than the body's,
+        # which includes an allowance for multipart framing.
+        self.detail = (
+            detail or f"request body too large: the limit is {format_bytes(max_body_bytes)}"
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -40,7 +45,7 @@ class BodySizeLimit:
                 await _send_json(send, 400, "invalid Content-Length header")
                 return
             if length > self.max_body_bytes:
-                await _send_json(send, 413, self.too_large())
+                await _send_json(send, 413, self.detail)
                 return
 
         received = 0
@@ -53,13 +58,10 @@ class BodySizeLimit:
                 if received > self.max_body_bytes:
                     # Raised inside the app's body reading (the form parser), so FastAPI's
                     # exception handling turns it into a normal 413 JSON response.
-                    raise HTTPException(status_code=413, detail=self.too_large())
+                    raise HTTPException(status_code=413, detail=self.detail)
             return message
 
         await self.app(scope, counting_receive, send)
-
-    def too_large(self) -> str:
-        return f"upload too large: the limit is {format_bytes(self.max_body_bytes)}"
 
 
 class SecurityHeaders:
