@@ -253,3 +253,14 @@ def bad_dataset(request: pytest.FixtureRequest, idx_dataset) -> tuple[Path, Path
     directory = idx_dataset("broken")
     bad_file, words = BAD_DATASETS[request.param](directory)
     return directory, bad_file, words
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1-epoch s3-base run on 256 images, trained once per session and shared by the
+    inference, API and browser tests (they only read it)."""
+    from fashionlab.config import build_config
+    from fashionlab.training import train
+
+    config = build_config("s3-base", {"epochs": 1, "train_subset": 256, "eval_subset": 200})
+    return train(config, tmp_path_factory.mktemp("tiny-runs"), quiet=True)

@@ -10,29 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from fashionlab.config import build_config
 from fashionlab.data import CLASS_NAMES
 from fashionlab.errors import ConfigError, ImageError, RunError
 from fashionlab.inference import ONNX_FILENAME, Classifier
 from fashionlab.models import create_model
 from fashionlab.runs import load_predictions
-from fashionlab.training import prepare_data, run_is_complete, train
+from fashionlab.training import prepare_data
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return tiny_run(tmp_path_factory)
-
-
-def tiny_run(tmp_path_factory, model: str = "s3-base"):
-    """A 1-epoch run on 256 images. Trained once per test session: the inference, API and
-    browser test modules share the folder (same path, reused once complete)."""
-    folder = tmp_path_factory.getbasetemp() / "tiny-runs"
-    run = folder / f"{model}-seed42"
-    if run_is_complete(run):
-        return run
-    config = build_config(model, {"epochs": 1, "train_subset": 256, "eval_subset": 200})
-    return train(config, folder, quiet=True, overwrite=True)
+def run_dir(tiny_run_dir):
+    return tiny_run_dir
 
 
 @pytest.fixture(scope="module")

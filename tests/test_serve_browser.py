@@ -17,9 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fashionlab.config import build_config
 from fashionlab.data import CLASS_NAMES
-from fashionlab.training import run_is_complete, train
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -41,19 +39,8 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return tiny_run(tmp_path_factory)
-
-
-def tiny_run(tmp_path_factory, model: str = "s3-base"):
-    """A 1-epoch run on 256 images. Trained once per test session: the inference, API and
-    browser test modules share the folder (same path, reused once complete)."""
-    folder = tmp_path_factory.getbasetemp() / "tiny-runs"
-    run = folder / f"{model}-seed42"
-    if run_is_complete(run):
-        return run
-    config = build_config(model, {"epochs": 1, "train_subset": 256, "eval_subset": 200})
-    return train(config, folder, quiet=True, overwrite=True)
+def run_dir(tiny_run_dir):
+    return tiny_run_dir
 
 
 def free_loopback_port() -> int:
