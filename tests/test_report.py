@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
 from html.parser import HTMLParser
@@ -16,6 +17,7 @@ import torch
 
 from fashionlab.cli import main
 from fashionlab.report import SECTION_IDS, write_report
+from fashionlab.report.figures import is_fresh
 from fashionlab.study import run_study
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -152,6 +154,17 @@ def test_rerun_reuses_fresh_figures(study):
     assert before
     write_report(study)
     assert _figure_stamps(study) == before
+
+
+def test_figure_is_stale_when_its_inputs_are_newer(tmp_path):
+    figure, weights = tmp_path / "f.png", tmp_path / "model.safetensors"
+    assert not is_fresh(figure, [weights])
+    weights.write_bytes(b"w")
+    figure.write_bytes(b"f")
+    os.utime(weights, ns=(1_000_000_000, 1_000_000_000))
+    assert is_fresh(figure, [weights, tmp_path / "missing"])
+    os.utime(weights, ns=(figure.stat().st_mtime_ns + 1, figure.stat().st_mtime_ns + 1))
+    assert not is_fresh(figure, [weights])  # re-trained: redraw
 
 
 def test_single_run_report_and_cli(study, capsys):

@@ -382,7 +382,7 @@ def run_study(
     if make_report:
         from fashionlab.report import write_report
 
-        html = write_report(out)
+        html = write_report(out, data_dir=data_dir)
         if not quiet:
             print(f"report: {html}", file=sys.stderr)
     return out

@@ -108,15 +108,18 @@ class Optimizer:
         else:
             self._groups = [(p.data.reshape(-1), p.grad.reshape(-1)) for p in self._params]
             pairs = zip(self._groups, self._params, strict=True)
-            if any(not np.shares_memory(d, p.data) for (d, _), p in pairs):
+            if any(
+                not (np.shares_memory(d, p.data) and np.shares_memory(g, p.grad))
+                for (d, g), p in pairs
+            ):
                 raise ValueError("optimizer needs C-contiguous parameter arrays")
         # Per group: scratch + state arrays (zeros); then views of them cut into chunks.
         self._state = [
             [np.zeros_like(d) for _ in range(1 + self.state_arrays)] for d, _ in self._groups
         ]
         # Work per thread: a list of pieces, each a tuple of views of the same slice of
-        # (data, grad, scratch, *state). Small groups (per-parameter fallback) all go to the
-        # calling thread.
+        # (data, grad, scratch, *state). A group too small to split goes to the calling
+        # thread only (index 0), so the per-parameter fallback rarely uses the pool.
         self._work: list[list[tuple[np.ndarray, ...]]] = [[]]
         for (data, grad), arrays in zip(self._groups, self._state, strict=True):
             for i, part in enumerate(_split(data.size, self.threads)):

@@ -1,22 +1,35 @@
-"""Step 2 of a report: everything it says, as plain data the templates only lay out.
-
-A report is a title plus a list of `Section`s (ids: summary, reproduction, significance,
-architectures, data, models, environment); a section is a list of blocks (heading, paragraph,
-verdict, table, figures, preformatted text). The HTML and the Markdown template walk the same
-blocks, so the two files always say the same thing.
+"""Step 2 of a report: everything it says, as plain data (`report.blocks`) that the templates
+only lay out. Sections, in order: summary, reproduction, significance, architectures, data,
+models, environment; a study and a single run get the same ones.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fashionlab.data import CLASS_NAMES
 from fashionlab.errors import ConfigError, FashionlabError
-from fashionlab.report.figures import Collected, Figure, RunFigures
+from fashionlab.report.blocks import (
+    Block,
+    ReportContext,
+    Section,
+    figures,
+    fmt,
+    fmt_difference,
+    fmt_p,
+    fmt_params,
+    fmt_seconds,
+    fmt_seconds_stat,
+    fmt_stat,
+    h3,
+    para,
+    pre,
+    table,
+    verdict,
+)
+from fashionlab.report.figures import Collected, RunFigures
 from fashionlab.runs import load_config, load_metrics, load_predictions
 
 ALPHA = 0.05
@@ -35,141 +48,14 @@ METRIC_NAMES = {
     "weighted_f1": "weighted F1",
     "test_loss": "test loss",
 }
-# Metrics that are fractions: their differences also read well in percentage points.
-FRACTIONS = {"test_accuracy", "macro_f1", "weighted_f1", "val_accuracy", "train_accuracy"}
-
-
-# ---------------------------------------------------------------- blocks
-
-
-@dataclass
-class Table:
-    headers: list[str]
-    rows: list[list[str]]
-    align: str = ""  # one letter per column, "l" or "r"; default: first left, rest right
-    caption: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.align:
-            self.align = "l" + "r" * (len(self.headers) - 1)
-
-
-@dataclass
-class Block:
-    """One piece of a section; `kind` tells the template which fields to use."""
-
-    kind: str  # "h3" | "p" | "verdict" | "table" | "figures" | "pre" | "list"
-    text: str = ""
-    table: Table | None = None
-    figures: list[Figure] = field(default_factory=list)
-    items: list[str] = field(default_factory=list)
-    ok: bool | None = None  # verdicts: True = supported/significant, False = not
-    anchor: str = ""
-
-
-def h3(text: str, anchor: str = "") -> Block:
-    return Block("h3", text=text, anchor=anchor)
-
-
-def para(text: str) -> Block:
-    return Block("p", text=text)
-
-
-def verdict(text: str, ok: bool | None) -> Block:
-    return Block("verdict", text=text, ok=ok)
-
-
-def table(headers: list[str], rows: list[list[str]], align: str = "", caption: str = "") -> Block:
-    return Block("table", table=Table(headers, rows, align, caption))
-
-
-def figures(figs: list[Figure]) -> Block:
-    return Block("figures", figures=figs)
-
-
-def pre(summary: str, text: str) -> Block:
-    return Block("pre", text=text, anchor=summary)
-
-
-def bullet_list(items: list[str]) -> Block:
-    return Block("list", items=items)
-
-
-@dataclass
-class Section:
-    id: str
-    title: str
-    blocks: list[Block] = field(default_factory=list)
-
-
-@dataclass
-class ReportContext:
-    title: str
-    subtitle: str
-    kind: str  # "study" or "run"
-    facts: list[tuple[str, str]]
-    sections: list[Section]
-    generated: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
-
-    def all_figures(self) -> list[Figure]:
-        return [f for s in self.sections for b in s.blocks for f in b.figures]
-
-
-# ---------------------------------------------------------------- formatting
-
-
-def fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def fmt_stat(stat: dict[str, Any] | None, digits: int = 4) -> str:
-    """'mean ± std' over seeds; a single seed has no spread to show."""
-    if not stat:
-        return "—"
-    if stat.get("n", 1) < 2:
-        return fmt(float(stat["mean"]), digits)
-    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
-
-
-def fmt_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    if seconds < 90:
-        return f"{seconds:.1f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.2f} h"
-
-
-def fmt_seconds_stat(stat: dict[str, Any] | None) -> str:
-    if not stat:
-        return "—"
-    text = fmt_seconds(stat["mean"])
-    return text if stat.get("n", 1) < 2 else f"{text} ± {fmt_seconds(stat['std'])}"
-
-
-def fmt_params(value: Any) -> str:
-    return f"{int(value):,}" if isinstance(value, (int, float)) else "—"
-
-
-def fmt_difference(key: str, diff: float) -> str:
-    text = f"{diff:+.4f}"
-    return f"{text} ({diff * 100:+.2f} pp)" if key in FRACTIONS else text
-
-
-def fmt_p(p: float) -> str:
-    return f"{p:.2e}" if p < 1e-4 else f"{p:.4f}"
 
 
 # ---------------------------------------------------------------- sections shared by both kinds
 
 
-def architectures_section(models: list[tuple[str, str, dict]], notes: list[dict]) -> Section:
-    """`models`: (label, registry name, model_args) per label."""
+def architectures_section(models: list[tuple[str, str, dict, Any]], notes: list[dict]) -> Section:
+    """`models`: (label, registry name, model_args, parameter count from metrics.json) per
+    label; the count is shown for models that cannot be rebuilt here (the NumPy MLP)."""
     from fashionlab.models import get_model_spec
 
     section = Section("architectures", SECTION_TITLES["architectures"])
@@ -180,7 +66,7 @@ def architectures_section(models: list[tuple[str, str, dict]], notes: list[dict]
     elif len(models) > 1:
         section.blocks.append(para("No two differently named models build the same network."))
     rows, layer_tables, seen = [], [], set()
-    for label, name, args in models:
+    for label, name, args, params in models:
         try:
             spec = get_model_spec(name)
             description, study, framework = spec.description, spec.study, spec.framework
@@ -192,7 +78,7 @@ def architectures_section(models: list[tuple[str, str, dict]], notes: list[dict]
                 label,
                 name,
                 study,
-                fmt_params(summary.params) if summary else "—",
+                fmt_params(summary.params if summary else params),
                 _fmt_flops(summary.flops) if summary else "—",
                 description,
             ]
@@ -247,14 +133,11 @@ def data_section(collected: Collected, several_labels: bool) -> Section:
 
 def run_model_blocks(figs: RunFigures) -> list[Block]:
     """Figures, classification report and config of one run."""
-    from fashionlab.evaluation import classification_report
-
     blocks: list[Block] = []
     blocks.append(figures(figs.figures))
     for note in figs.notes:
         blocks.append(para(f"Note: {note}."))
-    pred = load_predictions(figs.run_dir)
-    report = classification_report(pred["labels"], pred["logits"], CLASS_NAMES)
+    report = classification_table(figs.run_dir)
     rows = [
         [c["name"], fmt(c["precision"]), fmt(c["recall"]), fmt(c["f1"]), str(c["support"])]
         for c in report["per_class"]
@@ -275,6 +158,35 @@ def run_model_blocks(figs: RunFigures) -> list[Block]:
     config_text = (figs.run_dir / "config.yaml").read_text()
     blocks.append(pre(f"config.yaml of {figs.run_dir.name}", config_text))
     return blocks
+
+
+def classification_table(run_dir: Path) -> dict[str, Any]:
+    """`evaluation.classification_report`'s dict for a run: from metrics.json, which the
+    trainer fills from that very function, else recomputed from predictions.npz. Reading it
+    spares a re-run report the import of scikit-learn and scipy (~3 s on a 2-core CPU)."""
+    metrics = load_metrics(run_dir)
+    per_class = metrics.get("per_class")
+    keys = [f"{avg}_{m}" for avg in ("macro", "weighted") for m in ("precision", "recall", "f1")]
+    if per_class and all(k in metrics for k in (*keys, "test_accuracy", "num_test")):
+        n = int(metrics["num_test"])
+        return {
+            "per_class": per_class,
+            "accuracy": metrics["test_accuracy"],
+            "support": n,
+            **{
+                avg: {
+                    "precision": metrics[f"{avg}_precision"],
+                    "recall": metrics[f"{avg}_recall"],
+                    "f1": metrics[f"{avg}_f1"],
+                    "support": n,
+                }
+                for avg in ("macro", "weighted")
+            },
+        }
+    from fashionlab.evaluation import classification_report
+
+    pred = load_predictions(run_dir)
+    return classification_report(pred["labels"], pred["logits"], CLASS_NAMES)
 
 
 def environment_section(run_dirs: list[Path]) -> Section:
@@ -329,10 +241,7 @@ def study_context(study_dir: Path, summary: dict[str, Any], collected: Collected
         _reproduction(rows),
         _significance(summary.get("comparisons", []), {r["label"]: r for r in rows}),
         architectures_section(
-            [
-                (label, (cfg := load_config(d)).model, cfg.model_args)
-                for label, d in first_runs.items()
-            ],
+            [_model_of(label, d) for label, d in first_runs.items()],
             summary.get("identical_architectures", []),
         ),
         data_section(collected, several_labels=True),
@@ -358,6 +267,11 @@ def study_context(study_dir: Path, summary: dict[str, Any], collected: Collected
         facts=facts,
         sections=sections,
     )
+
+
+def _model_of(label: str, run_dir: Path) -> tuple[str, str, dict, Any]:
+    config = load_config(run_dir)
+    return label, config.model, config.model_args, load_metrics(run_dir).get("params")
 
 
 def _study_summary(rows: list[dict]) -> Section:
@@ -522,7 +436,7 @@ def _comparison_verdict(a: str, b: str, n: int, a_wins: int, b_wins: int) -> Blo
     return verdict(
         f"Mixed: {a} significantly better on {a_wins}, {b} on {b_wins}, no significant "
         f"difference on {n - a_wins - b_wins} of {n} {seeds}.",
-        False,
+        None,  # neither "significant" nor "not": the seeds disagree
     )
 
 
@@ -589,7 +503,7 @@ def run_context(run_dir: Path, collected: Collected) -> ReportContext:
             SECTION_TITLES["significance"],
             [para(none.format("no other run to compare with (`compare:`)"))],
         ),
-        architectures_section([(config.model, config.model, config.model_args)], []),
+        architectures_section([_model_of(config.model, run_dir)], []),
         data_section(collected, several_labels=False),
         Section("models", SECTION_TITLES["models"], run_model_blocks(figs)),
         environment_section([run_dir]),

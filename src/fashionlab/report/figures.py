@@ -58,9 +58,6 @@ class RunFigures:
     figures: list[Figure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def get(self, key: str) -> Figure | None:
-        return next((f for f in self.figures if f.key == key), None)
-
 
 @dataclass
 class DataFigures:

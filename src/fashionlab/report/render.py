@@ -15,7 +15,7 @@ from pathlib import Path
 import jinja2
 
 from fashionlab.atomic import atomic_write_bytes
-from fashionlab.report.context import ReportContext
+from fashionlab.report.blocks import ReportContext
 from fashionlab.report.figures import FIGURES_DIR, Figure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
