@@ -452,6 +452,15 @@ def resume(
         if not quiet:
             print(f"{run_dir} is already complete", file=sys.stderr)
         return run_dir
+    from fashionlab.models import get_model_spec
+
+    if get_model_spec(config.model).framework == "numpy":
+        # The NumPy MLP keeps no per-epoch checkpoint; it is fast and deterministic, so an
+        # interrupted run is trained again from the start with the same config.
+        from fashionlab.numpy_train import train_numpy_run
+
+        prepare_run_dir(run_dir, overwrite=True)
+        return train_numpy_run(config, run_dir, quiet=quiet, data_dir=data_dir)
     trainer = Trainer(
         config, run_dir, quiet=quiet, data_dir=data_dir, epoch_callback=epoch_callback
     )
@@ -466,10 +475,15 @@ def run_is_complete(run_dir: str | Path) -> bool:
 
 def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dict[str, Any]:
     """Reload the saved weights, recompute the test metrics, and compare with the stored ones."""
-    from fashionlab.evaluation import summarize
     from fashionlab.model_io import load_model
-    from fashionlab.runs import load_metrics
+    from fashionlab.models import get_model_spec
 
+    config = load_config(run_dir)
+    if get_model_spec(config.model).framework == "numpy":
+        from fashionlab.numpy_train import recompute_logits
+
+        labels, logits = recompute_logits(run_dir, config, data_dir)
+        return _compare_with_stored(run_dir, labels, logits)
     loaded = load_model(run_dir)
     split, _ = prepare_data(loaded.config, data_dir)
     logits = predict_logits(
@@ -479,7 +493,14 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dic
         torch.device("cpu"),
         precision=loaded.config.precision,
     )
-    metrics = summarize(split.test_labels.numpy(), logits.numpy(), CLASS_NAMES)
+    return _compare_with_stored(run_dir, split.test_labels.numpy(), logits.numpy())
+
+
+def _compare_with_stored(run_dir, labels: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
+    from fashionlab.evaluation import summarize
+    from fashionlab.runs import load_metrics
+
+    metrics = summarize(labels, logits, CLASS_NAMES)
     stored = load_metrics(run_dir)
     mismatches = {
         k: (stored.get(k), metrics[k])

@@ -1,0 +1,183 @@
+"""Training the NumPy MLP (`numpy-mlp`) into a standard run folder.
+
+Same inputs as the PyTorch trainer (split, normalisation, subsets from `TrainConfig`), same
+outputs (config.yaml, history.csv, metrics.json, predictions.npz, env.json, complete), with the
+estimator saved as `model.npz` instead of safetensors. With `model_args.features_run` the MLP
+learns from a trained CNN run's trunk features (S1-FEAT) on the very same split.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fashionlab.config import TrainConfig
+from fashionlab.data import CLASS_NAMES, Split
+from fashionlab.errors import ConfigError
+from fashionlab.runs import RunWriter, load_config
+
+SPLIT_FIELDS = ("split", "val_fraction", "split_seed", "train_subset", "eval_subset")
+FEATURE_BATCH = 1000
+ZSCORE_EPS = 1e-6  # features are ReLU outputs; a dead unit has std 0 and must stay finite
+
+
+def _estimator_settings(config: TrainConfig) -> dict[str, Any]:
+    if config.optimizer not in ("adam", "sgd"):
+        raise ConfigError(f"numpy-mlp supports optimizer adam or sgd, not {config.optimizer!r}")
+    unsupported = {
+        "weight_decay": config.weight_decay != 0,
+        "scheduler": config.scheduler != "none",
+        "label_smoothing": config.label_smoothing != 0,
+        "augmentation": bool(config.crop_padding or config.hflip or config.erasing),
+        "precision": config.precision != "fp32",
+    }
+    if any(unsupported.values()):
+        names = ", ".join(k for k, bad in unsupported.items() if bad)
+        raise ConfigError(f"numpy-mlp does not implement: {names}; remove those settings")
+    return {
+        "optimizer": config.optimizer,
+        "lr": config.lr,
+        "momentum": config.momentum,
+        "batch_size": config.batch_size,
+        "max_epochs": config.epochs,
+        # No early stopping asked for: patience beyond the epoch budget never triggers.
+        "patience": config.early_stopping_patience or config.epochs + 1,
+        "random_state": config.seed,
+    }
+
+
+@torch.no_grad()
+def cnn_features(run_dir: str | Path, split: Split) -> dict[str, np.ndarray]:
+    """Trunk features (the CNN minus its classifier) of the run's model for train/val/test."""
+    from fashionlab.model_io import load_model
+    from fashionlab.models import trunk_features
+
+    loaded = load_model(run_dir)
+    out = {}
+    for part in ("train", "val", "test"):
+        images = getattr(split, f"{part}_images")
+        chunks = [
+            trunk_features(loaded.model, loaded.normalizer(images[i : i + FEATURE_BATCH]))
+            for i in range(0, len(images), FEATURE_BATCH)
+        ]
+        out[part] = torch.cat(chunks).flatten(1).numpy().astype(np.float32)
+    return out
+
+
+def _inputs(config: TrainConfig, data_dir) -> tuple[Split, dict[str, np.ndarray]]:
+    from fashionlab.training import prepare_data
+
+    split, normalizer = prepare_data(config, data_dir)
+    source = config.model_args.get("features_run")
+    if not source:
+        return split, {
+            part: normalizer(getattr(split, f"{part}_images")).flatten(1).numpy()
+            for part in ("train", "val", "test")
+        }
+    cnn_config = load_config(source)
+    differs = [f for f in SPLIT_FIELDS if getattr(cnn_config, f) != getattr(config, f)]
+    if differs:
+        raise ConfigError(
+            f"features_run {source} used a different split ({', '.join(differs)}); "
+            "the MLP must see the same train/val/test items as the CNN"
+        )
+    feats = cnn_features(source, split)
+    # z-score with training statistics only, as for pixels.
+    mean, std = feats["train"].mean(0), feats["train"].std(0) + ZSCORE_EPS
+    return split, {part: (x - mean) / std for part, x in feats.items()}
+
+
+def train_numpy_run(
+    config: TrainConfig, run_dir: Path, quiet: bool = False, data_dir: str | Path | None = None
+) -> Path:
+    """Fit the NumPy MLP and write a complete run folder (the folder is prepared by `train`)."""
+    from fashionlab.evaluation import summarize
+    from fashionlab.models import create_model
+
+    args = {k: v for k, v in config.model_args.items() if k != "features_run"}
+    estimator = create_model(config.model, **args).set_params(**_estimator_settings(config))
+    writer = RunWriter(run_dir)
+    writer.write_config(config)
+    writer.write_env(config.seed, "cpu (numpy)", 1)
+    split, x = _inputs(config, data_dir)
+    history: list[dict[str, Any]] = []
+
+    def on_epoch(row: dict[str, Any]) -> None:
+        history.append(row)
+        writer.write_history(history)
+        if not quiet:
+            print(
+                f"epoch {row['epoch']:>3}/{config.epochs}  train loss {row['train_loss']:.4f} "
+                f"acc {row['train_accuracy']:.4f} | val loss {row['val_loss']:.4f} "
+                f"acc {row['val_accuracy']:.4f} | {row['seconds']:.1f}s",
+                file=sys.stderr,
+            )
+
+    estimator.fit(
+        x["train"],
+        split.train_labels.numpy(),
+        x["val"],
+        split.val_labels.numpy(),
+        epoch_callback=on_epoch,
+    )
+    if not config.use_best_weights:
+        raise ConfigError(
+            "numpy-mlp always tests the best-validation epoch; set use_best_weights: true"
+        )
+    logits = estimator.decision_function(x["test"]).astype(np.float32)
+    labels = split.test_labels.numpy()
+    writer.write_predictions(labels, logits, split.test_indices, split.test_pool)
+    metrics = summarize(labels, logits, CLASS_NAMES)
+    seconds = sum(r["seconds"] for r in history)
+    metrics.update(
+        {
+            "model": config.model,
+            "params": _count_params(estimator),
+            "best_epoch": estimator.best_epoch_,
+            "epochs_run": len(history),
+            "best_val_loss": min(r["val_loss"] for r in history),
+            "evaluated_weights": "best",
+            "train_seconds": seconds,
+            "seconds_per_epoch": seconds / max(len(history), 1),
+            "seed": config.seed,
+            "input_features": int(x["train"].shape[1]),
+        }
+    )
+    estimator.save(run_dir / "model.npz")
+    writer.write_model_info(
+        {
+            "model": config.model,
+            "framework": "numpy",
+            "model_args": config.model_args,
+            "params": metrics["params"],
+            "class_names": list(CLASS_NAMES),
+        }
+    )
+    writer.write_metrics(metrics)
+    writer.mark_complete()
+    if not quiet:
+        print(
+            f"test accuracy {metrics['test_accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}"
+            f"  ->  {run_dir}",
+            file=sys.stderr,
+        )
+    return run_dir
+
+
+def _count_params(estimator) -> int:
+    return int(sum(w.size for w in estimator.coefs_) + sum(b.size for b in estimator.intercepts_))
+
+
+def recompute_logits(
+    run_dir: str | Path, config: TrainConfig, data_dir: str | Path | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reload `model.npz` and recompute the test logits (for `fashionlab evaluate`)."""
+    from fashionlab.numpy_nn import NumpyMLP
+
+    estimator = NumpyMLP.load(Path(run_dir) / "model.npz")
+    split, x = _inputs(config, data_dir)
+    return split.test_labels.numpy(), estimator.decision_function(x["test"]).astype(np.float32)

@@ -1,0 +1,103 @@
+"""The NumPy MLP as a registered model: run folder, evaluate, CNN features -> MLP in a study."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fashionlab.cli import main
+from fashionlab.config import build_config
+from fashionlab.errors import ConfigError
+from fashionlab.runs import load_history, load_predictions
+from fashionlab.study import run_study
+from fashionlab.training import evaluate_run, train
+
+TINY = {"train_subset": 1000, "eval_subset": 300, "epochs": 3, "optimizer": "adam"}
+
+
+def test_numpy_mlp_writes_a_standard_run_folder(tmp_path):
+    config = build_config("numpy-mlp", {**TINY, "model_args": {"hidden": [64]}})
+    run = train(config, tmp_path, quiet=True)
+    for name in (
+        "config.yaml",
+        "history.csv",
+        "metrics.json",
+        "predictions.npz",
+        "model.npz",
+        "model.json",
+        "env.json",
+        "complete",
+    ):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test_accuracy"] > 0.6 and metrics["params"] == 784 * 64 + 64 + 64 * 10 + 10
+    assert len(load_history(run)) == 3
+    assert load_predictions(run)["logits"].shape == (300, 10)
+    assert evaluate_run(run)["matches_stored"]
+
+
+def test_numpy_mlp_recipe_is_s1():
+    config = build_config("numpy-mlp")
+    assert (config.optimizer, config.lr, config.batch_size) == ("sgd", 1e-3, 64)
+    assert (config.normalization, config.val_fraction, config.early_stopping_patience) == (
+        "zscore",
+        0.2,
+        5,
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"optimizer": "adamw"}, "adam or sgd"),
+        ({"hflip": True}, "augmentation"),
+        ({"model_args": {"activation": "swish"}}, "activation"),
+    ],
+)
+def test_unsupported_settings_are_clear_errors(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        train(build_config("numpy-mlp", {**TINY, **overrides}), tmp_path, quiet=True)
+
+
+def test_cli_train_numpy_mlp(tmp_path, capsys):
+    code = main(
+        [
+            "train",
+            "--model",
+            "numpy-mlp",
+            "--train-subset",
+            "500",
+            "--eval-subset",
+            "200",
+            "--epochs",
+            "2",
+            "--optimizer",
+            "adam",
+            "--runs-dir",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
+    assert code == 0 and (tmp_path / "numpy-mlp-seed42" / "complete").exists()
+
+
+def test_cnn_features_feed_the_numpy_mlp_in_a_study(tmp_path):
+    study = tmp_path / "s1-tiny.yaml"
+    study.write_text(
+        "name: s1-tiny\nseeds: [1]\n"
+        "overrides: {train_subset: 600, eval_subset: 200, epochs: 1}\n"
+        "runs:\n"
+        "  - label: cnn\n    model: s1-cnn5\n"
+        "    overrides: {model_args: {channels: [8, 8, 8, 8, 8], hidden: 16}}\n"
+        "  - label: feat\n    model: numpy-mlp\n    features_from: cnn\n"
+        "    overrides: {optimizer: adam, epochs: 3, model_args: {hidden: [16]}}\n"
+        "compare:\n  - {a: feat, b: cnn}\n"
+    )
+    out = run_study(study, tmp_path / "out", quiet=True, make_report=False)
+    feat = out / "feat-seed1"
+    metrics = json.loads((feat / "metrics.json").read_text())
+    assert metrics["input_features"] == 8  # the CNN's C5 channels, not 784 pixels
+    assert evaluate_run(feat)["matches_stored"]
+    summary = json.loads((out / "study.json").read_text())
+    assert summary["comparisons"][0]["per_seed"][0]["p_value"] <= 1
