@@ -264,3 +264,31 @@ def tiny_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     config = build_config("s3-base", {"epochs": 1, "train_subset": 256, "eval_subset": 200})
     return train(config, tmp_path_factory.mktemp("tiny-runs"), quiet=True)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Debian's Chromium, headless, with the background services off: this machine's closed
+# network refuses their connections, which only slows start-up and clutters the logs.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+def chromium_page():
+    """A fresh page in the system Chromium via Playwright (never `playwright install`)."""
+    if not CHROMIUM.exists():
+        pytest.skip("needs /usr/bin/chromium (Debian package chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": 1280, "height": 900})
+        finally:
+            browser.close()

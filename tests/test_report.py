@@ -21,16 +21,6 @@ from fashionlab.report.figures import is_fresh
 from fashionlab.study import run_study
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 STUDY = """\
 name: tiny
@@ -204,27 +194,20 @@ def test_bad_folder_is_a_one_line_error(tmp_path, capsys, make):
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
-def test_report_renders_in_chromium(study, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            requests: list[str] = []
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto((study / "report.html").as_uri())
-            page.wait_for_load_state("load")
-            shot = tmp_path / "report.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.read_bytes().startswith(PNG_MAGIC)
-            for section in SECTION_IDS:
-                assert page.locator(f"section#{section}").is_visible(), section
-            widths = page.eval_on_selector_all(
-                "img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)"
-            )
-            assert widths and all(w > 0 for w in widths)
-            # nothing but the file itself (and its data: images) was requested
-            assert all(u.startswith(("file://", "data:")) for u in requests), requests
-        finally:
-            browser.close()
+def test_report_renders_in_chromium(study, tmp_path, chromium_page):
+    page = chromium_page
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto((study / "report.html").as_uri())
+    page.wait_for_load_state("load")
+    shot = tmp_path / "report.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.read_bytes().startswith(PNG_MAGIC)
+    for section in SECTION_IDS:
+        assert page.locator(f"section#{section}").is_visible(), section
+    widths = page.eval_on_selector_all(
+        "img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)"
+    )
+    assert widths and all(w > 0 for w in widths)
+    # nothing but the file itself (and its data: images) was requested
+    assert all(u.startswith(("file://", "data:")) for u in requests), requests

@@ -19,22 +19,11 @@ from PIL import Image
 
 from fashionlab.data import CLASS_NAMES
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # The server imports torch and loads the model; on a busy shared machine that takes a while.
 STARTUP_TIMEOUT_S = 90
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium"),
 ]
 
 
@@ -88,40 +77,34 @@ def _read(tmp_path: Path) -> str:
     return (tmp_path / "server.log").read_text()[-3000:]
 
 
-def test_upload_shows_prediction(server, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
+def test_upload_shows_prediction(server, tmp_path, chromium_page):
     picture = np.full((120, 90), 240, dtype=np.uint8)
     picture[10:110, 25:65] = 30  # a dark, tall garment on a light page
     image_path = tmp_path / "garment.png"
     Image.fromarray(picture).save(image_path)
 
+    page = chromium_page
     requests: list[str] = []
     console_errors: list[str] = []
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.on("request", lambda request: requests.append(request.url))
-            page.on(
-                "console",
-                lambda msg: console_errors.append(msg.text) if msg.type == "error" else None,
-            )
-            page.goto(server + "/")
-            page.set_input_files("#file-input", str(image_path))
-            page.wait_for_function(
-                "names => names.includes(document.querySelector('#predicted-label').textContent)",
-                arg=list(CLASS_NAMES),
-                timeout=30_000,
-            )
-            label = page.text_content("#predicted-label")
-            assert page.locator("#bars .bar-row").count() == 3
-            assert page.get_attribute("#model-input", "src").startswith("data:image/png;base64,")
-            assert page.get_attribute("#gradcam", "src").startswith("data:image/png;base64,")
-            assert page.locator("#steps li").count() >= 3
-            assert page.is_hidden("#error")
-            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
-        finally:
-            browser.close()
+    page.on("request", lambda request: requests.append(request.url))
+    page.on(
+        "console",
+        lambda msg: console_errors.append(msg.text) if msg.type == "error" else None,
+    )
+    page.goto(server + "/")
+    page.set_input_files("#file-input", str(image_path))
+    page.wait_for_function(
+        "names => names.includes(document.querySelector('#predicted-label').textContent)",
+        arg=list(CLASS_NAMES),
+        timeout=30_000,
+    )
+    label = page.text_content("#predicted-label")
+    assert page.locator("#bars .bar-row").count() == 3
+    assert page.get_attribute("#model-input", "src").startswith("data:image/png;base64,")
+    assert page.get_attribute("#gradcam", "src").startswith("data:image/png;base64,")
+    assert page.locator("#steps li").count() >= 3
+    assert page.is_hidden("#error")
+    page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
 
     assert label in CLASS_NAMES
     assert (tmp_path / "page.png").stat().st_size > 0
