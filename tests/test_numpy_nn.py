@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import gzip
 import json
+import pickle
 import struct
 from pathlib import Path
 
@@ -181,6 +182,18 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     assert loaded.n_features_in_ == 10
 
 
+def test_pickle_round_trip_keeps_the_flat_parameter_buffer() -> None:
+    X, y, Xv, _ = teacher_problem()
+    model = small_model(max_epochs=2).fit(X, y)
+    clone = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(clone.predict_proba(Xv), model.predict_proba(Xv))
+    net = clone.network_
+    assert all(np.shares_memory(p.data, net.flat_data) for p in net.parameters())
+    assert np.shares_memory(clone.coefs_[0], net.flat_data)
+    net.set_weights(np.zeros_like(net.flat_data))
+    assert not net.dense_layers[0].weight.data.any()
+
+
 def test_save_needs_a_fitted_model_and_keeps_the_exact_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not fitted"):
         NumpyMLP().save(tmp_path / "x.npz")
@@ -271,6 +284,7 @@ def test_predict_time_input_errors(fitted: NumpyMLP) -> None:
     _raises_one_line(DataError, fitted.predict, X[0], match="2-D")
     _raises_one_line(DataError, fitted.predict, X[:0], match="empty")
     _raises_one_line(ConfigError, NumpyMLP().predict, X, match="not fitted")
+    assert not hasattr(NumpyMLP(), "coefs_")
 
 
 def test_fit_time_input_errors() -> None:
@@ -391,8 +405,9 @@ def _read_idx_gz(path: Path) -> np.ndarray:
 @pytest.mark.slow
 @pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Fashion-MNIST not installed")
 def test_quick_sanity_on_real_fashion_mnist() -> None:
-    X = _read_idx_gz(FASHION_DIR / "train-images-idx3-ubyte.gz")[:6000].reshape(6000, -1)
-    y = _read_idx_gz(FASHION_DIR / "train-labels-idx1-ubyte.gz")[:6000]
-    X = (X.astype(np.float32) / 255 - 0.2860) / 0.3530
-    model = NumpyMLP(hidden_layers=(128,), max_epochs=3, random_state=0).fit(X[:5000], y[:5000])
-    assert model.score(X[5000:], y[5000:]) > 0.78
+    X = _read_idx_gz(FASHION_DIR / "train-images-idx3-ubyte.gz")[:4000].reshape(4000, -1)
+    y = _read_idx_gz(FASHION_DIR / "train-labels-idx1-ubyte.gz")[:4000]
+    X = (X.astype(np.float32) / 255 - 0.2860) / 0.3530  # the study's global mean / std
+    model = NumpyMLP(hidden_layers=(64,), batch_size=128, max_epochs=4, lr=3e-3, random_state=0)
+    model.fit(X[:3000], y[:3000])
+    assert model.score(X[3000:], y[3000:]) > 0.78  # ~0.82; the ceiling of an MLP is ~0.89

@@ -324,25 +324,28 @@ def test_flat_parameters_are_views_and_optimizer_uses_one_group() -> None:
 
 
 @pytest.mark.parametrize("kind", ["adam", "momentum"])
-def test_threaded_update_of_a_large_buffer_is_bitwise_serial(kind: str) -> None:
-    # Big enough to be cut into chunks updated on several threads; element-wise updates must
-    # not depend on how the buffer is cut.
+def test_piecewise_update_of_a_large_buffer_is_bitwise_per_parameter(kind: str) -> None:
+    # Large enough that the flat buffer is updated in several cache-sized pieces; element-wise
+    # updates must not depend on how the buffer is cut (flat pieces vs one array per parameter).
     shapes = [(700, 500), (500,), (500, 90)]
     runs = []
-    for threads in (1, 3):
+    for flat in (True, False):
         params = [
             Parameter(np.random.default_rng(6).standard_normal(s).astype(np.float32))
             for s in shapes
         ]
-        flatten_parameters(params)
+        if flat:
+            flatten_parameters(params)
         if kind == "adam":
-            opt = Adam(params, lr=1e-3, threads=threads)
+            opt = Adam(params, lr=1e-3)
         else:
-            opt = SGD(params, lr=1e-2, momentum=0.9, threads=threads)
-        assert len(opt._work) == threads
-        grads = np.random.default_rng(7).standard_normal((3, opt._groups[0][0].size))
-        for g in grads.astype(np.float32):
-            opt._groups[0][1][...] = g
+            opt = SGD(params, lr=1e-2, momentum=0.9)
+        assert len(opt._groups) == (1 if flat else 3) and len(opt._pieces) > 5
+        grad_rng = np.random.default_rng(7)
+        for _ in range(3):
+            for p in params:
+                p.grad[...] = grad_rng.standard_normal(p.shape)
             opt.step()
-        runs.append(opt._groups[0][0].copy())
-    np.testing.assert_array_equal(runs[0], runs[1])
+        runs.append([p.data.copy() for p in params])
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)

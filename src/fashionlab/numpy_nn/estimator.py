@@ -56,7 +56,8 @@ class NumpyMLP:
     Fitted attributes: `coefs_` (list of (fan_in, fan_out) arrays), `intercepts_`, `classes_`,
     `n_features_in_`, `history_` (one dict per epoch: epoch, train_loss, train_accuracy,
     val_loss, val_accuracy, lr, seconds -- val_* are None without a validation set; train_*
-    are averages over the epoch's mini-batches, with dropout active), `best_epoch_` (1-based
+    are averages over the epoch's mini-batches, with dropout active; seconds is the epoch's
+    wall time including validation), `best_epoch_` (1-based
     epoch whose weights the model holds), `network_` (the `MLP`).
     """
 
@@ -225,8 +226,26 @@ class NumpyMLP:
         self.n_features_in_ = int(n_features)
         self.history_ = history
         self.best_epoch_ = int(best_epoch)
-        self.coefs_ = [layer.weight.data for layer in network.dense_layers]
-        self.intercepts_ = [layer.bias.data for layer in network.dense_layers]
+
+    # Derived from the network rather than stored, so they can never go stale (e.g. after
+    # unpickling, which re-packs the network's parameters into a fresh flat buffer).
+    @property
+    def coefs_(self) -> list[np.ndarray]:
+        """Weight matrices, (fan_in, fan_out) each: views of the fitted network's parameters."""
+        return [
+            layer.weight.data for layer in self._fitted_network_or_attribute_error().dense_layers
+        ]
+
+    @property
+    def intercepts_(self) -> list[np.ndarray]:
+        """Bias vectors: views of the fitted network's parameters."""
+        return [layer.bias.data for layer in self._fitted_network_or_attribute_error().dense_layers]
+
+    def _fitted_network_or_attribute_error(self) -> MLP:
+        network = self.__dict__.get("network_")
+        if network is None:  # AttributeError keeps hasattr(model, "coefs_") False before fit
+            raise AttributeError("coefs_ and intercepts_ exist once the model is fitted")
+        return network
 
     # -- inference ---------------------------------------------------------------------------
 

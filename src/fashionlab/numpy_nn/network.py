@@ -57,6 +57,12 @@ class MLP:
                     self.dropout_layers.append(drop)
         self.flat_data, self.flat_grad = flatten_parameters(self.parameters())
 
+    def __setstate__(self, state: dict) -> None:
+        # Pickle stores each parameter view as a separate array; re-pack them so the parameters
+        # alias `flat_data` again (optimizers and get/set_weights rely on that).
+        self.__dict__.update(state)
+        self.flat_data, self.flat_grad = flatten_parameters(self.parameters())
+
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """Logits (N, n_out) of a (N, n_in) batch; `training` enables dropout and keeps what
         `backward` needs."""
