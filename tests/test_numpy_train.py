@@ -101,3 +101,11 @@ def test_cnn_features_feed_the_numpy_mlp_in_a_study(tmp_path):
     assert evaluate_run(feat)["matches_stored"]
     summary = json.loads((out / "study.json").read_text())
     assert summary["comparisons"][0]["per_seed"][0]["p_value"] <= 1
+
+
+def test_numpy_nn_imports_without_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, fashionlab.numpy_nn; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

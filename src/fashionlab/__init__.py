@@ -1,12 +1,37 @@
 """fashionlab: image-classification studies on Fashion-MNIST.
 
-The small public API; everything here is also reachable from the `fashionlab` command.
+The small public API; everything here is also reachable from the `fashionlab` command. Names
+are imported on first use, so `import fashionlab.numpy_nn` (NumPy only) does not load torch.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from fashionlab.data import CLASS_NAMES, FashionMNIST, load_fashion_mnist  # noqa: E402
+_API = {
+    "CLASS_NAMES": "fashionlab.data",
+    "FashionMNIST": "fashionlab.data",
+    "load_fashion_mnist": "fashionlab.data",
+    "make_split": "fashionlab.data",
+    "create_model": "fashionlab.models",
+    "list_models": "fashionlab.models",
+    "build_config": "fashionlab.config",
+    "TrainConfig": "fashionlab.config",
+    "train": "fashionlab.training",
+    "resume": "fashionlab.training",
+    "evaluate_run": "fashionlab.training",
+    "run_study": "fashionlab.study",
+    "write_report": "fashionlab.report",
+    "NumpyMLP": "fashionlab.numpy_nn",
+}
 
-__all__ = ["__version__", "CLASS_NAMES", "FashionMNIST", "load_fashion_mnist"]
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'fashionlab' has no attribute {name!r}")
