@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from fashionlab.cli import main
 from fashionlab.config import build_config
 from fashionlab.errors import ConfigError, RunError
+from fashionlab.models import list_models
 from fashionlab.runs import load_history, load_predictions
 from fashionlab.training import RunInterrupted, evaluate_run, resume, train
 
@@ -215,3 +216,26 @@ def test_bf16_precision_trains_and_evaluates(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert np.isfinite(metrics["test_loss"])
     assert evaluate_run(run)["matches_stored"]
+
+
+@pytest.mark.parametrize("model", list_models())
+def test_every_registered_model_trains_from_the_cli(tmp_path, model):
+    code = main(
+        [
+            "train",
+            "--model",
+            model,
+            "--epochs",
+            "1",
+            "--train-subset",
+            "128",
+            "--eval-subset",
+            "100",
+            "--runs-dir",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
+    run = tmp_path / f"{model}-seed42"
+    assert code == 0 and (run / "complete").exists()
+    assert load_predictions(run)["logits"].shape == (100, 10)
