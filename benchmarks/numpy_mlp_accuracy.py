@@ -113,6 +113,8 @@ def run_seed(args: argparse.Namespace, seed: int, data) -> dict:
         batch_size=args.batch_size,
         max_epochs=args.max_epochs,
         patience=args.patience,
+        shift=args.shift,
+        flip=args.flip,
         random_state=seed,
         verbose=args.verbose,
     )
@@ -148,6 +150,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-epochs", type=int, default=200)
     parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--shift", type=int, default=0, help="augmentation: max pixel shift")
+    parser.add_argument("--flip", action="store_true", help="augmentation: left-right mirror")
     parser.add_argument("--norm", choices=["pixel", "global"], default="pixel")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="write all results as JSON")

@@ -327,6 +327,12 @@ def test_fit_time_input_errors() -> None:
         ({"hidden_layers": "big"}, "hidden_layers"),
         ({"dtype": "float16"}, "dtype"),
         ({"random_state": -1}, "random_state"),
+        ({"shift": -1}, "shift"),
+        ({"shift": 1.5}, "shift"),
+        ({"flip": "yes"}, "flip"),
+        ({"image_shape": (3,)}, "image_shape"),
+        ({"shift": 1}, "not a square image"),  # 10 features
+        ({"flip": True, "image_shape": (3, 4)}, "12 pixels"),
     ],
 )
 def test_bad_hyperparameters_are_config_errors(params, match: str) -> None:
@@ -338,7 +344,7 @@ def test_bad_hyperparameters_are_config_errors(params, match: str) -> None:
 def test_get_set_params_and_repr() -> None:
     model = NumpyMLP(hidden_layers=(8,), lr=0.01)
     params = model.get_params()
-    assert params["hidden_layers"] == (8,) and params["lr"] == 0.01 and len(params) == 13
+    assert params["hidden_layers"] == (8,) and params["lr"] == 0.01 and len(params) == 16
     assert model.set_params(dropout=0.5, activation="tanh") is model
     assert model.dropout == 0.5 and model.activation == "tanh"
     _raises_one_line(ConfigError, model.set_params, learning_rate=0.1, match="learning_rate")
@@ -350,6 +356,60 @@ def test_divergence_raises_training_diverged() -> None:
     X, y, _, _ = teacher_problem()
     model = small_model(optimizer="sgd", lr=1e6, momentum=0.0, init="normal", max_epochs=5)
     _raises_one_line(TrainingDiverged, model.fit, X * 1e6, y, match="lower lr")
+
+
+# -- augmentation --------------------------------------------------------------------------
+
+
+def test_augmenter_shifts_with_background_fill_and_mirrors() -> None:
+    from fashionlab.numpy_nn.augment import BatchAugmenter
+
+    n, side = 400, 5
+    images = np.zeros((n, side, side), dtype=np.float32)
+    images[:, 2, 3] = 1.0  # one bright pixel right of the centre
+    fill = -np.arange(side * side, dtype=np.float32).reshape(side, side) - 1  # all negative
+    flat = images.reshape(n, -1)
+    out = BatchAugmenter((side, side), shift=1, flip=False, fill=fill)(
+        flat, np.random.default_rng(0)
+    ).reshape(n, side, side)
+    for img in out:
+        (row,), (col,) = np.nonzero(img == 1.0)
+        assert abs(row - 2) <= 1 and abs(col - 3) <= 1
+        # Every other pixel is either background 0 or, where it came from outside, the fill
+        # value of that destination pixel.
+        other = (img != 1.0) & (img != 0.0)
+        assert np.array_equal(img[other], fill[other])
+    moved = {tuple(np.argwhere(img == 1.0)[0]) for img in out}
+    assert len(moved) == 9  # all 3x3 offsets occur
+    assert np.array_equal(flat, images.reshape(n, -1)) and flat.sum() == n  # input untouched
+
+    mirrored = BatchAugmenter((side, side), shift=0, flip=True, fill=fill)(
+        flat, np.random.default_rng(0)
+    ).reshape(n, side, side)
+    cols = np.array([np.argwhere(img == 1.0)[0][1] for img in mirrored])
+    assert set(cols) == {1, 3} and 0.4 < np.mean(cols == 1) < 0.6  # 3 -> 5-1-3 = 1, half the time
+
+
+def test_augmented_fit_is_seeded_and_differs_from_plain() -> None:
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((300, 16)).astype(np.float32)
+    y = (X[:, :8].sum(1) > 0).astype(int)
+    fits = [
+        small_model(shift=1, flip=True, max_epochs=3).fit(X, y).coefs_[0].copy(),
+        small_model(shift=1, flip=True, max_epochs=3).fit(X, y).coefs_[0].copy(),
+        small_model(max_epochs=3).fit(X, y).coefs_[0].copy(),
+    ]
+    assert np.array_equal(fits[0], fits[1])
+    assert not np.allclose(fits[0], fits[2])
+
+
+def test_augmentation_settings_survive_save_and_load(tmp_path: Path) -> None:
+    X, y, _, _ = teacher_problem(n=200, d=12)
+    model = small_model(shift=1, flip=True, image_shape=(3, 4), max_epochs=2).fit(X, y)
+    model.save(tmp_path / "m.npz")
+    loaded = NumpyMLP.load(tmp_path / "m.npz")
+    assert (loaded.shift, loaded.flip, loaded.image_shape) == (1, True, (3, 4))
+    assert np.array_equal(loaded.predict(X), model.predict(X))
 
 
 # -- building blocks -----------------------------------------------------------------------

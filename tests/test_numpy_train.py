@@ -51,7 +51,8 @@ def test_numpy_mlp_recipe_is_s1():
     "overrides, message",
     [
         ({"optimizer": "adamw"}, "adam or sgd"),
-        ({"hflip": True}, "augmentation"),
+        ({"erasing": 0.5}, "random erasing"),
+        ({"crop_padding": 2, "crop_mode": "reflect"}, "reflect crop padding"),
         ({"model_args": {"activation": "swish"}}, "activation"),
     ],
 )

@@ -32,7 +32,9 @@ def _estimator_settings(config: TrainConfig) -> dict[str, Any]:
         "weight_decay": config.weight_decay != 0,
         "scheduler": config.scheduler != "none",
         "label_smoothing": config.label_smoothing != 0,
-        "augmentation": bool(config.crop_padding or config.hflip or config.erasing),
+        # Shift (crop_padding, zero fill) and flip run inside the estimator; the rest do not.
+        "random erasing": config.erasing != 0,
+        "reflect crop padding": bool(config.crop_padding) and config.crop_mode != "zero",
         "precision": config.precision != "fp32",
     }
     if any(unsupported.values()):
@@ -47,6 +49,8 @@ def _estimator_settings(config: TrainConfig) -> dict[str, Any]:
         # No early stopping asked for: patience beyond the epoch budget never triggers.
         "patience": config.early_stopping_patience or config.epochs + 1,
         "random_state": config.seed,
+        "shift": config.crop_padding,
+        "flip": config.hflip,
     }
 
 
@@ -99,6 +103,11 @@ def train_numpy_run(
     from fashionlab.models import create_model
 
     args = {k: v for k, v in config.model_args.items() if k != "features_run"}
+    if config.model_args.get("features_run") and (config.crop_padding or config.hflip):
+        raise ConfigError(
+            "crop_padding/hflip augment images, but features_run trains on CNN features; "
+            "remove them"
+        )
     estimator = create_model(config.model, **args).set_params(**_estimator_settings(config))
     writer = RunWriter(run_dir)
     writer.write_config(config)

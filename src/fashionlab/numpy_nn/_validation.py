@@ -84,6 +84,23 @@ def check_hyperparameters(params: dict[str, Any]) -> dict[str, Any]:
     out["max_epochs"] = _positive_int("max_epochs", params["max_epochs"])
     out["patience"] = _positive_int("patience", params["patience"])
 
+    shift = params["shift"]
+    if not _is_int(shift) or shift < 0:
+        raise ConfigError(f"shift must be an integer >= 0 (pixels), got {shift!r}")
+    out["shift"] = int(shift)
+    if not isinstance(params["flip"], (bool, np.bool_)):
+        raise ConfigError(f"flip must be true or false, got {params['flip']!r}")
+    out["flip"] = bool(params["flip"])
+    shape = params["image_shape"]
+    if shape is not None:
+        try:
+            ok = len(shape) == 2 and all(_is_int(v) and v >= 1 for v in shape)
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ConfigError(f"image_shape must be None or (height, width), got {shape!r}")
+        out["image_shape"] = (int(shape[0]), int(shape[1]))
+
     seed = params["random_state"]
     if seed is not None and (not _is_int(seed) or seed < 0):
         raise ConfigError(f"random_state must be None or an integer >= 0, got {seed!r}")

@@ -26,6 +26,7 @@ from fashionlab.numpy_nn._validation import (
     check_y,
     encode_labels,
 )
+from fashionlab.numpy_nn.augment import BatchAugmenter, square_image_shape
 from fashionlab.numpy_nn.batching import MiniBatcher
 from fashionlab.numpy_nn.early_stopping import EarlyStopping
 from fashionlab.numpy_nn.losses import SoftmaxCrossEntropy, cross_entropy, softmax
@@ -49,7 +50,13 @@ class NumpyMLP:
     lr: learning rate (> 0). momentum: SGD momentum in [0, 1), ignored by Adam.
     batch_size, max_epochs: mini-batch size and epoch budget.
     patience: early-stopping patience in epochs (used only when fit gets a validation set).
-    random_state: seed (int) for init, shuffling and dropout; None draws fresh entropy.
+    shift, flip: training-time augmentation for image inputs (see `augment.BatchAugmenter`):
+        shift each training sample by up to `shift` pixels per axis, mirror it left-right with
+        probability 1/2 when `flip`. Off by default (shift=0, flip=False).
+    image_shape: (height, width) of the images behind the features, for augmentation; None
+        means square (28x28 for 784 features).
+    random_state: seed (int) for init, shuffling, dropout and augmentation; None draws fresh
+        entropy.
     dtype: 'float32' (fast) or 'float64' (gradient checks).
     verbose: print one line per epoch.
 
@@ -73,6 +80,9 @@ class NumpyMLP:
         batch_size: int = 64,
         max_epochs: int = 200,
         patience: int = 5,
+        shift: int = 0,
+        flip: bool = False,
+        image_shape: tuple[int, int] | None = None,
         random_state: int | None = None,
         dtype: str = "float32",
         verbose: bool = False,
@@ -87,6 +97,9 @@ class NumpyMLP:
         self.batch_size = batch_size
         self.max_epochs = max_epochs
         self.patience = patience
+        self.shift = shift
+        self.flip = flip
+        self.image_shape = image_shape
         self.random_state = random_state
         self.dtype = dtype
         self.verbose = verbose
@@ -155,7 +168,9 @@ class NumpyMLP:
 
         rng = np.random.default_rng(hp["random_state"])
         # Independent streams: e.g. a different dropout rate must not change the initial weights.
-        init_rng, shuffle_rng, dropout_rng = rng.spawn(3)
+        # (spawn(4)[:3] equals spawn(3), so adding the augmentation stream changed no result.)
+        init_rng, shuffle_rng, dropout_rng, augment_rng = rng.spawn(4)
+        augmenter = _make_augmenter(hp, X)
         network = MLP(
             (X.shape[1], *hp["hidden_layers"], len(classes)),
             activation=hp["activation"],
@@ -176,7 +191,7 @@ class NumpyMLP:
         for epoch in range(1, hp["max_epochs"] + 1):
             started = time.perf_counter()
             train_loss, train_accuracy = _train_one_epoch(
-                network, loss_fn, optimizer, batcher, shuffle_rng
+                network, loss_fn, optimizer, batcher, shuffle_rng, augmenter, augment_rng
             )
             if not math.isfinite(train_loss):
                 raise TrainingDiverged(
@@ -286,6 +301,9 @@ class NumpyMLP:
         params["dtype"] = network.dtype.name
         if params["random_state"] is not None:
             params["random_state"] = int(params["random_state"])
+        if params["image_shape"] is not None:
+            params["image_shape"] = [int(v) for v in params["image_shape"]]
+        params["shift"], params["flip"] = int(params["shift"]), bool(params["flip"])
         write_model(
             path,
             SavedModel(
@@ -306,8 +324,9 @@ class NumpyMLP:
         saved = read_model(path)
         try:
             params = dict(saved.params)
-            if isinstance(params.get("hidden_layers"), list):  # JSON has no tuples
-                params["hidden_layers"] = tuple(params["hidden_layers"])
+            for key in ("hidden_layers", "image_shape"):  # JSON has no tuples
+                if isinstance(params.get(key), list):
+                    params[key] = tuple(params[key])
             model = cls().set_params(**params)
             hp = check_hyperparameters(model.get_params())
         except (ConfigError, TypeError) as exc:
@@ -339,12 +358,36 @@ class NumpyMLP:
         return model
 
 
+def _make_augmenter(hp: dict[str, Any], X: np.ndarray) -> BatchAugmenter | None:
+    if not (hp["shift"] or hp["flip"]):
+        return None
+    n_features = X.shape[1]
+    shape = hp["image_shape"]
+    if shape is None:
+        try:
+            shape = square_image_shape(n_features)
+        except ValueError:
+            raise ConfigError(
+                f"shift/flip augment images, but {n_features} features are not a square "
+                "image; give image_shape=(height, width) or turn augmentation off"
+            ) from None
+    elif shape[0] * shape[1] != n_features:
+        raise ConfigError(
+            f"image_shape {shape} has {shape[0] * shape[1]} pixels but X has {n_features} "
+            "features"
+        )
+    # The training inputs' per-feature minimum is the normalised empty-background value.
+    return BatchAugmenter(shape, hp["shift"], hp["flip"], fill=X.min(axis=0))
+
+
 def _train_one_epoch(
     network: MLP,
     loss_fn: SoftmaxCrossEntropy,
     optimizer: Optimizer,
     batcher: MiniBatcher,
     rng: np.random.Generator,
+    augmenter: BatchAugmenter | None = None,
+    augment_rng: np.random.Generator | None = None,
 ) -> tuple[float, float]:
     """One pass over the shuffled training set; returns (mean loss, accuracy) over its
     mini-batches, or a non-finite loss as soon as one batch diverges."""
@@ -353,6 +396,8 @@ def _train_one_epoch(
     # Overflow warnings are noise here: a diverging loss is returned and reported by the caller.
     with np.errstate(over="ignore", invalid="ignore"):
         for xb, yb in batcher.epoch(rng):
+            if augmenter is not None:
+                xb = augmenter(xb, augment_rng)
             logits = network.forward(xb, training=True)
             loss = loss_fn.forward(logits, yb)
             if not math.isfinite(loss):
