@@ -104,8 +104,9 @@ def test_study_runs_resumes_and_aggregates(tmp_path):
 
 
 def test_compare_cli_runs_mcnemar(tmp_path, capsys):
-    path = write(tmp_path, "name: c\nseeds: [1]\n" + TINY + "runs:\n"
-                 "  - {model: mlp}\n  - {model: s2-ann}\n")
+    path = write(
+        tmp_path, "name: c\nseeds: [1]\n" + TINY + "runs:\n  - {model: mlp}\n  - {model: s2-ann}\n"
+    )
     out = run_study(path, tmp_path / "out", quiet=True, make_report=False)
     assert main(["compare", str(out / "mlp-seed1"), str(out / "s2-ann-seed1")]) == 0
     text = capsys.readouterr().out

@@ -93,8 +93,10 @@ class RunWriter:
     def write_model_info(self, info: dict[str, Any]) -> None:
         atomic_write_json(self.dir / "model.json", info)
 
-    def write_env(self, seed: int, device: str, threads: int) -> None:
-        atomic_write_json(self.dir / "env.json", environment(seed, device, threads))
+    def write_env(self, seed: int, device: str, threads: int, world_size: int = 1) -> None:
+        env = environment(seed, device, threads)
+        env["processes"] = world_size  # data-parallel processes (torchrun), 1 otherwise
+        atomic_write_json(self.dir / "env.json", env)
 
     def mark_complete(self) -> None:
         atomic_write_text(self.dir / COMPLETE_MARKER, "ok\n")

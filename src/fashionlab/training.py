@@ -35,6 +35,7 @@ from fashionlab.data import (
     make_normalizer,
     make_split,
 )
+from fashionlab.distributed import DistContext, init_distributed, shutdown_distributed
 from fashionlab.errors import ConfigError, FashionlabError, RunError, TrainingDiverged
 from fashionlab.model_io import model_info, save_weights
 from fashionlab.runs import RunWriter, load_config, prepare_run_dir
@@ -173,35 +174,88 @@ class Trainer:
         quiet: bool = False,
         data_dir: str | Path | None = None,
         epoch_callback: EpochCallback | None = None,
+        dist_ctx: DistContext | None = None,
+        stop_after: int | None = None,
     ) -> None:
         from fashionlab.models import create_model
 
-        self.config, self.run_dir, self.quiet = config, run_dir, quiet
+        # Train at most this many epochs in this invocation, checkpoint and return unfinished:
+        # for wall-time-limited (cluster, preemptible) jobs that continue with --resume.
+        self.stop_after = stop_after
+        self.paused = False
+        self.dist = dist_ctx or DistContext()
+        self.config, self.run_dir = config, run_dir
+        self.quiet = quiet or not self.dist.is_main  # one progress stream per job
         self.epoch_callback = epoch_callback
         if config.threads:
             torch.set_num_threads(config.threads)
         self.device = resolve_device(config.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's) and
+        # an identical shuffle, from which each rank takes its shard.
         torch.manual_seed(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
+        # One process draws augmentation from the shuffle generator (as it always has). Ranks
+        # draw from their own streams: shared draws would give every shard the same crops, and
+        # unequal last shards would let the shuffle generators drift apart.
+        self.augment_generator = self.generator
+        if self.dist.enabled:
+            self.augment_generator = torch.Generator().manual_seed(self._rank_seed())
         self.split, self.normalizer = prepare_data(config, data_dir)
         if len(self.split.train_labels) == 0:
             raise ConfigError("the training split is empty; check train_subset / val_fraction")
+        if self.dist.enabled and config.batch_size < self.dist.world_size:
+            raise ConfigError(
+                f"batch_size {config.batch_size} is smaller than the {self.dist.world_size} "
+                "processes; batch_size is the global batch, split across processes"
+            )
         self.model = create_model(config.model, **config.model_args).to(self.device)
+        if self.dist.enabled:
+            torch.manual_seed(self._rank_seed())  # after the (identical) init: dropout masks
+        self.train_model = self._wrap_for_data_parallel(self.model)
         self.batches = BatchIterator(
             self.split.train_images,
             self.split.train_labels,
             config.batch_size,
             shuffle=True,
             generator=self.generator,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
         )
         self.optimizer = build_optimizer(config, self.model.parameters())
         self.scheduler = build_scheduler(config, self.optimizer, len(self.batches))
         self.state = _State()
         self.writer = RunWriter(run_dir)
 
+    def _rank_seed(self) -> int:
+        return self.config.seed * 1000 + 1 + self.dist.rank
+
+    def _wrap_for_data_parallel(self, model: torch.nn.Module) -> torch.nn.Module:
+        """DDP around the model when torchrun started several processes; the model itself
+        otherwise. DDP averages gradients over ranks in backward, so with equal shards a step
+        equals a single-process step on the whole global batch."""
+        if not self.dist.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        if self.device.type == "cuda":
+            # Batch statistics over the global batch, as one process would compute them.
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            return DistributedDataParallel(model, device_ids=[self.device.index])
+        # On CPU (gloo) BatchNorm keeps per-process batch statistics: SyncBatchNorm is CUDA-only.
+        return DistributedDataParallel(model)
+
     # ---------------------------------------------------------------- checkpoints
 
     def save_checkpoint(self) -> None:
+        # Every rank's random streams go into rank 0's checkpoint, so a resumed data-parallel
+        # run continues each rank's augmentation and dropout exactly.
+        rank_states = self.dist.all_gather_object(
+            {"augment": self.augment_generator.get_state(), "torch_rng": torch.get_rng_state()}
+        )
+        if not self.dist.is_main:
+            return
         payload = {
             "config": self.config.model_dump(mode="json"),
             "model": self.model.state_dict(),
@@ -210,7 +264,10 @@ class Trainer:
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "state": vars(self.state),
+            "world_size": self.dist.world_size,
         }
+        if self.dist.enabled:
+            payload["rank_states"] = rank_states
         atomic_write_with(self.run_dir / "checkpoint.pt", lambda tmp: torch.save(payload, tmp))
 
     def load_checkpoint(self) -> None:
@@ -230,18 +287,28 @@ class Trainer:
                 f"{self.run_dir}: config.yaml differs from the checkpoint's config; "
                 "resume with the original config or start again with --overwrite"
             )
+        saved_world = payload.get("world_size", 1)
+        if saved_world != self.dist.world_size:
+            raise RunError(
+                f"{self.run_dir}: the checkpoint was written by {saved_world} process(es); "
+                f"resume with --nproc {saved_world} (now {self.dist.world_size})"
+            )
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         if self.scheduler and payload["scheduler"]:
             self.scheduler.load_state_dict(payload["scheduler"])
         self.generator.set_state(payload["generator"])
         torch.set_rng_state(payload["torch_rng"])
+        if self.dist.enabled:
+            mine = payload["rank_states"][self.dist.rank]
+            self.augment_generator.set_state(mine["augment"])
+            torch.set_rng_state(mine["torch_rng"])
         self.state = _State(**payload["state"])
 
     # ---------------------------------------------------------------- the loop
 
     def train_one_epoch(self, epoch: int) -> tuple[float, float]:
-        cfg, model = self.config, self.model
+        cfg, model = self.config, self.train_model
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
         bar = tqdm(
@@ -255,7 +322,7 @@ class Trainer:
         for images, labels in bar:
             x = augment_batch(
                 self.normalizer(images),
-                self.generator,
+                self.augment_generator,
                 cfg.crop_padding,
                 cfg.crop_mode,
                 cfg.hflip,
@@ -280,23 +347,45 @@ class Trainer:
             correct += (logits.argmax(1) == y).sum().item()
             seen += n
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
+        total_loss, correct, seen = self.dist.all_reduce_sum([total_loss, correct, seen])
         return total_loss / seen, correct / seen
+
+    def validation_loss_and_accuracy(self) -> tuple[float, float]:
+        """On one process, the whole validation split; with several, each rank scores its
+        shard and the sums are all-reduced, so every rank gets the same numbers (and makes the
+        same early-stopping and scheduler decisions)."""
+        cfg = self.config
+        if not self.dist.enabled:
+            val_logits = predict_logits(
+                self.model, self.split.val_images, self.normalizer, self.device,
+                precision=cfg.precision,
+            )  # fmt: skip
+            return _loss_and_accuracy(val_logits, self.split.val_labels)
+        images = self.dist.shard(self.split.val_images)
+        labels = self.dist.shard(self.split.val_labels)
+        logits = predict_logits(
+            self.model, images, self.normalizer, self.device, precision=cfg.precision
+        )
+        loss_sum = F.cross_entropy(logits, labels, reduction="sum").item() if len(labels) else 0
+        correct = (logits.argmax(1) == labels).sum().item()
+        loss_sum, correct, n = self.dist.all_reduce_sum([loss_sum, correct, len(labels)])
+        if n == 0:
+            return float("nan"), float("nan")
+        return loss_sum / n, correct / n
 
     def run(self) -> None:
         cfg, st = self.config, self.state
+        session_epochs = 0
         while st.epoch < cfg.epochs:
+            if self.stop_after is not None and session_epochs >= self.stop_after:
+                self.paused = True
+                break
+            session_epochs += 1
             epoch = st.epoch + 1
             started = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             train_loss, train_acc = self.train_one_epoch(epoch)
-            val_logits = predict_logits(
-                self.model,
-                self.split.val_images,
-                self.normalizer,
-                self.device,
-                precision=cfg.precision,
-            )
-            val_loss, val_acc = _loss_and_accuracy(val_logits, self.split.val_labels)
+            val_loss, val_acc = self.validation_loss_and_accuracy()
             if not math.isfinite(val_loss):
                 raise TrainingDiverged(
                     f"validation loss became {val_loss} in epoch {epoch}; "
@@ -325,7 +414,8 @@ class Trainer:
                 st.bad_epochs += 1
             st.epoch = epoch
             self.save_checkpoint()
-            self.writer.write_history(st.history)
+            if self.dist.is_main:
+                self.writer.write_history(st.history)
             if not self.quiet:
                 print(
                     f"epoch {epoch:>3}/{cfg.epochs}  train loss {train_loss:.4f} "
@@ -351,6 +441,8 @@ class Trainer:
         cfg, st = self.config, self.state
         if cfg.use_best_weights and st.best_state is not None:
             self.model.load_state_dict(st.best_state)
+        if not self.dist.is_main:  # rank 0 alone evaluates the test split and writes
+            return {}
         logits = predict_logits(
             self.model,
             self.split.test_images,
@@ -390,7 +482,16 @@ class Trainer:
                 f"interrupted; epochs 1..{self.state.epoch} are checkpointed. "
                 f"Continue with: fashionlab train --resume {self.run_dir}"
             ) from None
+        if self.paused:
+            if not self.quiet:
+                print(
+                    f"stopped after epoch {self.state.epoch} of {self.config.epochs} as asked "
+                    f"(--stop-after); continue with: fashionlab train --resume {self.run_dir}",
+                    file=sys.stderr,
+                )
+            return self.run_dir
         metrics = self.finish()
+        self.dist.barrier()  # the other ranks leave only once rank 0 has written everything
         if not self.quiet:
             print(
                 f"test accuracy {metrics['test_accuracy']:.4f}  macro-F1 "
@@ -400,12 +501,29 @@ class Trainer:
         return self.run_dir
 
 
-def _start(config: TrainConfig, run_dir: Path, quiet: bool, data_dir, epoch_callback) -> Trainer:
+def _start(
+    config: TrainConfig,
+    run_dir: Path,
+    quiet: bool,
+    data_dir,
+    epoch_callback,
+    dist_ctx: DistContext,
+    stop_after: int | None,
+) -> Trainer:
     trainer = Trainer(
-        config, run_dir, quiet=quiet, data_dir=data_dir, epoch_callback=epoch_callback
+        config,
+        run_dir,
+        quiet=quiet,
+        data_dir=data_dir,
+        epoch_callback=epoch_callback,
+        dist_ctx=dist_ctx,
+        stop_after=stop_after,
     )
-    RunWriter(run_dir).write_config(config)
-    RunWriter(run_dir).write_env(config.seed, str(trainer.device), torch.get_num_threads())
+    if dist_ctx.is_main:
+        RunWriter(run_dir).write_config(config)
+        RunWriter(run_dir).write_env(
+            config.seed, str(trainer.device), torch.get_num_threads(), dist_ctx.world_size
+        )
     return trainer
 
 
@@ -416,18 +534,39 @@ def train(
     quiet: bool = False,
     data_dir: str | Path | None = None,
     epoch_callback: EpochCallback | None = None,
+    stop_after: int | None = None,
 ) -> Path:
-    """Train `config` into `runs_dir/<name>/` and return that folder."""
+    """Train `config` into `runs_dir/<name>/` and return that folder.
+
+    Under torchrun (WORLD_SIZE > 1) this is one rank of a data-parallel job. `stop_after`
+    ends this invocation after that many epochs, checkpointed, for `resume` to continue."""
     from fashionlab.models import get_model_spec
 
     run_dir = Path(runs_dir) / config.run_name()
     spec = get_model_spec(config.model)
-    prepare_run_dir(run_dir, overwrite)
+    dist_ctx = init_distributed(config.device)
     if spec.framework == "numpy":
+        if dist_ctx.enabled:
+            raise ConfigError("numpy-mlp trains in one process; run it without torchrun/--nproc")
+        prepare_run_dir(run_dir, overwrite)
         from fashionlab.numpy_train import train_numpy_run
 
         return train_numpy_run(config, run_dir, quiet=quiet, data_dir=data_dir)
-    return _start(config, run_dir, quiet, data_dir, epoch_callback).execute()
+    try:
+        # Rank 0 alone creates (or clears) the folder; the others wait, then share its outcome.
+        error = None
+        if dist_ctx.is_main:
+            try:
+                prepare_run_dir(run_dir, overwrite)
+            except FashionlabError as exc:
+                error = exc
+        error = dist_ctx.broadcast_object(str(error) if error else None)
+        if error:
+            raise RunError(error)
+        trainer = _start(config, run_dir, quiet, data_dir, epoch_callback, dist_ctx, stop_after)
+        return trainer.execute()
+    finally:
+        shutdown_distributed()
 
 
 def resume(
@@ -436,8 +575,10 @@ def resume(
     data_dir: str | Path | None = None,
     epoch_callback: EpochCallback | None = None,
     expected_config: TrainConfig | None = None,
+    stop_after: int | None = None,
 ) -> Path:
-    """Continue an interrupted run from its last finished epoch (a finished run is left as is)."""
+    """Continue an interrupted run from its last finished epoch (a finished run is left as is).
+    A data-parallel run resumes under torchrun with the same number of processes."""
     run_dir = Path(run_dir)
     config = load_config(run_dir)
     if expected_config is not None and expected_config != config:
@@ -461,12 +602,22 @@ def resume(
 
         prepare_run_dir(run_dir, overwrite=True)
         return train_numpy_run(config, run_dir, quiet=quiet, data_dir=data_dir)
-    trainer = Trainer(
-        config, run_dir, quiet=quiet, data_dir=data_dir, epoch_callback=epoch_callback
-    )
-    if (run_dir / "checkpoint.pt").exists():
-        trainer.load_checkpoint()
-    return trainer.execute()
+    dist_ctx = init_distributed(config.device)
+    try:
+        trainer = Trainer(
+            config,
+            run_dir,
+            quiet=quiet,
+            data_dir=data_dir,
+            epoch_callback=epoch_callback,
+            dist_ctx=dist_ctx,
+            stop_after=stop_after,
+        )
+        if (run_dir / "checkpoint.pt").exists():
+            trainer.load_checkpoint()
+        return trainer.execute()
+    finally:
+        shutdown_distributed()
 
 
 def run_is_complete(run_dir: str | Path) -> bool:

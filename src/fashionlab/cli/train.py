@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from fashionlab.cli.data import add_data_options
 from fashionlab.config import build_config, parse_set_options
+from fashionlab.distributed import is_main_process, launch
 from fashionlab.runs import load_config
 from fashionlab.training import resume, train
 
@@ -59,6 +61,22 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     parser.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="EPOCHS",
+        help="train at most this many epochs now, checkpoint and exit 0; continue later with "
+        "--resume (for wall-time-limited cluster jobs)",
+    )
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        metavar="N",
+        help="data-parallel training on N local processes (runs this command under torchrun; "
+        "same as: torchrun --nproc-per-node N -m fashionlab train ...)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         metavar="KEY=VALUE",
@@ -77,7 +95,28 @@ def collect_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
+def without_nproc(argv: list[str]) -> list[str]:
+    """`argv` minus the --nproc option (both `--nproc N` and `--nproc=N`)."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            out.append(item)
+    return out
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.nproc is not None and args.nproc < 1:
+        raise SystemExit(f"fashionlab train: error: --nproc must be >= 1, got {args.nproc}")
+    if args.stop_after is not None and args.stop_after < 1:
+        raise SystemExit(
+            f"fashionlab train: error: --stop-after must be >= 1, got {args.stop_after}"
+        )
+    if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return launch(args.nproc, without_nproc(args.argv))
     overrides = collect_overrides(args)
     if args.resume:
         expected = None
@@ -88,14 +127,27 @@ def cmd_train(args: argparse.Namespace) -> int:
                 {**stored.model_dump(), **overrides},
                 source="command line",
             )
-        resume(args.resume, quiet=args.quiet, data_dir=args.data_dir, expected_config=expected)
-        print(args.resume)
+        resume(
+            args.resume,
+            quiet=args.quiet,
+            data_dir=args.data_dir,
+            expected_config=expected,
+            stop_after=args.stop_after,
+        )
+        if is_main_process():
+            print(args.resume)
         return 0
     if not args.model:
         raise SystemExit("fashionlab train: error: --model is required (or --resume RUN_DIR)")
     config = build_config(args.model, overrides, source="command line")
     run_dir = train(
-        config, args.runs_dir, overwrite=args.overwrite, quiet=args.quiet, data_dir=args.data_dir
+        config,
+        args.runs_dir,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+        data_dir=args.data_dir,
+        stop_after=args.stop_after,
     )
-    print(run_dir)
+    if is_main_process():
+        print(run_dir)
     return 0

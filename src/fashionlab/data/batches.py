@@ -9,7 +9,13 @@ import torch
 
 
 class BatchIterator:
-    """Yield (images, labels) batches; reshuffles with `generator` on every pass."""
+    """Yield (images, labels) batches; reshuffles with `generator` on every pass.
+
+    With `world_size` > 1 (data-parallel training) every rank draws the same global order and
+    batches from an identically seeded generator and keeps its own contiguous part of each
+    global batch: per epoch the ranks' shards are disjoint and together cover the data, and a
+    step sees the same global batch as a single process would.
+    """
 
     def __init__(
         self,
@@ -19,6 +25,8 @@ class BatchIterator:
         shuffle: bool = False,
         generator: torch.Generator | None = None,
         drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
@@ -27,6 +35,9 @@ class BatchIterator:
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.generator = generator
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -37,11 +48,16 @@ class BatchIterator:
         order = torch.randperm(n, generator=self.generator) if self.shuffle else None
         for b in range(len(self)):
             start = b * self.batch_size
-            if order is None:
+            if order is None and self.world_size == 1:
                 yield (
                     self.images[start : start + self.batch_size],
                     self.labels[start : start + self.batch_size],
                 )
+                continue
+            if order is None:
+                idx = torch.arange(start, min(start + self.batch_size, n))
             else:
                 idx = order[start : start + self.batch_size]
-                yield self.images[idx], self.labels[idx]
+            if self.world_size > 1:
+                idx = idx.tensor_split(self.world_size)[self.rank]
+            yield self.images[idx], self.labels[idx]

@@ -373,8 +373,7 @@ def _make_augmenter(hp: dict[str, Any], X: np.ndarray) -> BatchAugmenter | None:
             ) from None
     elif shape[0] * shape[1] != n_features:
         raise ConfigError(
-            f"image_shape {shape} has {shape[0] * shape[1]} pixels but X has {n_features} "
-            "features"
+            f"image_shape {shape} has {shape[0] * shape[1]} pixels but X has {n_features} features"
         )
     # The training inputs' per-feature minimum is the normalised empty-background value.
     return BatchAugmenter(shape, hp["shift"], hp["flip"], fill=X.min(axis=0))

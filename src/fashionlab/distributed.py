@@ -1,0 +1,133 @@
+"""Data-parallel training on PyTorch's own engine: torchrun + DistributedDataParallel.
+
+`torchrun --nproc-per-node N -m fashionlab train ...` starts N processes and sets RANK,
+WORLD_SIZE and LOCAL_RANK; `init_distributed` turns those into a process group (gloo on CPU,
+NCCL on CUDA) and a `DistContext` the trainer asks for its rank, its shard and the all-reduced
+metrics. Without those variables everything is a single process and nothing here does any work,
+so the single-process path stays exactly what it was.
+
+`launch` is what `fashionlab train --nproc N` runs: torchrun in standalone mode (one machine,
+a free rendezvous port) with the same arguments, and the cores split between the processes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from fashionlab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in the job: rank r of world_size (1 = not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that prints, writes the run folder and evaluates the test."""
+        return self.rank == 0
+
+    def shard(self, items: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous part of `items` (parts differ by at most one element, are
+        disjoint, and together cover `items`)."""
+        if not self.enabled:
+            return items
+        return items.tensor_split(self.world_size)[self.rank]
+
+    def all_reduce_sum(self, values: Sequence[float]) -> list[float]:
+        """Element-wise sums over all ranks (float64, so counts stay exact)."""
+        if not self.enabled:
+            return [float(v) for v in values]
+        tensor = torch.tensor(list(values), dtype=torch.float64)
+        if self.backend == "nccl":
+            tensor = tensor.cuda()
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor.cpu().tolist()
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """`obj` from every rank, in rank order (e.g. each rank's RNG state for a checkpoint)."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's `obj` on every rank (e.g. whether the run folder could be prepared)."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+def init_distributed(device_name: str = "auto") -> DistContext:
+    """The process group torchrun asked for (WORLD_SIZE > 1), or a single-process context."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistContext()
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
+    backend = "nccl" if use_cuda else "gloo"
+    if not dist.is_initialized():
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend)
+    return DistContext(rank, world_size, local_rank, backend)
+
+
+def shutdown_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_main_process() -> bool:
+    """True unless torchrun started this process as a rank other than 0."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def torchrun_command(nproc: int, fashionlab_args: Sequence[str]) -> list[str]:
+    """The torchrun command line that runs `fashionlab <args>` on `nproc` local processes."""
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be >= 1, got {nproc}")
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",  # one machine: a local rendezvous on a free port
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "fashionlab",
+        *fashionlab_args,
+    ]
+
+
+def launch(nproc: int, fashionlab_args: Sequence[str]) -> int:
+    """Run `fashionlab <args>` under torchrun with `nproc` processes; returns its exit code.
+
+    Each process gets cores // nproc threads (at least 1) unless OMP_NUM_THREADS is set:
+    more threads than cores makes every process wait on the others."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    return subprocess.call(torchrun_command(nproc, fashionlab_args), env=env)
