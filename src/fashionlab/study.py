@@ -40,6 +40,7 @@ from fashionlab.atomic import atomic_write_json, atomic_write_text
 from fashionlab.config import TrainConfig, build_config
 from fashionlab.errors import ConfigError, FashionlabError, RunError
 from fashionlab.runs import load_config, load_metrics, load_predictions
+from fashionlab.tuning import TuneSpec
 
 METRIC_KEYS = ("test_accuracy", "macro_f1", "weighted_f1", "test_loss")
 
@@ -75,6 +76,7 @@ class StudySpec(BaseModel):
     overrides: dict[str, Any] = Field(default_factory=dict)
     runs: list[RunSpec]
     compare: list[CompareSpec] = Field(default_factory=list)
+    tune: TuneSpec | None = None  # search space for `fashionlab tune`
     _lines: dict[tuple, int] = PrivateAttr(default_factory=dict)  # YAML path -> line number
 
     def where(self, source: str, *path: Any) -> str:
@@ -317,18 +319,23 @@ def _features_run_dir(planned: list[PlannedRun], run: PlannedRun) -> Path:
     raise ConfigError(f"features_from {run.features_from!r} has no run with seed {run.seed}")
 
 
+def resolve_features_source(run: PlannedRun, planned: list[PlannedRun]) -> None:
+    """Point a features_from run's config at its CNN run's folder (idempotent)."""
+    if run.features_from:
+        source_run = _features_run_dir(planned, run)
+        args = {**run.config.model_args, "features_run": str(source_run)}
+        run.config = run.config.model_copy(update={"model_args": args})
+
+
 def execute_run(
     run: PlannedRun, planned: list[PlannedRun], quiet: bool, data_dir: str | Path | None
 ) -> str:
-    """Train one planned run unless it is complete; resume it if it was interrupted."""
+    """Train one planned run unless it is complete; resume it if it was interrupted.
+    Returns 'done' (was complete), 'resumed' or 'trained'."""
     from fashionlab.training import resume, train
 
+    resolve_features_source(run, planned)
     config = run.config
-    if run.features_from:
-        source_run = _features_run_dir(planned, run)
-        args = {**config.model_args, "features_run": str(source_run)}
-        config = config.model_copy(update={"model_args": args})
-        run.config = config
     if (run.run_dir / "complete").exists():
         if load_config(run.run_dir) != config:
             raise RunError(
@@ -352,10 +359,19 @@ def run_study(
     overwrite: bool = False,
     make_report: bool = True,
     seeds: list[int] | None = None,
+    backend: str = "local",
+    workers: int = 1,
+    address: str | None = None,
 ) -> Path:
     """Run (or resume) a study and write its aggregate and report; returns the study folder.
 
-    `seeds` replaces the seeds given in the file, for every run."""
+    `seeds` replaces the seeds given in the file, for every run. `backend` 'local' runs the
+    runs one after another (workers=1) or in a process pool of `workers`; 'ray' runs them as
+    Ray Tune trials on a local Ray instance or the cluster at `address`. Every backend writes
+    the same run folders, so the aggregate and report do not depend on it."""
+    from fashionlab.backends import check_backend, run_planned
+
+    check_backend(backend, workers, address)
     study = load_study(path)
     if seeds:
         study.seeds = list(seeds)
@@ -370,14 +386,10 @@ def run_study(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "study.yaml", Path(path).read_text())
     started = time.perf_counter()
-    for k, run in enumerate(planned, 1):
-        if not quiet:
-            print(f"[{k}/{len(planned)}] {run.label} seed {run.seed}", file=sys.stderr, flush=True)
-        status = execute_run(run, planned, quiet, data_dir)
-        if not quiet and status == "done":
-            print("  already complete", file=sys.stderr)
+    run_planned(planned, backend, workers, address, quiet, data_dir)
     summary = aggregate(study, planned)
     summary["wall_seconds_this_invocation"] = time.perf_counter() - started
+    summary["backend"] = {"name": backend, "workers": workers, "address": address}
     atomic_write_json(out / "study.json", summary)
     if make_report:
         from fashionlab.report import write_report

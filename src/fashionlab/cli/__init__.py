@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "train",
     "evaluate",
     "study",
+    "tune",
     "compare",
     "report",
     "predict",

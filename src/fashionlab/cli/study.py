@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from fashionlab.cli.data import add_data_options
@@ -38,6 +39,24 @@ def register(subparsers) -> None:
         "--dry-run", action="store_true", help="validate and list the runs without training"
     )
     parser.add_argument("--overwrite", action="store_true", help="delete the study folder first")
+    parser.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this machine (one run at a time, or --workers processes); ray: Ray Tune "
+        "trials on a local Ray instance or the cluster at --address",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="runs at the same time, each with cores/N threads (default: 1 for local, the "
+        "CPU count for ray)",
+    )
+    parser.add_argument(
+        "--address", default=None, help="Ray cluster address, e.g. ray://head:10001 (ray only)"
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     add_data_options(parser)
     parser.set_defaults(func=cmd_study)
@@ -64,6 +83,9 @@ def cmd_study(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         overwrite=args.overwrite,
         seeds=args.seeds,
+        backend=args.backend,
+        workers=args.workers or (1 if args.backend == "local" else os.cpu_count() or 1),
+        address=args.address,
     )
     print(out / "report.html")
     return 0

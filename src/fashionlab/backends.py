@@ -1,0 +1,217 @@
+"""Where a study's runs execute: one after another, in a local process pool, or on Ray.
+
+Every backend calls the same `study.execute_run` for each planned run, so the run folders (and
+therefore the aggregate and the report) are the same whichever one ran them, and an
+interrupted study resumes under any backend.
+
+Runs are independent except S1-FEAT-style runs (`features_from`), which read a CNN run's
+weights; they go in a second wave, after every run of the first wave has finished.
+
+Threads: a pool of W workers on C cores gives each worker max(1, C // W) torch threads, so the
+total matches the cores (more threads than cores makes every worker wait on the others).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fashionlab.errors import ConfigError, RunError
+
+if TYPE_CHECKING:
+    from fashionlab.study import PlannedRun
+
+BACKENDS = ("local", "ray")
+RAY_INSTALL_HINT = "pip install 'fashionlab[ray]' (or: pip install 'ray[tune]')"
+
+
+def check_backend(backend: str, workers: int, address: str | None) -> None:
+    """One-line errors for a bad choice, before anything runs."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
+    if address and backend != "ray":
+        raise ConfigError("--address is for --backend ray")
+    if backend == "ray":
+        import_ray()
+
+
+def import_ray():
+    """The `ray` module, or a ConfigError that says how to install it."""
+    try:
+        import ray
+        import ray.tune  # noqa: F401  (the extra installs both)
+    except ImportError:
+        raise ConfigError(f"--backend ray needs Ray: {RAY_INSTALL_HINT}") from None
+    return ray
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    return max(1, (cores or os.cpu_count() or 1) // workers)
+
+
+def waves(planned: Sequence[PlannedRun]) -> list[list[PlannedRun]]:
+    """Runs that depend on no other run first, then the feature runs that read them."""
+    first = [r for r in planned if not r.features_from]
+    second = [r for r in planned if r.features_from]
+    return [w for w in (first, second) if w]
+
+
+def run_planned(
+    planned: list[PlannedRun],
+    backend: str,
+    workers: int,
+    address: str | None,
+    quiet: bool,
+    data_dir: str | Path | None,
+) -> None:
+    """Execute every planned run that is not complete, with the chosen backend."""
+    from fashionlab.study import resolve_features_source
+
+    for run in planned:
+        # Absolute: pool and Ray workers may run in another working directory.
+        run.run_dir = run.run_dir.resolve()
+    data_dir = Path(data_dir).resolve() if data_dir else None
+    if backend == "local" and workers == 1:
+        _run_sequential(planned, quiet, data_dir)
+        return
+    for wave in waves(planned):
+        for run in wave:
+            resolve_features_source(run, planned)
+        if backend == "ray":
+            _run_ray(wave, planned, workers, address, quiet, data_dir)
+        else:
+            _run_pool(wave, planned, workers, quiet, data_dir)
+
+
+def _run_sequential(planned: list[PlannedRun], quiet: bool, data_dir: Path | None) -> None:
+    from fashionlab.study import execute_run
+
+    for k, run in enumerate(planned, 1):
+        if not quiet:
+            print(f"[{k}/{len(planned)}] {run.label} seed {run.seed}", file=sys.stderr, flush=True)
+        status = execute_run(run, planned, quiet, data_dir)
+        if not quiet and status == "done":
+            print("  already complete", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- local process pool
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _pool_task(index: int, planned: list[PlannedRun], data_dir: Path | None) -> str:
+    from fashionlab.study import execute_run
+
+    return execute_run(planned[index], planned, True, data_dir)
+
+
+def _run_pool(
+    wave: list[PlannedRun],
+    planned: list[PlannedRun],
+    workers: int,
+    quiet: bool,
+    data_dir: Path | None,
+) -> None:
+    workers = min(workers, len(wave))
+    threads = threads_per_worker(workers)
+    index = {id(run): i for i, run in enumerate(planned)}
+    # spawn, not fork: a forked child inherits torch's OpenMP thread pool in a broken state.
+    with ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(threads,)
+    ) as pool:
+        futures = {pool.submit(_pool_task, index[id(run)], planned, data_dir): run for run in wave}
+        for future in as_completed(futures):
+            run = futures[future]
+            status = future.result()  # a user error in a worker is re-raised here
+            if not quiet:
+                print(f"{run.label} seed {run.seed}: {status}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- Ray Tune
+
+
+def _ray_trial(trial_config: dict, planned: list[PlannedRun], data_dir: Path | None) -> None:
+    import torch
+    from ray import tune
+
+    from fashionlab.runs import load_metrics
+    from fashionlab.study import execute_run
+
+    torch.set_num_threads(trial_config["threads"])
+    run = planned[trial_config["index"]]
+    status = execute_run(run, planned, True, data_dir)
+    metrics = load_metrics(run.run_dir)
+    tune.report(
+        {
+            "status": status,
+            "test_accuracy": metrics["test_accuracy"],
+            "run_dir": str(run.run_dir),
+        }
+    )
+
+
+def _run_ray(
+    wave: list[PlannedRun],
+    planned: list[PlannedRun],
+    workers: int,
+    address: str | None,
+    quiet: bool,
+    data_dir: Path | None,
+) -> None:
+    ray = import_ray()
+    from ray import tune
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        init_args = {"include_dashboard": False, "log_to_driver": not quiet}
+        if address:
+            init_args["address"] = address
+        else:
+            init_args["num_cpus"] = os.cpu_count() or 1
+        ray.init(**init_args)
+    try:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        threads = threads_per_worker(min(workers, len(wave)), cpus)
+        index = {id(run): i for i, run in enumerate(planned)}
+        trainable = tune.with_resources(
+            tune.with_parameters(_ray_trial, planned=planned, data_dir=data_dir),
+            {"cpu": threads},
+        )
+        storage = planned[0].run_dir.parent / "ray"
+        tuner = tune.Tuner(
+            trainable,
+            param_space={
+                "index": tune.grid_search([index[id(run)] for run in wave]),
+                "threads": threads,
+            },
+            tune_config=tune.TuneConfig(max_concurrent_trials=workers),
+            run_config=tune.RunConfig(storage_path=str(storage), name="study", verbose=0),
+        )
+        results = tuner.fit()
+        if not quiet:
+            for result in results:
+                if result.error is None:
+                    print(
+                        f"{result.metrics['run_dir']}: {result.metrics['status']}, test accuracy "
+                        f"{result.metrics['test_accuracy']:.4f}",
+                        file=sys.stderr,
+                    )
+        if results.errors:
+            first = str(results.errors[0]).strip().splitlines()
+            raise RunError(
+                f"{len(results.errors)} Ray trial(s) failed; first: {first[-1] if first else '?'}"
+            )
+    finally:
+        if started_here:
+            ray.shutdown()

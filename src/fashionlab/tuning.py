@@ -1,0 +1,259 @@
+"""`fashionlab tune`: hyperparameter search with Ray Tune over ranges given in a study file.
+
+The study file gets a `tune:` section naming one of its runs and a search space over that
+run's config fields::
+
+    tune:
+      run: CNN                      # a run label (default: the first run)
+      metric: val_loss              # or val_accuracy
+      num_samples: 8
+      scheduler: asha               # stop weak trials early (or: none)
+      space:
+        lr: {loguniform: [1.0e-4, 1.0e-2]}
+        batch_size: {choice: [64, 128]}
+        weight_decay: {uniform: [0.0, 1.0e-3]}
+
+Every trial is an ordinary fashionlab run (folder `<out>/tune/trial-<id>`) that reports each
+epoch's validation metrics to Ray; ASHA stops the weak ones after `grace_period` epochs (their
+folders stay resumable). The best trial's settings go to `<out>/tune.json`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from fashionlab.config import TrainConfig
+from fashionlab.errors import ConfigError, RunError
+
+DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
+
+
+class TuneSpec(BaseModel):
+    """The `tune:` section of a study file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: str | None = None
+    metric: Literal["val_loss", "val_accuracy"] = "val_loss"
+    num_samples: int = Field(8, ge=1)
+    max_concurrent: int | None = Field(None, ge=1)
+    scheduler: Literal["asha", "none"] = "asha"
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: int = Field(2, ge=2)
+    seed: int = 0
+    space: dict[str, dict[str, list[Any]]]
+
+    @field_validator("space")
+    @classmethod
+    def _known_fields_and_distributions(cls, space: dict[str, dict[str, list[Any]]]):
+        if not space:
+            raise ValueError("give at least one field to search")
+        fields = set(TrainConfig.model_fields) - {"model", "name", "seed"}
+        for name, dist in space.items():
+            if name not in fields:
+                raise ValueError(f"{name!r} is not a config field; searchable: {sorted(fields)}")
+            if len(dist) != 1 or next(iter(dist)) not in DISTRIBUTIONS:
+                raise ValueError(
+                    f"{name}: give exactly one of {', '.join(DISTRIBUTIONS)}, e.g. "
+                    "{loguniform: [1.0e-4, 1.0e-2]}"
+                )
+            kind, values = next(iter(dist.items()))
+            if kind != "choice" and (len(values) != 2 or not values[0] < values[1]):
+                raise ValueError(f"{name}: {kind} needs [low, high] with low < high")
+            if kind == "loguniform" and values[0] <= 0:
+                raise ValueError(f"{name}: loguniform needs low > 0")
+            if kind == "choice" and not values:
+                raise ValueError(f"{name}: choice needs at least one value")
+        return space
+
+    @property
+    def mode(self) -> str:
+        return "min" if self.metric == "val_loss" else "max"
+
+
+def search_space(spec: TuneSpec) -> dict[str, Any]:
+    """The space as Ray Tune sampling objects."""
+    from ray import tune
+
+    makers = {
+        "loguniform": lambda v: tune.loguniform(v[0], v[1]),
+        "uniform": lambda v: tune.uniform(v[0], v[1]),
+        "randint": lambda v: tune.randint(v[0], v[1]),
+        "choice": lambda v: tune.choice(v),
+    }
+    return {
+        name: makers[kind](values) for name, d in spec.space.items() for kind, values in d.items()
+    }
+
+
+def _trial(
+    sampled: dict[str, Any], base: TrainConfig, out_dir: Path, data_dir: Path | None
+) -> None:
+    import torch
+    from ray import tune
+
+    from fashionlab.training import train
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    name = f"trial-{tune.get_context().get_trial_id()}"
+    config = TrainConfig(**{**base.model_dump(), **sampled, "name": name})
+
+    def report(row: dict[str, Any]) -> None:
+        tune.report(
+            {
+                "epoch": row["epoch"],
+                "val_loss": row["val_loss"],
+                "val_accuracy": row["val_accuracy"],
+                "train_loss": row["train_loss"],
+            }
+        )
+
+    train(config, out_dir, overwrite=True, quiet=True, data_dir=data_dir, epoch_callback=report)
+
+
+def tune_study(
+    path: str | Path,
+    out_dir: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    num_samples: int | None = None,
+    address: str | None = None,
+    workers: int | None = None,
+    data_dir: str | Path | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Search the study's `tune:` space; write and return `<out>/tune.json`."""
+    from fashionlab.atomic import atomic_write_json
+    from fashionlab.backends import import_ray, threads_per_worker
+    from fashionlab.study import load_study, plan_study
+
+    study = load_study(path)
+    if study.tune is None:
+        raise ConfigError(
+            f"{path}: no 'tune:' section; add one with a search space "
+            "(see `fashionlab tune --help`)"
+        )
+    spec = study.tune
+    if num_samples is not None:
+        if num_samples < 1:
+            raise ConfigError(f"--num-samples must be >= 1, got {num_samples}")
+        spec = spec.model_copy(update={"num_samples": num_samples})
+    out = (Path(out_dir) if out_dir else Path("runs") / study.name).resolve()
+    planned = plan_study(study, out, overrides, source=str(path))
+    label = spec.run or planned[0].label
+    matches = [p for p in planned if p.label == label]
+    if not matches:
+        labels = ", ".join(dict.fromkeys(p.label for p in planned))
+        raise ConfigError(f"{path}: tune.run {label!r} is not a run label (labels: {labels})")
+    base = matches[0].config
+    for name, dist in spec.space.items():  # every extreme must be a valid config value
+        for value in next(iter(dist.values())):
+            try:
+                TrainConfig(**{**base.model_dump(), name: value})
+            except Exception as exc:  # pydantic ValidationError: say which value
+                first = str(exc).splitlines()[-1].strip() if str(exc) else ""
+                raise ConfigError(
+                    f"{path}: tune.space.{name}: {value!r} is invalid ({first})"
+                ) from None
+
+    ray = import_ray()
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        init_args: dict[str, Any] = {"include_dashboard": False, "log_to_driver": not quiet}
+        if address:
+            init_args["address"] = address
+        else:
+            init_args["num_cpus"] = os.cpu_count() or 1
+        ray.init(**init_args)
+    try:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        concurrent = workers or spec.max_concurrent or cpus
+        threads = threads_per_worker(min(concurrent, spec.num_samples), cpus)
+        scheduler = None
+        if spec.scheduler == "asha":
+            scheduler = ASHAScheduler(
+                time_attr="epoch",
+                max_t=base.epochs,
+                grace_period=min(spec.grace_period, base.epochs),
+                reduction_factor=spec.reduction_factor,
+            )
+        tuner = tune.Tuner(
+            tune.with_resources(
+                tune.with_parameters(
+                    _trial,
+                    base=base,
+                    out_dir=out / "tune",
+                    data_dir=Path(data_dir).resolve() if data_dir else None,
+                ),
+                {"cpu": threads},
+            ),
+            param_space=search_space(spec),
+            tune_config=tune.TuneConfig(
+                metric=spec.metric,
+                mode=spec.mode,
+                num_samples=spec.num_samples,
+                max_concurrent_trials=concurrent,
+                scheduler=scheduler,
+                search_alg=BasicVariantGenerator(random_state=spec.seed),
+            ),
+            run_config=tune.RunConfig(storage_path=str(out / "ray"), name="tune", verbose=0),
+        )
+        results = tuner.fit()
+    finally:
+        if started_here:
+            ray.shutdown()
+
+    trials = []
+    for result in results:
+        if result.error is not None:
+            continue
+        history = result.metrics_dataframe
+        values = history[spec.metric].tolist() if history is not None else []
+        best_value = (min if spec.mode == "min" else max)(values) if values else math.nan
+        trials.append(
+            {
+                "trial": f"trial-{result.metrics.get('trial_id', '')}",
+                "config": {k: result.config[k] for k in spec.space},
+                spec.metric: best_value,
+                "epochs": len(values),
+            }
+        )
+    if not trials:
+        first = str(results.errors[0]).strip().splitlines() if results.errors else ["?"]
+        raise RunError(f"every tune trial failed; first error: {first[-1]}")
+    trials.sort(key=lambda t: t[spec.metric], reverse=spec.mode == "max")
+    summary = {
+        "study": study.name,
+        "run": label,
+        "metric": spec.metric,
+        "mode": spec.mode,
+        "scheduler": spec.scheduler,
+        "num_samples": spec.num_samples,
+        "failed": len(results.errors),
+        "best": trials[0],
+        "trials": trials,
+        "base_config": base.model_dump(mode="json"),
+    }
+    atomic_write_json(out / "tune.json", summary)
+    if not quiet:
+        for t in trials:
+            settings = ", ".join(f"{k}={_fmt(v)}" for k, v in t["config"].items())
+            print(
+                f"{t['trial']:<22} {spec.metric} {t[spec.metric]:.4f}  epochs {t['epochs']:>3}  "
+                f"{settings}",
+                file=sys.stderr,
+            )
+    return summary
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,130 @@
+"""Study backends (sequential, process pool, Ray) and `fashionlab tune` (Ray Tune + ASHA)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from fashionlab.backends import check_backend, threads_per_worker, waves
+from fashionlab.cli import main
+from fashionlab.errors import ConfigError
+from fashionlab.study import load_study, plan_study, run_study
+
+TINY_STUDY = """\
+name: tiny
+seeds: [1]
+overrides: {train_subset: 600, eval_subset: 200, epochs: 1}
+runs:
+  - label: A
+    model: mlp
+    overrides: {model_args: {hidden: [16]}}
+  - label: B
+    model: mlp
+    overrides: {model_args: {hidden: [24]}}
+compare:
+  - {a: A, b: B}
+"""
+TUNE_SECTION = """\
+tune:
+  run: A
+  num_samples: 2
+  grace_period: 1
+  space:
+    lr: {loguniform: [1.0e-4, 1.0e-2]}
+    batch_size: {choice: [32, 64]}
+"""
+
+
+@pytest.fixture
+def study_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_STUDY + TUNE_SECTION)
+    return path
+
+
+def test_backend_choices_are_checked_before_anything_runs(monkeypatch) -> None:
+    with pytest.raises(ConfigError, match="unknown backend 'dask'"):
+        check_backend("dask", 1, None)
+    with pytest.raises(ConfigError, match="workers"):
+        check_backend("local", 0, None)
+    with pytest.raises(ConfigError, match="--address is for --backend ray"):
+        check_backend("local", 1, "ray://head:10001")
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    with pytest.raises(ConfigError, match=r"fashionlab\[ray\]"):
+        check_backend("ray", 1, None)
+
+
+def test_feature_runs_wait_for_the_runs_they_read(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "name: s\nseeds: [1, 2]\nruns:\n  - {label: cnn, model: s1-cnn5}\n"
+        "  - {label: feat, model: numpy-mlp, features_from: cnn}\n"
+    )
+    first, second = waves(plan_study(load_study(path), tmp_path))
+    assert {r.label for r in first} == {"cnn"} and {r.label for r in second} == {"feat"}
+    assert threads_per_worker(2, cores=2) == 1 and threads_per_worker(3, cores=2) == 1
+    assert threads_per_worker(1, cores=8) == 8
+
+
+def test_tune_section_is_validated(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY_STUDY + "tune:\n  space:\n    learning_rate: {uniform: [0, 1]}\n")
+    with pytest.raises(ConfigError, match="learning_rate"):
+        load_study(bad)
+    bad.write_text(TINY_STUDY + "tune:\n  space:\n    lr: {normal: [0, 1]}\n")
+    with pytest.raises(ConfigError, match="loguniform"):
+        load_study(bad)
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(TINY_STUDY)
+    assert main(["tune", str(plain)]) == 2  # one-line error: no tune section
+
+
+def _accuracies(out: Path) -> dict[str, float]:
+    summary = json.loads((out / "study.json").read_text())
+    return {row["label"]: row["test_accuracy"]["mean"] for row in summary["rows"]}
+
+
+@pytest.mark.slow
+def test_process_pool_gives_the_same_runs_as_sequential(study_file, tmp_path, one_torch_thread):
+    seq = run_study(study_file, tmp_path / "seq", quiet=True, make_report=False)
+    pool = run_study(study_file, tmp_path / "pool", quiet=True, make_report=False, workers=2)
+    for name in ("A-seed1", "B-seed1"):
+        assert (pool / name / "complete").exists()
+    # Same config and seed, one thread each: the same numbers, whichever backend ran them.
+    assert _accuracies(seq) == _accuracies(pool)
+    assert json.loads((pool / "study.json").read_text())["backend"]["workers"] == 2
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_backend_runs_a_study_end_to_end(study_file, tmp_path, local_ray):
+    out = run_study(study_file, tmp_path / "ray", quiet=True, backend="ray", workers=2)
+    for name in ("A-seed1", "B-seed1"):
+        assert (out / name / "complete").exists()
+    assert (out / "report.html").is_file()
+    assert json.loads((out / "study.json").read_text())["backend"]["name"] == "ray"
+
+
+@pytest.mark.slow
+def test_tune_searches_the_space_and_writes_the_best(study_file, tmp_path, local_ray):
+    from fashionlab.tuning import tune_study
+
+    summary = tune_study(study_file, tmp_path / "tune", {"epochs": 2}, workers=2, quiet=True)
+    assert len(summary["trials"]) == 2 and summary["failed"] == 0
+    best = summary["best"]
+    assert 1e-4 <= best["config"]["lr"] <= 1e-2 and best["config"]["batch_size"] in (32, 64)
+    assert best["val_loss"] == min(t["val_loss"] for t in summary["trials"])
+    saved = json.loads((tmp_path / "tune" / "tune.json").read_text())
+    assert saved["best"] == best
+    trial_dirs = list((tmp_path / "tune" / "tune").iterdir())
+    assert len(trial_dirs) == 2 and all((d / "config.yaml").exists() for d in trial_dirs)
