@@ -88,6 +88,10 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> Loade
     norm = info["normalization"]
     normalizer = Normalizer(norm["preset"], torch.tensor(norm["mean"]), torch.tensor(norm["std"]))
     model.to(device).eval()
+    from fashionlab.training import apply_memory_format
+
+    # The layout it was evaluated in during training: the same kernels, the same logits.
+    apply_memory_format(model, config.memory_format)
     return LoadedModel(
         model, config, normalizer, tuple(info.get("class_names", CLASS_NAMES)), info, run_dir
     )

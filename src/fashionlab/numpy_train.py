@@ -35,7 +35,7 @@ def _estimator_settings(config: TrainConfig) -> dict[str, Any]:
         # Shift (crop_padding, zero fill) and flip run inside the estimator; the rest do not.
         "random erasing": config.erasing != 0,
         "reflect crop padding": bool(config.crop_padding) and config.crop_mode != "zero",
-        "precision": config.precision != "fp32",
+        "precision": config.precision == "bf16",  # auto means fp32 here
     }
     if any(unsupported.values()):
         names = ", ".join(k for k, bad in unsupported.items() if bad)

@@ -117,14 +117,56 @@ def build_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):
     return None
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes in bf16 natively (so bf16 autocast is faster, not emulated)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = torch.cpu
+        return any(
+            bool(getattr(cpu, probe, lambda: False)())
+            for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        )
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' becomes 'bf16' on devices with native bf16 and 'fp32' elsewhere."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast when asked for; a no-op context for fp32."""
-    if precision == "bf16":
+    """bf16 autocast when asked for (or 'auto' on a bf16 device); a no-op context for fp32."""
+    if resolve_precision(precision, device) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-@torch.no_grad()
+def has_conv(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+
+def apply_memory_format(model: torch.nn.Module, memory_format: str) -> bool:
+    """Put a conv model's weights in channels-last layout when asked; True if it did."""
+    if memory_format != "channels_last" or not has_conv(model):
+        return False
+    model.to(memory_format=torch.channels_last)
+    return True
+
+
+def _uses_channels_last(model: torch.nn.Module) -> bool:
+    # Any conv whose weights are NHWC and not NCHW (a 1-channel first conv is both).
+    return any(
+        isinstance(m, torch.nn.Conv2d)
+        and m.weight.is_contiguous(memory_format=torch.channels_last)
+        and not m.weight.is_contiguous()
+        for m in model.modules()
+    )
+
+
+@torch.inference_mode()
 def predict_logits(
     model: torch.nn.Module,
     images: torch.Tensor,
@@ -133,12 +175,17 @@ def predict_logits(
     batch_size: int = EVAL_BATCH,
     precision: str = "fp32",
 ) -> torch.Tensor:
-    """Logits (float32, CPU) for uint8 images, in eval mode, in fixed-size batches."""
+    """Logits (float32, CPU) for uint8 images, in eval mode, in fixed-size batches (the input
+    follows the model's memory format)."""
     model.eval()
+    layout = torch.channels_last if _uses_channels_last(model) else torch.contiguous_format
     chunks = []
     for i in range(0, len(images), batch_size):
+        x = normalizer(images[i : i + batch_size]).to(device)
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=layout)
         with autocast(device, precision):
-            chunks.append(model(normalizer(images[i : i + batch_size]).to(device)).float().cpu())
+            chunks.append(model(x).float().cpu())
     return torch.cat(chunks) if chunks else torch.empty(0, len(CLASS_NAMES))
 
 
@@ -211,6 +258,8 @@ class Trainer:
                 "processes; batch_size is the global batch, split across processes"
             )
         self.model = create_model(config.model, **config.model_args).to(self.device)
+        self.channels_last = apply_memory_format(self.model, config.memory_format)
+        self.precision = resolve_precision(config.precision, self.device)
         if self.dist.enabled:
             torch.manual_seed(self._rank_seed())  # after the (identical) init: dropout masks
         self.train_model = self._wrap_for_data_parallel(self.model)
@@ -328,8 +377,10 @@ class Trainer:
                 cfg.hflip,
                 cfg.erasing,
             ).to(self.device)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             y = labels.to(self.device)
-            with autocast(self.device, cfg.precision):
+            with autocast(self.device, self.precision):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
             if not torch.isfinite(loss):
@@ -466,6 +517,8 @@ class Trainer:
                 "train_seconds": st.train_seconds,
                 "seconds_per_epoch": st.train_seconds / max(st.epoch, 1),
                 "seed": cfg.seed,
+                "precision_used": self.precision,
+                "channels_last": self.channels_last,
             }
         )
         save_weights(self.model, self.run_dir / "model.safetensors")
