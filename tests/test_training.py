@@ -56,8 +56,10 @@ def test_same_seed_same_history(tmp_path):
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in load_history(b)]
 
 
-@pytest.mark.parametrize("model", ["s0-m2", "s3-base"])
+@pytest.mark.parametrize("model", ["s0-m2", "s3-base", "fast"])
 def test_resume_after_interrupt_gives_identical_weights(tmp_path, model):
+    # fast adds the EMA of the weights, one-cycle, Nesterov, label smoothing, TTA and
+    # precision auto (bf16 on this CPU) to what the checkpoint must carry.
     """2 epochs straight == 1 epoch, Ctrl-C, resume, 1 epoch (BN, dropout, augment, plateau)."""
     straight = train(tiny_config(model, name="straight"), tmp_path, quiet=True)
 
@@ -81,11 +83,43 @@ def test_resume_after_interrupt_gives_identical_weights(tmp_path, model):
         assert torch.equal(w1[key], w2[key]), key
 
 
-def test_evaluate_reproduces_stored_metrics(tmp_path):
-    run = train(tiny_config("s3-base", epochs=1), tmp_path, quiet=True)
+@pytest.mark.parametrize("model", ["s3-base", "fast"])
+def test_evaluate_reproduces_stored_metrics(tmp_path, model):
+    # fast: channels-last, EMA weights saved, flip TTA and bf16 autocast at evaluation too.
+    run = train(tiny_config(model, epochs=1), tmp_path, quiet=True)
     metrics = evaluate_run(run)
     assert metrics["matches_stored"], metrics["mismatches"]
     assert main(["evaluate", str(run)]) == 0
+
+
+def test_precision_auto_and_channels_last_are_resolved_and_recorded(tmp_path):
+    from fashionlab.training import native_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
+    run = train(tiny_config("s2-cnn", epochs=1, precision="auto"), tmp_path, quiet=True)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["precision_used"] == resolve_precision("auto", cpu)
+    assert metrics["channels_last"] is True
+    mlp = train(tiny_config("s4-ann", epochs=1, name="mlp"), tmp_path, quiet=True)
+    assert json.loads((mlp / "metrics.json").read_text())["channels_last"] is False
+
+
+def test_tta_flip_averages_the_mirrored_logits():
+    from fashionlab.data import make_normalizer
+    from fashionlab.models import create_model
+    from fashionlab.training import predict_logits
+
+    torch.manual_seed(0)
+    model = create_model("s2-cnn").eval()
+    images = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8)
+    norm = make_normalizer("dataset")
+    cpu = torch.device("cpu")
+    plain = predict_logits(model, images, norm, cpu)
+    mirrored = predict_logits(model, images.flip(-1), norm, cpu)
+    both = predict_logits(model, images, norm, cpu, tta_flip=True)
+    torch.testing.assert_close(both, (plain + mirrored) / 2)
 
 
 def test_refuses_to_overwrite_silently(tmp_path):

@@ -65,6 +65,14 @@ class TrainConfig(BaseModel):
     hflip: bool = False
     erasing: float = Field(0.0, ge=0, le=1)  # probability of random erasing per image
 
+    # Weights and evaluation
+    # Exponential moving average of the weights (0 = off); when on, validation, the test and
+    # the saved model use the averaged weights (BatchNorm statistics averaged alike).
+    ema_decay: float = Field(0.0, ge=0, lt=1)
+    # Test-time augmentation: average the logits of each image and its mirror image when
+    # validating and testing (predict/serve keep one pass).
+    tta_flip: bool = False
+
     # Execution
     seed: int = 42
     device: DeviceName = "auto"

@@ -174,9 +174,10 @@ def predict_logits(
     device: torch.device,
     batch_size: int = EVAL_BATCH,
     precision: str = "fp32",
+    tta_flip: bool = False,
 ) -> torch.Tensor:
     """Logits (float32, CPU) for uint8 images, in eval mode, in fixed-size batches (the input
-    follows the model's memory format)."""
+    follows the model's memory format). `tta_flip` averages with the mirrored images' logits."""
     model.eval()
     layout = torch.channels_last if _uses_channels_last(model) else torch.contiguous_format
     chunks = []
@@ -185,7 +186,10 @@ def predict_logits(
         if x.dim() == 4:
             x = x.contiguous(memory_format=layout)
         with autocast(device, precision):
-            chunks.append(model(x).float().cpu())
+            logits = model(x).float()
+            if tta_flip:
+                logits = (logits + model(x.flip(-1)).float()) / 2
+        chunks.append(logits.cpu())
     return torch.cat(chunks) if chunks else torch.empty(0, len(CLASS_NAMES))
 
 
@@ -263,6 +267,13 @@ class Trainer:
         if self.dist.enabled:
             torch.manual_seed(self._rank_seed())  # after the (identical) init: dropout masks
         self.train_model = self._wrap_for_data_parallel(self.model)
+        self.ema = None
+        if config.ema_decay > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(
+                self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True
+            )
         self.batches = BatchIterator(
             self.split.train_images,
             self.split.train_labels,
@@ -276,6 +287,11 @@ class Trainer:
         self.scheduler = build_scheduler(config, self.optimizer, len(self.batches))
         self.state = _State()
         self.writer = RunWriter(run_dir)
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights that are validated, tested and saved: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
     def _rank_seed(self) -> int:
         return self.config.seed * 1000 + 1 + self.dist.rank
@@ -314,6 +330,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "state": vars(self.state),
             "world_size": self.dist.world_size,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
         }
         if self.dist.enabled:
             payload["rank_states"] = rank_states
@@ -348,6 +365,8 @@ class Trainer:
             self.scheduler.load_state_dict(payload["scheduler"])
         self.generator.set_state(payload["generator"])
         torch.set_rng_state(payload["torch_rng"])
+        if self.ema is not None and payload.get("ema") is not None:
+            self.ema.load_state_dict(payload["ema"])
         if self.dist.enabled:
             mine = payload["rank_states"][self.dist.rank]
             self.augment_generator.set_state(mine["augment"])
@@ -391,6 +410,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             if cfg.scheduler == "onecycle":
                 self.scheduler.step()
             n = len(y)
@@ -408,14 +429,19 @@ class Trainer:
         cfg = self.config
         if not self.dist.enabled:
             val_logits = predict_logits(
-                self.model, self.split.val_images, self.normalizer, self.device,
-                precision=cfg.precision,
+                self.eval_model, self.split.val_images, self.normalizer, self.device,
+                precision=cfg.precision, tta_flip=cfg.tta_flip,
             )  # fmt: skip
             return _loss_and_accuracy(val_logits, self.split.val_labels)
         images = self.dist.shard(self.split.val_images)
         labels = self.dist.shard(self.split.val_labels)
         logits = predict_logits(
-            self.model, images, self.normalizer, self.device, precision=cfg.precision
+            self.eval_model,
+            images,
+            self.normalizer,
+            self.device,
+            precision=cfg.precision,
+            tta_flip=cfg.tta_flip,
         )
         loss_sum = F.cross_entropy(logits, labels, reduction="sum").item() if len(labels) else 0
         correct = (logits.argmax(1) == labels).sum().item()
@@ -460,7 +486,7 @@ class Trainer:
             st.train_seconds += seconds
             if val_loss < st.best_val_loss:
                 st.best_val_loss, st.best_epoch, st.bad_epochs = val_loss, epoch, 0
-                st.best_state = copy.deepcopy(self.model.state_dict())
+                st.best_state = copy.deepcopy(self.eval_model.state_dict())
             else:
                 st.bad_epochs += 1
             st.epoch = epoch
@@ -490,16 +516,18 @@ class Trainer:
         from fashionlab.evaluation import summarize
 
         cfg, st = self.config, self.state
+        model = self.eval_model
         if cfg.use_best_weights and st.best_state is not None:
-            self.model.load_state_dict(st.best_state)
+            model.load_state_dict(st.best_state)
         if not self.dist.is_main:  # rank 0 alone evaluates the test split and writes
             return {}
         logits = predict_logits(
-            self.model,
+            model,
             self.split.test_images,
             self.normalizer,
             self.device,
             precision=cfg.precision,
+            tta_flip=cfg.tta_flip,
         )
         labels = self.split.test_labels
         self.writer.write_predictions(
@@ -509,7 +537,7 @@ class Trainer:
         metrics.update(
             {
                 "model": cfg.model,
-                "params": sum(p.numel() for p in self.model.parameters()),
+                "params": sum(p.numel() for p in model.parameters()),
                 "best_epoch": st.best_epoch,
                 "epochs_run": st.epoch,
                 "best_val_loss": st.best_val_loss,
@@ -521,8 +549,8 @@ class Trainer:
                 "channels_last": self.channels_last,
             }
         )
-        save_weights(self.model, self.run_dir / "model.safetensors")
-        self.writer.write_model_info(model_info(cfg, self.model, self.normalizer))
+        save_weights(model, self.run_dir / "model.safetensors")
+        self.writer.write_model_info(model_info(cfg, model, self.normalizer))
         self.writer.write_metrics(metrics)
         self.writer.mark_complete()
         return metrics
@@ -696,6 +724,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dic
         loaded.normalizer,
         torch.device("cpu"),
         precision=loaded.config.precision,
+        tta_flip=loaded.config.tta_flip,
     )
     return _compare_with_stored(run_dir, split.test_labels.numpy(), logits.numpy())
 

@@ -39,7 +39,7 @@ from fashionlab.models.base import (
 )
 
 # Importing the families registers their models.
-from fashionlab.models import cnn5, mlp, numpy_mlp, studies  # noqa: E402,F401  isort: skip
+from fashionlab.models import cnn5, fast, mlp, numpy_mlp, studies  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "FashionNet",

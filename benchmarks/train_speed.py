@@ -1,0 +1,194 @@
+"""Training throughput on this CPU: fashionlab vs the usual per-sample pipeline vs the ceiling.
+
+Purpose: show, in one run (so every figure shares the machine's load at that moment), how
+close fashionlab's training loop gets to what the hardware can do, and what it gains over the
+way the studies' own code trains. For each model, at its recipe's batch size and augmentation:
+
+  (a) fashionlab     the real `Trainer.train_one_epoch` on an in-memory subset of
+                     `steps` batches (batched normalise + augment, channels-last, autocast),
+                     timed on the second epoch (the first is the warm-up), fp32 and bf16;
+  (b) usual          a torch `Dataset` that converts one sample at a time (uint8 -> float ->
+                     normalise -> augment) through a `DataLoader` (num_workers=0: on 2 cores a
+                     worker process only competes with the compute threads), float32, NCHW,
+                     a plain loop with the recipe's optimiser;
+  (c) ceiling        the best of several 2048x2048 matmuls in float32 and in bfloat16 (GFLOP/s),
+                     and fashionlab's achieved GFLOP/s = 3 x forward FLOPs per image x images/s
+                     (backward ~ 2x forward) as a fraction of the ceiling of the precision used;
+  (d) keras          the same network in Keras 3 on TensorFlow (`model.fit`, fp32 and
+                     mixed_bfloat16), only when a benchmark-only environment exists; create it
+                     with `python3 -m venv .venv-keras && .venv-keras/bin/pip install
+                     tensorflow-cpu` (never a project dependency). Without it (d) is skipped.
+
+Command (from the repository root; about 2-4 minutes on 2 cores):
+
+    .venv/bin/python benchmarks/train_speed.py [--models s0-m1 s0-m2 s2-cnn] [--steps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from fashionlab.config import build_config
+from fashionlab.models import create_model
+from fashionlab.models.summary import count_flops
+from fashionlab.training import Trainer, build_optimizer
+
+HERE = Path(__file__).resolve().parent
+KERAS_PYTHON = HERE.parent / ".venv-keras" / "bin" / "python"
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b  # warm-up (oneDNN kernel selection)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2 * n**3 / best / 1e9
+
+
+def fashionlab_images_per_s(model: str, precision: str, steps: int, threads: int) -> float:
+    recipe = build_config(model)
+    config = build_config(
+        model,
+        {
+            "train_subset": recipe.batch_size * steps,
+            "eval_subset": 100,
+            "epochs": 2,
+            "precision": precision,
+            "threads": threads,
+        },
+    )
+    trainer = Trainer(config, Path("/nonexistent-never-written"), quiet=True)
+    trainer.train_one_epoch(1)  # warm-up: kernel selection, allocator, caches
+    started = time.perf_counter()
+    trainer.train_one_epoch(2)
+    return recipe.batch_size * steps / (time.perf_counter() - started)
+
+
+class PerSampleDataset(Dataset):
+    """What the studies' scripts do: one image at a time, in Python, every epoch."""
+
+    def __init__(self, images, labels, mean: float, std: float, crop: int, flip: bool):
+        self.images, self.labels = images, labels
+        self.mean, self.std, self.crop, self.flip = mean, std, crop, flip
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        x = self.images[i].float().div(255).unsqueeze(0)
+        x = (x - self.mean) / self.std
+        if self.crop:
+            x = F.pad(x, (self.crop,) * 4)
+            top, left = torch.randint(0, 2 * self.crop + 1, (2,)).tolist()
+            x = x[:, top : top + 28, left : left + 28]
+        if self.flip and torch.rand(()) < 0.5:
+            x = x.flip(-1)
+        return x, self.labels[i]
+
+
+def usual_images_per_s(model_name: str, steps: int, images, labels) -> float:
+    config = build_config(model_name)
+    n = config.batch_size * (steps + 3)
+    dataset = PerSampleDataset(
+        images[:n], labels[:n], 0.2860, 0.3530, config.crop_padding, config.hflip
+    )
+    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, num_workers=0)
+    model = create_model(model_name)
+    model.train()
+    optimizer = build_optimizer(config, model.parameters())
+    batches = iter(loader)
+    started = None
+    for step in range(steps + 3):
+        if step == 3:  # 3 warm-up steps
+            started = time.perf_counter()
+        x, y = next(batches)
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return config.batch_size * steps / (time.perf_counter() - started)
+
+
+def keras_images_per_s(models: list[str], steps: int) -> dict | None:
+    if not KERAS_PYTHON.exists():
+        return None
+    proc = subprocess.run(
+        [str(KERAS_PYTHON), str(HERE / "_keras_speed.py"), "--steps", str(steps), *models],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        print(f"(d) keras failed: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["s0-m1", "s0-m2", "s2-cnn"])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from fashionlab.data import load_fashion_mnist
+
+    data = load_fashion_mnist()
+    ceiling = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+    print(f"threads {args.threads}; matmul ceiling fp32 {ceiling['fp32']:.0f} GFLOP/s, "
+          f"bf16 {ceiling['bf16']:.0f} GFLOP/s")  # fmt: skip
+    keras = keras_images_per_s(args.models, args.steps)
+    if keras is None:
+        print("(d) keras skipped: no .venv-keras (see this script's docstring)")
+    rows = []
+    for name in args.models:
+        flops = 3 * count_flops(create_model(name))
+        batch = build_config(name).batch_size
+        usual = usual_images_per_s(name, args.steps, data.train_images, data.train_labels)
+        for precision in ("fp32", "bf16"):
+            ips = fashionlab_images_per_s(name, precision, args.steps, args.threads)
+            achieved = flops * ips / 1e9
+            row = {
+                "model": name,
+                "batch": batch,
+                "precision": precision,
+                "fashionlab": ips,
+                "usual": usual,
+                "a/b": ips / usual,
+                "GFLOP/s": achieved,
+                "of ceiling": achieved / ceiling[precision],
+            }
+            if keras and name in keras:
+                best = max(keras[name].values())
+                row["keras fp32"] = keras[name].get("fp32")
+                row["keras bf16"] = keras[name].get("mixed_bfloat16")
+                row["a/d"] = ips / best
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print("\n| model | batch | precision | fashionlab img/s | usual img/s | a/b | GFLOP/s | "
+          "of ceiling | keras fp32 | keras bf16 | a/d (best Keras) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        k32, k16, ad = r.get("keras fp32"), r.get("keras bf16"), r.get("a/d")
+        print(
+            f"| {r['model']} | {r['batch']} | {r['precision']} | {r['fashionlab']:.0f} | "
+            f"{r['usual']:.0f} | {r['a/b']:.2f} | {r['GFLOP/s']:.0f} | {r['of ceiling']:.0%} | "
+            f"{k32 and f'{k32:.0f}' or '-'} | {k16 and f'{k16:.0f}' or '-'} | "
+            f"{ad and f'{ad:.2f}' or '-'} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
