@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -169,18 +170,9 @@ def _run_ray(
     quiet: bool,
     data_dir: Path | None,
 ) -> None:
-    ray = import_ray()
     from ray import tune
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        init_args = {"include_dashboard": False, "log_to_driver": not quiet}
-        if address:
-            init_args["address"] = address
-        else:
-            init_args["num_cpus"] = os.cpu_count() or 1
-        ray.init(**init_args)
-    try:
+    with ray_session(address, quiet) as ray:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         threads = threads_per_worker(min(workers, len(wave)), cpus)
         index = {id(run): i for i, run in enumerate(planned)}
@@ -212,6 +204,23 @@ def _run_ray(
             raise RunError(
                 f"{len(results.errors)} Ray trial(s) failed; first: {first[-1] if first else '?'}"
             )
+
+
+@contextmanager
+def ray_session(address: str | None, quiet: bool) -> Iterator:
+    """The `ray` module with a connection: the one already open (left open), else a new local
+    instance with every core, or the cluster at `address` (closed on exit)."""
+    ray = import_ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        init_args: dict = {"include_dashboard": False, "log_to_driver": not quiet}
+        if address:
+            init_args["address"] = address
+        else:
+            init_args["num_cpus"] = os.cpu_count() or 1
+        ray.init(**init_args)
+    try:
+        yield ray
     finally:
         if started_here:
             ray.shutdown()

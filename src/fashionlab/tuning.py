@@ -129,7 +129,7 @@ def tune_study(
 ) -> dict[str, Any]:
     """Search the study's `tune:` space; write and return `<out>/tune.json`."""
     from fashionlab.atomic import atomic_write_json
-    from fashionlab.backends import import_ray, threads_per_worker
+    from fashionlab.backends import import_ray, ray_session, threads_per_worker
     from fashionlab.study import load_study, plan_study
 
     study = load_study(path)
@@ -161,20 +161,12 @@ def tune_study(
                     f"{path}: tune.space.{name}: {value!r} is invalid ({first})"
                 ) from None
 
-    ray = import_ray()
+    import_ray()  # a one-line error without the extra, before anything starts
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        init_args: dict[str, Any] = {"include_dashboard": False, "log_to_driver": not quiet}
-        if address:
-            init_args["address"] = address
-        else:
-            init_args["num_cpus"] = os.cpu_count() or 1
-        ray.init(**init_args)
-    try:
+    with ray_session(address, quiet) as ray:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         concurrent = workers or spec.max_concurrent or cpus
         threads = threads_per_worker(min(concurrent, spec.num_samples), cpus)
@@ -208,9 +200,6 @@ def tune_study(
             run_config=tune.RunConfig(storage_path=str(out / "ray"), name="tune", verbose=0),
         )
         results = tuner.fit()
-    finally:
-        if started_here:
-            ray.shutdown()
 
     trials = []
     for result in results:

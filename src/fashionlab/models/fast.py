@@ -65,7 +65,7 @@ class ScaledLinear(nn.Linear):
     "model_args widths",
     recipe=recipes.FAST,
 )
-def fast(widths: Sequence[int] = (24, 48, 96, 192), logit_scale: float = 1 / 9) -> FashionNet:
+def fast(widths: Sequence[int] = (16, 32, 64, 128), logit_scale: float = 1 / 9) -> FashionNet:
     """`widths` = (stem, group1, group2, group3) channels."""
     widths = check_int_list("widths", widths)
     if len(widths) != 4:
