@@ -564,6 +564,9 @@ class Trainer:
                 f"Continue with: fashionlab train --resume {self.run_dir}"
             ) from None
         if self.paused:
+            # Every rank leaves together: a rank tearing down the process group while another
+            # is still in its last checkpoint gather can leave that rank waiting forever.
+            self.dist.barrier()
             if not self.quiet:
                 print(
                     f"stopped after epoch {self.state.epoch} of {self.config.epochs} as asked "
