@@ -77,6 +77,11 @@ def test_tune_section_is_validated(tmp_path: Path) -> None:
     bad.write_text(TINY_STUDY + "tune:\n  space:\n    lr: {normal: [0, 1]}\n")
     with pytest.raises(ConfigError, match="loguniform"):
         load_study(bad)
+    bad.write_text(TINY_STUDY + "tune:\n  space:\n    lr: {uniform: [-1.0, 1.0]}\n")
+    from fashionlab.tuning import tune_study
+
+    with pytest.raises(ConfigError, match="lr: Input should be greater than 0"):
+        tune_study(bad, tmp_path / "out")  # an invalid extreme fails before Ray starts
     plain = tmp_path / "plain.yaml"
     plain.write_text(TINY_STUDY)
     assert main(["tune", str(plain)]) == 2  # one-line error: no tune section

@@ -26,9 +26,9 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fashionlab.config import TrainConfig
+from fashionlab.config import TrainConfig, describe_validation_error
 from fashionlab.errors import ConfigError, RunError
 
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
@@ -155,10 +155,9 @@ def tune_study(
         for value in next(iter(dist.values())):
             try:
                 TrainConfig(**{**base.model_dump(), name: value})
-            except Exception as exc:  # pydantic ValidationError: say which value
-                first = str(exc).splitlines()[-1].strip() if str(exc) else ""
+            except ValidationError as exc:  # e.g. "tune.space: lr: Input should be > 0"
                 raise ConfigError(
-                    f"{path}: tune.space.{name}: {value!r} is invalid ({first})"
+                    f"{path}: {describe_validation_error(exc, 'tune.space')}"
                 ) from None
 
     import_ray()  # a one-line error without the extra, before anything starts
