@@ -147,6 +147,14 @@ def test_make_split_parts_match_their_indices(fashion, kind, val_fraction, sizes
         assert torch.equal(part_images[rows], pool_images[idx[rows.numpy()]])
 
 
+@pytest.mark.parametrize("kind", ["random", "stratified"])
+def test_zero_validation_fraction_trains_on_all_60k(fashion, kind) -> None:
+    split = make_split(fashion, kind, 0.0, seed=5)
+    assert len(split.val_labels) == 0 and len(split.val_indices) == 0
+    np.testing.assert_array_equal(split.train_indices, np.arange(60_000))
+    assert torch.equal(split.train_labels, fashion.train_labels)
+
+
 def test_pooled_indices_are_deterministic_per_seed(fashion) -> None:
     labels = torch.cat([fashion.train_labels, fashion.test_labels]).numpy()
     a, b, c = (stratified_split_indices(labels, [0.6, 0.2, 0.2], s) for s in (11, 11, 12))

@@ -142,6 +142,8 @@ def test_unknown_model_lists_close_names() -> None:
         ("mlp", {"hidden": [128, "wide"]}, "hidden"),
         ("mlp", {"depth": 3}, "depth"),
         ("s0-m1", {"dropout": 0.5}, "dropout"),  # study models take no model_args
+        ("fast", {"act": "tanh"}, "act"),
+        ("fast", {"widths": [16, 32, 64]}, "4 channel counts"),
     ],
 )
 def test_bad_model_args(name: str, args: dict, fragment: str) -> None:
@@ -198,3 +200,11 @@ def test_cli_models(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "s0-m1"]) == 0
     assert "trunk.conv2.conv" in capsys.readouterr().out
     assert main(["models", "no-such-model"]) == 2
+
+
+def test_fast_activation_choice_changes_only_the_activations() -> None:
+    gelu, relu = create_model("fast"), create_model("fast", act="relu")
+    kinds = {type(m).__name__ for m in relu.modules()}
+    assert "ReLU" in kinds and "GELU" not in kinds
+    assert [p.shape for p in gelu.parameters()] == [p.shape for p in relu.parameters()]
+    assert relu(torch.zeros(2, 1, 28, 28)).shape == (2, 10)

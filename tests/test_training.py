@@ -122,6 +122,19 @@ def test_tta_flip_averages_the_mirrored_logits():
     torch.testing.assert_close(both, (plain + mirrored) / 2)
 
 
+def test_zero_validation_fraction_trains_without_validation(tmp_path):
+    """val_fraction=0 (fixed-length recipes on all 60k): no validation pass, the last weights."""
+    config = tiny_config("fast", val_fraction=0.0, epochs=2)
+    run = train(config, tmp_path, quiet=True)
+    history = load_history(run)
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert all(np.isnan(row["val_loss"]) and np.isnan(row["val_accuracy"]) for row in history)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["best_val_loss"] is None and metrics["best_epoch"] == 2
+    assert metrics["evaluated_weights"] == "last"
+    assert evaluate_run(run)["matches_stored"]
+
+
 def test_refuses_to_overwrite_silently(tmp_path):
     train(tiny_config(epochs=1), tmp_path, quiet=True)
     with pytest.raises(RunError, match="--overwrite"):
@@ -189,6 +202,8 @@ def test_nan_loss_stops_with_clear_message(tmp_path, capsys):
         (["--model", "s0-m1", "--set", "learning_rate=0.1"], "unknown key"),
         (["--model", "mlp", "--set", "model_args.dropout=1.5"], "dropout"),
         (["--model", "s0-m1", "--set", "optimizer=rmsprop"], "optimizer"),
+        (["--model", "s0-m1", "--set", "val_fraction=0"], "val_fraction=0 leaves no validation"),
+        (["--model", "fast", "--set", "val_fraction=0", "--set", "scheduler=plateau"], "plateau"),
     ],
 )
 def test_bad_config_is_one_line_error(tmp_path, capsys, args, message):

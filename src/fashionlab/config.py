@@ -11,7 +11,14 @@ import difflib
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fashionlab.errors import ConfigError
 
@@ -53,7 +60,9 @@ class TrainConfig(BaseModel):
 
     # Data
     split: SplitKind = "random"
-    val_fraction: float = Field(0.1, gt=0, lt=1)
+    # 0 trains on all 60k images with no validation: only for fixed-length recipes (no early
+    # stopping, no plateau schedule, the last weights tested).
+    val_fraction: float = Field(0.1, ge=0, lt=1)
     split_seed: int = 42
     normalization: Normalization = "dataset"
     train_subset: int | None = Field(None, gt=0)  # use only the first N training items (tests)
@@ -92,6 +101,26 @@ class TrainConfig(BaseModel):
             raise ValueError("model name is empty")
         return value
 
+    @model_validator(mode="after")
+    def _validation_needed(self) -> TrainConfig:
+        if self.val_fraction == 0 and self.split != "pooled":
+            needs = [
+                name
+                for name, uses in (
+                    ("early_stopping_patience", self.early_stopping_patience is not None),
+                    ("use_best_weights", self.use_best_weights),
+                    ("scheduler=plateau", self.scheduler == "plateau"),
+                )
+                if uses
+            ]
+            if needs:
+                raise ValueError(
+                    f"val_fraction=0 leaves no validation split, but {', '.join(needs)} "
+                    "needs one; set early_stopping_patience=null, use_best_weights=false and "
+                    "another scheduler, or a val_fraction above 0"
+                )
+        return self
+
     def run_name(self) -> str:
         return self.name or f"{self.model}-seed{self.seed}"
 
@@ -111,6 +140,8 @@ def describe_validation_error(exc: ValidationError, source: str = "config") -> s
             close = difflib.get_close_matches(str(err["loc"][-1]), FIELD_NAMES, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             parts.append(f"unknown key '{key}'{hint}")
+        elif not err["loc"]:  # a rule across fields: its message names them; the input is all
+            parts.append(str(err["msg"]).removeprefix("Value error, "))
         else:
             parts.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
     return f"{source}: " + "; ".join(parts)

@@ -254,6 +254,7 @@ class Trainer:
         if self.dist.enabled:
             self.augment_generator = torch.Generator().manual_seed(self._rank_seed())
         self.split, self.normalizer = prepare_data(config, data_dir)
+        self.has_validation = len(self.split.val_labels) > 0
         if len(self.split.train_labels) == 0:
             raise ConfigError("the training split is empty; check train_subset / val_fraction")
         if self.dist.enabled and config.batch_size < self.dist.world_size:
@@ -462,8 +463,10 @@ class Trainer:
             started = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             train_loss, train_acc = self.train_one_epoch(epoch)
-            val_loss, val_acc = self.validation_loss_and_accuracy()
-            if not math.isfinite(val_loss):
+            val_loss, val_acc = math.nan, math.nan  # no validation split (val_fraction=0)
+            if self.has_validation:
+                val_loss, val_acc = self.validation_loss_and_accuracy()
+            if self.has_validation and not math.isfinite(val_loss):
                 raise TrainingDiverged(
                     f"validation loss became {val_loss} in epoch {epoch}; "
                     f"the last good checkpoint is kept in {self.run_dir}"
@@ -484,7 +487,9 @@ class Trainer:
             }
             st.history.append(row)
             st.train_seconds += seconds
-            if val_loss < st.best_val_loss:
+            if not self.has_validation:
+                st.best_epoch = epoch  # nothing to choose by; the config tests the last weights
+            elif val_loss < st.best_val_loss:
                 st.best_val_loss, st.best_epoch, st.bad_epochs = val_loss, epoch, 0
                 st.best_state = copy.deepcopy(self.eval_model.state_dict())
             else:
@@ -494,10 +499,10 @@ class Trainer:
             if self.dist.is_main:
                 self.writer.write_history(st.history)
             if not self.quiet:
+                val = f"val loss {val_loss:.4f} acc {val_acc:.4f} | " if self.has_validation else ""
                 print(
                     f"epoch {epoch:>3}/{cfg.epochs}  train loss {train_loss:.4f} "
-                    f"acc {train_acc:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f} "
-                    f"| lr {lr:.2e} | {seconds:.1f}s",
+                    f"acc {train_acc:.4f} | {val}lr {lr:.2e} | {seconds:.1f}s",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -540,7 +545,7 @@ class Trainer:
                 "params": sum(p.numel() for p in model.parameters()),
                 "best_epoch": st.best_epoch,
                 "epochs_run": st.epoch,
-                "best_val_loss": st.best_val_loss,
+                "best_val_loss": st.best_val_loss if self.has_validation else None,
                 "evaluated_weights": "best" if cfg.use_best_weights else "last",
                 "train_seconds": st.train_seconds,
                 "seconds_per_epoch": st.train_seconds / max(st.epoch, 1),

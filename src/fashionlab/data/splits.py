@@ -84,12 +84,15 @@ class Split:
 def make_split(
     data: FashionMNIST, kind: str = "random", val_fraction: float = 0.1, seed: int = 42
 ) -> Split:
-    """`random`/`stratified`: hold out `val_fraction` of the 60k training set for validation and
-    test on the 10k test set. `pooled`: pool all 70k and split 60/20/20 stratified (S4)."""
+    """`random`/`stratified`: hold out `val_fraction` of the 60k training set for validation (0:
+    none, train on all 60k) and test on the 10k test set. `pooled`: pool all 70k and split
+    60/20/20 stratified (S4)."""
     if kind in ("random", "stratified"):
         labels = data.train_labels.numpy()
         fractions = [1 - val_fraction, val_fraction]
-        if kind == "random":
+        if val_fraction == 0:  # train on all 60k, no validation (fixed-length recipes)
+            train_idx, val_idx = np.arange(len(labels)), np.empty(0, dtype=np.int64)
+        elif kind == "random":
             train_idx, val_idx = random_split_indices(len(labels), fractions, seed)
         else:
             train_idx, val_idx = stratified_split_indices(labels, fractions, seed)
