@@ -10,7 +10,8 @@ way the studies' own code trains. For each model, at its recipe's batch size and
   (b) usual          a torch `Dataset` that converts one sample at a time (uint8 -> float ->
                      normalise -> augment) through a `DataLoader` (num_workers=0: on 2 cores a
                      worker process only competes with the compute threads), float32, NCHW,
-                     a plain loop with the recipe's optimiser;
+                     a plain loop with the recipe's optimiser, the C library's malloc settings
+                     (measured before (a) turns on fashionlab.allocator's);
   (c) ceiling        the best of several 2048x2048 matmuls in float32 and in bfloat16 (GFLOP/s),
                      and fashionlab's achieved GFLOP/s = 3 x forward FLOPs per image x images/s
                      (backward ~ 2x forward) as a fraction of the ceiling of the precision used;
@@ -38,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from fashionlab.allocator import retain_freed_memory
 from fashionlab.config import build_config
 from fashionlab.models import create_model
 from fashionlab.models.summary import count_flops
@@ -152,11 +154,18 @@ def main() -> None:
     keras = keras_images_per_s(args.models, args.steps)
     if keras is None:
         print("(d) keras skipped: no .venv-keras (see this script's docstring)")
+    # Every (b) before any (a): fashionlab's trainer tunes the process's allocator
+    # (fashionlab.allocator), and the usual pipeline must run with the C library's defaults.
+    usual_by_model = {
+        name: usual_images_per_s(name, args.steps, data.train_images, data.train_labels)
+        for name in args.models
+    }
+    print(f"allocator tuning in (a): {retain_freed_memory()}")
     rows = []
     for name in args.models:
         flops = 3 * count_flops(create_model(name))
         batch = build_config(name).batch_size
-        usual = usual_images_per_s(name, args.steps, data.train_images, data.train_labels)
+        usual = usual_by_model[name]
         for precision in ("fp32", "bf16"):
             ips = fashionlab_images_per_s(name, precision, args.steps, args.threads)
             achieved = flops * ips / 1e9

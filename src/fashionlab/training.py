@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from fashionlab.allocator import retain_freed_memory
 from fashionlab.atomic import atomic_write_with
 from fashionlab.config import TrainConfig
 from fashionlab.data import (
@@ -240,6 +241,7 @@ class Trainer:
         self.epoch_callback = epoch_callback
         if config.threads:
             torch.set_num_threads(config.threads)
+        retain_freed_memory()  # 1.3-1.5x faster steps on glibc; see fashionlab.allocator
         self.device = resolve_device(config.device)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
