@@ -176,9 +176,12 @@ def predict_logits(
     batch_size: int = EVAL_BATCH,
     precision: str = "fp32",
     tta_flip: bool = False,
+    tta_shift: bool = False,
 ) -> torch.Tensor:
     """Logits (float32, CPU) for uint8 images, in eval mode, in fixed-size batches (the input
-    follows the model's memory format). `tta_flip` averages with the mirrored images' logits."""
+    follows the model's memory format). Test-time augmentation: `tta_flip` adds the mirrored
+    images; `tta_shift` adds each view moved one pixel up-left and one down-right, at half
+    weight (airbench's scheme); the logits are the weighted mean over the views."""
     model.eval()
     layout = torch.channels_last if _uses_channels_last(model) else torch.contiguous_format
     chunks = []
@@ -186,12 +189,24 @@ def predict_logits(
         x = normalizer(images[i : i + batch_size]).to(device)
         if x.dim() == 4:
             x = x.contiguous(memory_format=layout)
+        views = [(x, 1.0)]
+        if tta_flip:
+            views.append((x.flip(-1), 1.0))
+        if tta_shift:
+            views += [(translate(v, d, d), w / 2) for v, w in views for d in (-1, 1)]
         with autocast(device, precision):
-            logits = model(x).float()
-            if tta_flip:
-                logits = (logits + model(x.flip(-1)).float()) / 2
-        chunks.append(logits.cpu())
+            logits = sum(w * model(v.contiguous(memory_format=layout)).float() for v, w in views)
+        chunks.append((logits / sum(w for _, w in views)).cpu())
     return torch.cat(chunks) if chunks else torch.empty(0, len(CLASS_NAMES))
+
+
+def translate(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Images (N, C, H, W) moved by (dy, dx) pixels; uncovered pixels are 0, as the zero-padded
+    random crop of training fills them."""
+    h, w = x.shape[-2:]
+    p = max(abs(dy), abs(dx))
+    padded = F.pad(x, (p, p, p, p))
+    return padded[..., p - dy : p - dy + h, p - dx : p - dx + w]
 
 
 def _loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
@@ -433,7 +448,7 @@ class Trainer:
         if not self.dist.enabled:
             val_logits = predict_logits(
                 self.eval_model, self.split.val_images, self.normalizer, self.device,
-                precision=cfg.precision, tta_flip=cfg.tta_flip,
+                precision=cfg.precision, tta_flip=cfg.tta_flip, tta_shift=cfg.tta_shift,
             )  # fmt: skip
             return _loss_and_accuracy(val_logits, self.split.val_labels)
         images = self.dist.shard(self.split.val_images)
@@ -445,6 +460,7 @@ class Trainer:
             self.device,
             precision=cfg.precision,
             tta_flip=cfg.tta_flip,
+            tta_shift=cfg.tta_shift,
         )
         loss_sum = F.cross_entropy(logits, labels, reduction="sum").item() if len(labels) else 0
         correct = (logits.argmax(1) == labels).sum().item()
@@ -535,6 +551,7 @@ class Trainer:
             self.device,
             precision=cfg.precision,
             tta_flip=cfg.tta_flip,
+            tta_shift=cfg.tta_shift,
         )
         labels = self.split.test_labels
         self.writer.write_predictions(
@@ -735,6 +752,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dic
         torch.device("cpu"),
         precision=loaded.config.precision,
         tta_flip=loaded.config.tta_flip,
+        tta_shift=loaded.config.tta_shift,
     )
     return _compare_with_stored(run_dir, split.test_labels.numpy(), logits.numpy())
 
