@@ -122,9 +122,42 @@ def test_tta_flip_averages_the_mirrored_logits():
     torch.testing.assert_close(both, (plain + mirrored) / 2)
 
 
+def test_translate_moves_pixels_and_fills_zeros():
+    from fashionlab.training import translate
+
+    x = torch.arange(1, 10, dtype=torch.float32).reshape(1, 1, 3, 3)
+    down_right = translate(x, 1, 1)[0, 0]
+    assert down_right.tolist() == [[0, 0, 0], [0, 1, 2], [0, 4, 5]]
+    assert translate(x, -1, -1)[0, 0].tolist() == [[5, 6, 0], [8, 9, 0], [0, 0, 0]]
+
+
+def test_tta_shift_is_the_weighted_mean_of_the_translated_views():
+    from fashionlab.data import make_normalizer
+    from fashionlab.models import create_model
+    from fashionlab.training import predict_logits, translate
+
+    torch.manual_seed(0)
+    model = create_model("s2-cnn").eval()
+    images = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8)
+    norm = make_normalizer("dataset")
+    cpu = torch.device("cpu")
+    x = norm(images)
+    with torch.inference_mode():
+        views = [x, x.flip(-1)]
+        full = sum(model(v) for v in views)
+        half = sum(model(translate(v, d, d)) for v in views for d in (-1, 1))
+    expected = (full + half / 2) / 4
+    got = predict_logits(model, images, norm, cpu, tta_flip=True, tta_shift=True)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    only_shift = predict_logits(model, images, norm, cpu, tta_shift=True)
+    with torch.inference_mode():
+        manual = (model(x) + (model(translate(x, -1, -1)) + model(translate(x, 1, 1))) / 2) / 2
+    torch.testing.assert_close(only_shift, manual, rtol=1e-5, atol=1e-5)
+
+
 def test_zero_validation_fraction_trains_without_validation(tmp_path):
     """val_fraction=0 (fixed-length recipes on all 60k): no validation pass, the last weights."""
-    config = tiny_config("fast", val_fraction=0.0, epochs=2)
+    config = tiny_config("fast", val_fraction=0.0, epochs=2, tta_shift=True)
     run = train(config, tmp_path, quiet=True)
     history = load_history(run)
     assert [row["epoch"] for row in history] == [1, 2]
