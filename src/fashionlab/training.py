@@ -256,7 +256,7 @@ class Trainer:
         self.epoch_callback = epoch_callback
         if config.threads:
             torch.set_num_threads(config.threads)
-        retain_freed_memory()  # 1.3-1.5x faster steps on glibc; see fashionlab.allocator
+        retain_freed_memory()  # up to ~1.4x faster steps on glibc; see fashionlab.allocator
         self.device = resolve_device(config.device)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
