@@ -106,16 +106,21 @@ def test_precision_auto_and_channels_last_are_resolved_and_recorded(tmp_path):
     assert json.loads((mlp / "metrics.json").read_text())["channels_last"] is False
 
 
-def test_tta_flip_averages_the_mirrored_logits():
+def _tta_case():
+    """A small CNN in eval mode, five random uint8 images, the dataset normaliser, the CPU."""
     from fashionlab.data import make_normalizer
     from fashionlab.models import create_model
-    from fashionlab.training import predict_logits
 
     torch.manual_seed(0)
     model = create_model("s2-cnn").eval()
     images = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8)
-    norm = make_normalizer("dataset")
-    cpu = torch.device("cpu")
+    return model, images, make_normalizer("dataset"), torch.device("cpu")
+
+
+def test_tta_flip_averages_the_mirrored_logits():
+    from fashionlab.training import predict_logits
+
+    model, images, norm, cpu = _tta_case()
     plain = predict_logits(model, images, norm, cpu)
     mirrored = predict_logits(model, images.flip(-1), norm, cpu)
     both = predict_logits(model, images, norm, cpu, tta_flip=True)
@@ -132,15 +137,9 @@ def test_translate_moves_pixels_and_fills_zeros():
 
 
 def test_tta_shift_is_the_weighted_mean_of_the_translated_views():
-    from fashionlab.data import make_normalizer
-    from fashionlab.models import create_model
     from fashionlab.training import predict_logits, translate
 
-    torch.manual_seed(0)
-    model = create_model("s2-cnn").eval()
-    images = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8)
-    norm = make_normalizer("dataset")
-    cpu = torch.device("cpu")
+    model, images, norm, cpu = _tta_case()
     x = norm(images)
     with torch.inference_mode():
         views = [x, x.flip(-1)]
