@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import math
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -609,6 +611,32 @@ class Trainer:
         return self.run_dir
 
 
+def _execute_and_release(trainer: Trainer) -> Path:
+    """Run `trainer` and drop its DistributedDataParallel wrapper before the caller destroys
+    the process group.
+
+    DDP's C++ Reducer holds a reference to the gloo process group. Were the Reducer the last
+    holder, freeing the trainer would run the group's destructor with the GIL held, and that
+    destructor joins gloo's worker thread, which may itself be waiting for the GIL to free its
+    last work item: a deadlock, seen here as a finished 2-process run whose second rank never
+    exited (py-spy: `~Reducer -> ~ProcessGroupGloo -> thread::join` on the main thread,
+    `~AsyncBarrierWork -> gil_scoped_acquire` on gloo's). Freed first, the Reducer only
+    decrements; `destroy_process_group` then frees the group through its Python binding,
+    which releases the GIL."""
+    try:
+        return trainer.execute()
+    except BaseException as exc:
+        if trainer.dist.enabled:
+            # The failed frames' locals (`model` in train_one_epoch) would keep DDP alive
+            # until the error is reported, after the group is gone; the traceback's file and
+            # line information stays.
+            traceback.clear_frames(exc.__traceback__)
+        raise
+    finally:
+        trainer.train_model = trainer.model
+        gc.collect()  # DDP's hooks form reference cycles; free the Reducer now, not later
+
+
 def _start(
     config: TrainConfig,
     run_dir: Path,
@@ -672,7 +700,7 @@ def train(
         if error:
             raise RunError(error)
         trainer = _start(config, run_dir, quiet, data_dir, epoch_callback, dist_ctx, stop_after)
-        return trainer.execute()
+        return _execute_and_release(trainer)
     finally:
         shutdown_distributed()
 
@@ -723,7 +751,7 @@ def resume(
         )
         if (run_dir / "checkpoint.pt").exists():
             trainer.load_checkpoint()
-        return trainer.execute()
+        return _execute_and_release(trainer)
     finally:
         shutdown_distributed()
 
