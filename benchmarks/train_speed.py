@@ -20,9 +20,15 @@ way the studies' own code trains. For each model, at its recipe's batch size and
                      with `python3 -m venv .venv-keras && .venv-keras/bin/pip install
                      tensorflow-cpu` (never a project dependency). Without it (d) is skipped.
 
-Command (from the repository root; about 2-4 minutes on 2 cores):
+The peer's achieved GFLOP/s is given as a fraction of the same ceiling, so the fraction
+fashionlab reaches can be judged against what TensorFlow's oneDNN/XLA graph reaches on the
+same networks and the same machine. `--profile MODEL` adds where a fashionlab training step
+spends its time (torch.profiler, the top operators by self CPU time, both precisions).
+
+Command (from the repository root; about 1-4 minutes on 2 cores):
 
     .venv/bin/python benchmarks/train_speed.py [--models s0-m1 s0-m2 s2-cnn] [--steps 20]
+                                               [--profile s0-m1]
 """
 
 from __future__ import annotations
@@ -60,7 +66,19 @@ def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def fashionlab_images_per_s(model: str, precision: str, steps: int, threads: int) -> float:
+def cpu_name() -> str:
+    """The CPU's model name (the ceiling and every ratio depend on it)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def fashionlab_trainer(model: str, precision: str, steps: int, threads: int) -> Trainer:
+    """fashionlab's own trainer on `steps` recipe-sized batches, warmed up by one epoch."""
     recipe = build_config(model)
     config = build_config(
         model,
@@ -74,6 +92,12 @@ def fashionlab_images_per_s(model: str, precision: str, steps: int, threads: int
     )
     trainer = Trainer(config, Path("/nonexistent-never-written"), quiet=True)
     trainer.train_one_epoch(1)  # warm-up: kernel selection, allocator, caches
+    return trainer
+
+
+def fashionlab_images_per_s(model: str, precision: str, steps: int, threads: int) -> float:
+    recipe = build_config(model)
+    trainer = fashionlab_trainer(model, precision, steps, threads)
     started = time.perf_counter()
     trainer.train_one_epoch(2)
     return recipe.batch_size * steps / (time.perf_counter() - started)
@@ -138,19 +162,36 @@ def keras_images_per_s(models: list[str], steps: int) -> dict | None:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def print_profile(model: str, steps: int, threads: int) -> None:
+    """Where one fashionlab epoch of `steps` batches spends its time, per precision."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for precision in ("fp32", "bf16"):
+        trainer = fashionlab_trainer(model, precision, steps, threads)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            trainer.train_one_epoch(2)
+        events = [e for e in prof.key_averages() if e.key.startswith(("aten::", "Optimizer"))]
+        total = sum(e.self_cpu_time_total for e in events) or 1
+        print(f"\nprofile: {model} {precision}, {steps} steps; top operators by self CPU time")
+        print("| operator | calls | share of self CPU time |\n|---|---|---|")
+        for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:12]:
+            print(f"| `{e.key}` | {e.count} | {e.self_cpu_time_total / total:.0%} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["s0-m1", "s0-m2", "s2-cnn"])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--profile", metavar="MODEL", help="also profile this model's step")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from fashionlab.data import load_fashion_mnist
 
     data = load_fashion_mnist()
     ceiling = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
-    print(f"threads {args.threads}; matmul ceiling fp32 {ceiling['fp32']:.0f} GFLOP/s, "
-          f"bf16 {ceiling['bf16']:.0f} GFLOP/s")  # fmt: skip
+    print(f"{cpu_name()}; threads {args.threads}; matmul ceiling fp32 "
+          f"{ceiling['fp32']:.0f} GFLOP/s, bf16 {ceiling['bf16']:.0f} GFLOP/s")  # fmt: skip
     keras = keras_images_per_s(args.models, args.steps)
     if keras is None:
         print("(d) keras skipped: no .venv-keras (see this script's docstring)")
@@ -180,23 +221,29 @@ def main() -> None:
                 "of ceiling": achieved / ceiling[precision],
             }
             if keras and name in keras:
-                best = max(keras[name].values())
-                row["keras fp32"] = keras[name].get("fp32")
-                row["keras bf16"] = keras[name].get("mixed_bfloat16")
-                row["a/d"] = ips / best
+                k32, k16 = keras[name].get("fp32", 0.0), keras[name].get("mixed_bfloat16", 0.0)
+                row["keras fp32"], row["keras bf16"] = k32, k16
+                row["a/d"] = ips / max(k32, k16)
+                # The peer's better precision, against that precision's ceiling.
+                peer, peer_precision = (k16, "bf16") if k16 >= k32 else (k32, "fp32")
+                row["keras of ceiling"] = flops * peer / 1e9 / ceiling[peer_precision]
             rows.append(row)
             print(json.dumps(row), flush=True)
     print("\n| model | batch | precision | fashionlab img/s | usual img/s | a/b | GFLOP/s | "
-          "of ceiling | keras fp32 | keras bf16 | a/d (best Keras) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "of ceiling | keras fp32 | keras bf16 | a/d (best Keras) | "
+          "best Keras, of ceiling |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         k32, k16, ad = r.get("keras fp32"), r.get("keras bf16"), r.get("a/d")
+        kc = r.get("keras of ceiling")
         print(
             f"| {r['model']} | {r['batch']} | {r['precision']} | {r['fashionlab']:.0f} | "
             f"{r['usual']:.0f} | {r['a/b']:.2f} | {r['GFLOP/s']:.0f} | {r['of ceiling']:.0%} | "
             f"{k32 and f'{k32:.0f}' or '-'} | {k16 and f'{k16:.0f}' or '-'} | "
-            f"{ad and f'{ad:.2f}' or '-'} |"
+            f"{ad and f'{ad:.2f}' or '-'} | {kc and f'{kc:.0%}' or '-'} |"
         )
+    if args.profile:
+        print_profile(args.profile, args.steps, args.threads)
 
 
 if __name__ == "__main__":
