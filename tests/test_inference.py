@@ -143,3 +143,25 @@ def test_concurrent_classify_and_gradcam_match_sequential(classifier, test_image
         assert result == expected[k][0]
         np.testing.assert_array_equal(cam, expected[k][1])
     assert torch.get_num_threads() == threads
+
+
+def test_a_run_tested_with_tta_is_classified_with_the_same_views(tmp_path):
+    """`fast` tests with flip + shift TTA; predict/serve must give the logits it was scored
+    with, on both backends, not one plain forward pass."""
+    from fashionlab.config import build_config
+    from fashionlab.training import train
+
+    overrides = {"epochs": 1, "train_subset": 256, "eval_subset": 100, "precision": "fp32"}
+    # logit_scale 1: logits large enough after one tiny epoch for the views to differ clearly.
+    tta = {"tta_flip": True, "tta_shift": True, "model_args": {"logit_scale": 1.0}}
+    config = build_config("fast", {**overrides, **tta})
+    run = train(config, tmp_path, quiet=True)
+    clf = Classifier.from_run(run)
+    images = prepare_data(clf.loaded.config)[0].test_images.numpy()
+    got = clf.logits(images)
+    np.testing.assert_allclose(got, load_predictions(run)["logits"], atol=1e-4)
+    with torch.inference_mode():
+        plain = clf.loaded.model(clf.loaded.normalizer(torch.from_numpy(images))).numpy()
+    assert np.abs(got - plain).max() > 1e-3  # the views do change the logits
+    onnx = Classifier.from_run(run, backend="onnx")
+    np.testing.assert_allclose(onnx.logits(images), got, atol=1e-4)

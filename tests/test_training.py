@@ -128,7 +128,7 @@ def test_tta_flip_averages_the_mirrored_logits():
 
 
 def test_translate_moves_pixels_and_fills_zeros():
-    from fashionlab.training import translate
+    from fashionlab.data import translate
 
     x = torch.arange(1, 10, dtype=torch.float32).reshape(1, 1, 3, 3)
     down_right = translate(x, 1, 1)[0, 0]
@@ -137,7 +137,8 @@ def test_translate_moves_pixels_and_fills_zeros():
 
 
 def test_tta_shift_is_the_weighted_mean_of_the_translated_views():
-    from fashionlab.training import predict_logits, translate
+    from fashionlab.data import translate
+    from fashionlab.training import predict_logits
 
     model, images, norm, cpu = _tta_case()
     x = norm(images)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from fashionlab.data import tta_views
 from fashionlab.errors import ConfigError, ImageError, RunError
 from fashionlab.imaging import SIZE
 from fashionlab.model_io import LoadedModel, load_model
@@ -96,18 +97,27 @@ class Classifier:
     # -- inference -----------------------------------------------------------------------------
 
     def logits(self, images: Any) -> np.ndarray:
-        """float32 (N, 10) logits for uint8 images (N, 28, 28) or one image (28, 28)."""
+        """float32 (N, 10) logits for uint8 images (N, 28, 28) or one image (28, 28).
+
+        With the run's test-time augmentation (`tta_flip`, `tta_shift` in its config), as its
+        test metrics were computed: the weighted mean of the logits over the views."""
         batch = _as_batch(images)
-        x = self.loaded.normalizer(torch.from_numpy(batch))
+        config = self.loaded.config
+        views = tta_views(
+            self.loaded.normalizer(torch.from_numpy(batch)), config.tta_flip, config.tta_shift
+        )
+        total = sum(weight for _, weight in views)
         if self._onnx is not None:
-            return self._onnx.logits(x.numpy())
+            out = sum(w * self._onnx.logits(v.contiguous().numpy()) for v, w in views)
+            return (out / total).astype(np.float32)
         model = self.loaded.model
         device = next(model.parameters()).device
         with self._lock, torch.inference_mode():
             # eval() again under the lock: another user of the module (a notebook, a test)
             # may have left it in train mode, which would make dropout random.
             model.eval()
-            return model(x.to(device)).float().cpu().numpy()
+            out = sum(w * model(v.to(device)).float() for v, w in views)
+            return (out / total).cpu().numpy()
 
     def probabilities(self, images: Any) -> np.ndarray:
         """float64 (N, 10) softmax probabilities."""

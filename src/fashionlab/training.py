@@ -37,6 +37,7 @@ from fashionlab.data import (
     load_fashion_mnist,
     make_normalizer,
     make_split,
+    tta_views,
 )
 from fashionlab.distributed import DistContext, init_distributed, shutdown_distributed
 from fashionlab.errors import ConfigError, FashionlabError, RunError, TrainingDiverged
@@ -191,24 +192,11 @@ def predict_logits(
         x = normalizer(images[i : i + batch_size]).to(device)
         if x.dim() == 4:
             x = x.contiguous(memory_format=layout)
-        views = [(x, 1.0)]
-        if tta_flip:
-            views.append((x.flip(-1), 1.0))
-        if tta_shift:
-            views += [(translate(v, d, d), w / 2) for v, w in views for d in (-1, 1)]
+        views = tta_views(x, tta_flip, tta_shift)
         with autocast(device, precision):
             logits = sum(w * model(v.contiguous(memory_format=layout)).float() for v, w in views)
         chunks.append((logits / sum(w for _, w in views)).cpu())
     return torch.cat(chunks) if chunks else torch.empty(0, len(CLASS_NAMES))
-
-
-def translate(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """Images (N, C, H, W) moved by (dy, dx) pixels; uncovered pixels are 0, as the zero-padded
-    random crop of training fills them."""
-    h, w = x.shape[-2:]
-    p = max(abs(dy), abs(dx))
-    padded = F.pad(x, (p, p, p, p))
-    return padded[..., p - dy : p - dy + h, p - dx : p - dx + w]
 
 
 def _loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:

@@ -14,7 +14,13 @@ from fashionlab.data.splits import (
     random_split_indices,
     stratified_split_indices,
 )
-from fashionlab.data.transforms import Normalizer, augment_batch, make_normalizer
+from fashionlab.data.transforms import (
+    Normalizer,
+    augment_batch,
+    make_normalizer,
+    translate,
+    tta_views,
+)
 
 __all__ = [
     "CLASS_NAMES",
@@ -32,4 +38,6 @@ __all__ = [
     "random_split_indices",
     "read_idx",
     "stratified_split_indices",
+    "translate",
+    "tta_views",
 ]

@@ -153,3 +153,24 @@ def augment_batch(
     if hflip:
         x = random_hflip(x, generator)
     return random_erasing(x, generator, erasing)
+
+
+def tta_views(x: torch.Tensor, tta_flip: bool, tta_shift: bool) -> list[tuple[torch.Tensor, float]]:
+    """The test-time-augmentation views of a normalised batch (N, C, H, W) and their weights:
+    `x` itself, its mirror image (`tta_flip`), and each of those moved one pixel up-left and
+    one down-right at half weight (`tta_shift`)."""
+    views = [(x, 1.0)]
+    if tta_flip:
+        views.append((x.flip(-1), 1.0))
+    if tta_shift:
+        views += [(translate(v, d, d), w / 2) for v, w in views for d in (-1, 1)]
+    return views
+
+
+def translate(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Images (N, C, H, W) moved by (dy, dx) pixels; uncovered pixels are 0, as the zero-padded
+    random crop of training fills them."""
+    h, w = x.shape[-2:]
+    p = max(abs(dy), abs(dx))
+    padded = F.pad(x, (p, p, p, p))
+    return padded[..., p - dy : p - dy + h, p - dx : p - dx + w]
