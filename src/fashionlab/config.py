@@ -79,7 +79,7 @@ class TrainConfig(BaseModel):
     # the saved model use the averaged weights (BatchNorm statistics averaged alike).
     ema_decay: float = Field(0.0, ge=0, lt=1)
     # Test-time augmentation: average the logits of each image and its mirror image when
-    # validating and testing (predict/serve keep one pass).
+    # validating and testing, and in predict/serve (fashionlab.data.tta_views).
     tta_flip: bool = False
     # ... and each view moved 1 pixel up-left and down-right at half weight (airbench's TTA;
     # +0.1-0.3 points on four fast runs here, for 3x the evaluation work).
