@@ -621,8 +621,9 @@ def _execute_and_release(trainer: Trainer) -> Path:
             traceback.clear_frames(exc.__traceback__)
         raise
     finally:
-        trainer.train_model = trainer.model
-        gc.collect()  # DDP's hooks form reference cycles; free the Reducer now, not later
+        if trainer.dist.enabled:
+            trainer.train_model = trainer.model
+            gc.collect()  # DDP's hooks form reference cycles; free the Reducer now, not later
 
 
 def _start(
