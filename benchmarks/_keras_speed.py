@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -59,7 +60,8 @@ def build(name: str) -> keras.Model:
     return keras.Model(inputs, outputs)
 
 
-def images_per_s(name: str, policy: str, steps: int) -> float:
+def images_per_s(name: str, policy: str, steps: int, repeats: int) -> float:
+    """Median over `repeats` timed `fit` epochs of `steps` batches, after a warm-up epoch."""
     keras.mixed_precision.set_global_policy(policy)
     model = build(name)
     optimizer = keras.optimizers.AdamW(1e-3) if name == "s0-m2" else keras.optimizers.Adam(1e-3)
@@ -72,18 +74,25 @@ def images_per_s(name: str, policy: str, steps: int) -> float:
     x = rng.random((batch * steps, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, batch * steps)
     model.fit(x, y, batch_size=batch, epochs=1, verbose=0)  # warm-up: graph tracing
-    started = time.perf_counter()
-    model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
-    return batch * steps / (time.perf_counter() - started)
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+        rates.append(batch * steps / (time.perf_counter() - started))
+    return statistics.median(rates)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("models", nargs="+")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     out = {
-        name: {p: images_per_s(name, p, args.steps) for p in ("float32", "mixed_bfloat16")}
+        name: {
+            p: images_per_s(name, p, args.steps, args.repeats)
+            for p in ("float32", "mixed_bfloat16")
+        }
         for name in args.models
     }
     for name in out:

@@ -6,7 +6,7 @@ way the studies' own code trains. For each model, at its recipe's batch size and
 
   (a) fashionlab     the real `Trainer.train_one_epoch` on an in-memory subset of
                      `steps` batches (batched normalise + augment, channels-last, autocast),
-                     timed on the second epoch (the first is the warm-up), fp32 and bf16;
+                     the median of `repeats` timed epochs after a warm-up epoch, fp32 and bf16;
   (b) usual          a torch `Dataset` that converts one sample at a time (uint8 -> float ->
                      normalise -> augment) through a `DataLoader` (num_workers=0: on 2 cores a
                      worker process only competes with the compute threads), float32, NCHW,
@@ -27,8 +27,8 @@ spends its time (torch.profiler, the top operators by self CPU time, both precis
 
 Command (from the repository root; about 1-4 minutes on 2 cores):
 
-    .venv/bin/python benchmarks/train_speed.py [--models s0-m1 s0-m2 s2-cnn] [--steps 20]
-                                               [--profile s0-m1]
+    .venv/bin/python benchmarks/train_speed.py [--models s0-m1 s0-m2 s2-cnn] [--steps 50]
+                                               [--repeats 3] [--profile s0-m1]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -77,7 +78,9 @@ def cpu_name() -> str:
     return "unknown CPU"
 
 
-def fashionlab_trainer(model: str, precision: str, steps: int, threads: int) -> Trainer:
+def fashionlab_trainer(
+    model: str, precision: str, steps: int, threads: int, repeats: int = 1
+) -> Trainer:
     """fashionlab's own trainer on `steps` recipe-sized batches, warmed up by one epoch."""
     recipe = build_config(model)
     config = build_config(
@@ -85,7 +88,7 @@ def fashionlab_trainer(model: str, precision: str, steps: int, threads: int) -> 
         {
             "train_subset": recipe.batch_size * steps,
             "eval_subset": 100,
-            "epochs": 2,
+            "epochs": 2 + repeats,
             "precision": precision,
             "threads": threads,
         },
@@ -95,12 +98,18 @@ def fashionlab_trainer(model: str, precision: str, steps: int, threads: int) -> 
     return trainer
 
 
-def fashionlab_images_per_s(model: str, precision: str, steps: int, threads: int) -> float:
+def fashionlab_images_per_s(
+    model: str, precision: str, steps: int, threads: int, repeats: int
+) -> float:
+    """Median over `repeats` timed epochs of `steps` batches, after one warm-up epoch."""
     recipe = build_config(model)
-    trainer = fashionlab_trainer(model, precision, steps, threads)
-    started = time.perf_counter()
-    trainer.train_one_epoch(2)
-    return recipe.batch_size * steps / (time.perf_counter() - started)
+    trainer = fashionlab_trainer(model, precision, steps, threads, repeats)
+    rates = []
+    for epoch in range(2, 2 + repeats):
+        started = time.perf_counter()
+        trainer.train_one_epoch(epoch)
+        rates.append(recipe.batch_size * steps / (time.perf_counter() - started))
+    return statistics.median(rates)
 
 
 class PerSampleDataset(Dataset):
@@ -148,11 +157,12 @@ def usual_images_per_s(model_name: str, steps: int, images, labels) -> float:
     return config.batch_size * steps / (time.perf_counter() - started)
 
 
-def keras_images_per_s(models: list[str], steps: int) -> dict | None:
+def keras_images_per_s(models: list[str], steps: int, repeats: int) -> dict | None:
     if not KERAS_PYTHON.exists():
         return None
+    script = str(HERE / "_keras_speed.py")
     proc = subprocess.run(
-        [str(KERAS_PYTHON), str(HERE / "_keras_speed.py"), "--steps", str(steps), *models],
+        [str(KERAS_PYTHON), script, "--steps", str(steps), "--repeats", str(repeats), *models],
         capture_output=True,
         text=True,
     )
@@ -181,7 +191,9 @@ def print_profile(model: str, steps: int, threads: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["s0-m1", "s0-m2", "s2-cnn"])
-    parser.add_argument("--steps", type=int, default=20)
+    # 50 steps: one Keras `fit` call has a fixed start-up cost that 20 steps would overstate.
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=3, help="timed epochs; the median counts")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--profile", metavar="MODEL", help="also profile this model's step")
     args = parser.parse_args()
@@ -192,7 +204,7 @@ def main() -> None:
     ceiling = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
     print(f"{cpu_name()}; threads {args.threads}; matmul ceiling fp32 "
           f"{ceiling['fp32']:.0f} GFLOP/s, bf16 {ceiling['bf16']:.0f} GFLOP/s")  # fmt: skip
-    keras = keras_images_per_s(args.models, args.steps)
+    keras = keras_images_per_s(args.models, args.steps, args.repeats)
     if keras is None:
         print("(d) keras skipped: no .venv-keras (see this script's docstring)")
     # Every (b) before any (a): fashionlab's trainer tunes the process's allocator
@@ -208,7 +220,7 @@ def main() -> None:
         batch = build_config(name).batch_size
         usual = usual_by_model[name]
         for precision in ("fp32", "bf16"):
-            ips = fashionlab_images_per_s(name, precision, args.steps, args.threads)
+            ips = fashionlab_images_per_s(name, precision, args.steps, args.threads, args.repeats)
             achieved = flops * ips / 1e9
             row = {
                 "model": name,

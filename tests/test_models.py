@@ -208,3 +208,27 @@ def test_fast_activation_choice_changes_only_the_activations() -> None:
     assert "ReLU" in kinds and "GELU" not in kinds
     assert [p.shape for p in gelu.parameters()] == [p.shape for p in relu.parameters()]
     assert relu(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_flatten_returns_a_channels_last_gradient_with_the_same_values() -> None:
+    # A channels-last CNN must stay channels-last in the backward pass: an NCHW gradient from
+    # the flatten sends max-pool's backward down its slow NCHW path (see base.Flatten).
+    plain = create_model("s0-m1").to(memory_format=torch.channels_last)
+    ours = create_model("s0-m1").to(memory_format=torch.channels_last)
+    ours.load_state_dict(plain.state_dict())
+    plain.trunk.flatten = nn.Flatten()
+    plain.eval(), ours.eval()  # no dropout: both see the same graph
+    x = torch.randn(8, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (8,))
+    pool_grads = {}
+    for name, model in (("plain", plain), ("ours", ours)):
+        model.trunk.pool2.register_full_backward_hook(
+            lambda _m, _gi, go, name=name: pool_grads.__setitem__(name, go[0])
+        )
+        nn.functional.cross_entropy(model(x), y).backward()
+    assert pool_grads["ours"].is_contiguous(memory_format=torch.channels_last)
+    assert not pool_grads["plain"].is_contiguous(memory_format=torch.channels_last)
+    for p, q in zip(plain.parameters(), ours.parameters(), strict=True):
+        assert torch.equal(p.grad, q.grad)
+    with torch.no_grad():  # no autograd: the plain op, the same values
+        assert torch.equal(ours.trunk(x), plain.trunk(x))

@@ -22,7 +22,7 @@ from torch import nn
 from fashionlab.models import recipes
 from fashionlab.models._checks import check_choice, check_int_list
 from fashionlab.models._registry import register_model
-from fashionlab.models.base import NUM_CLASSES, FashionNet
+from fashionlab.models.base import NUM_CLASSES, FashionNet, Flatten
 
 # GELU is airbench's choice; ReLU's forward and backward cost a fraction of GELU's on CPU
 # (GELU was about 16% of a bf16 training step of the default net here).
@@ -87,7 +87,7 @@ def fast(
             group2=ConvGroup(w1, w2, act),
             group3=ConvGroup(w2, w3, act),
             pool=nn.AdaptiveMaxPool2d(1),
-            flatten=nn.Flatten(),
+            flatten=Flatten(),
         )
     )
     head = nn.Sequential(OrderedDict(out=ScaledLinear(w3, NUM_CLASSES, logit_scale)))

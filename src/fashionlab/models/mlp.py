@@ -10,7 +10,7 @@ from torch import nn
 from fashionlab.models import recipes
 from fashionlab.models._checks import check_choice, check_int_list, check_probability
 from fashionlab.models._registry import register_model
-from fashionlab.models.base import INPUT_SHAPE, NUM_CLASSES, FashionNet
+from fashionlab.models.base import INPUT_SHAPE, NUM_CLASSES, FashionNet, Flatten
 
 # The S1 activations; Leaky-ReLU slope 0.01 and exact GELU as in the study.
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -52,7 +52,7 @@ def build_mlp(
         width_in = width
     layers["out"] = nn.Linear(width_in, NUM_CLASSES)
     # An MLP has no feature extractor: its trunk is only the flatten.
-    return FashionNet(nn.Sequential(OrderedDict(flatten=nn.Flatten())), nn.Sequential(layers))
+    return FashionNet(nn.Sequential(OrderedDict(flatten=Flatten())), nn.Sequential(layers))
 
 
 @register_model(

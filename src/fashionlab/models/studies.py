@@ -15,7 +15,7 @@ from torch import nn
 
 from fashionlab.models import recipes
 from fashionlab.models._registry import register_model
-from fashionlab.models.base import NUM_CLASSES, ConvAct, FashionNet, trunk_output_dim
+from fashionlab.models.base import NUM_CLASSES, ConvAct, FashionNet, Flatten, trunk_output_dim
 from fashionlab.models.mlp import build_mlp
 
 
@@ -42,7 +42,7 @@ def build_plain_cnn(convs: Sequence[Conv], hidden: int, dropout: float = 0.0) ->
         if c.pool:
             trunk[f"pool{i}"] = nn.MaxPool2d(2)
         channels = c.out
-    trunk["flatten"] = nn.Flatten()
+    trunk["flatten"] = Flatten()
     trunk_seq = nn.Sequential(trunk)
 
     head: OrderedDict[str, nn.Module] = OrderedDict()
@@ -101,7 +101,7 @@ def s0_m2() -> FashionNet:
         trunk[f"drop{s}"] = nn.Dropout(rate)
         channels = width
     trunk["gap"] = nn.AdaptiveAvgPool2d(1)
-    trunk["flatten"] = nn.Flatten()
+    trunk["flatten"] = Flatten()
     head = OrderedDict(
         fc1=nn.Linear(128, 128),
         act1=nn.ReLU(),
