@@ -15,6 +15,9 @@ way the studies' own code trains. For each model, at its recipe's batch size and
   (c) ceiling        the best of several 2048x2048 matmuls in float32 and in bfloat16 (GFLOP/s),
                      and fashionlab's achieved GFLOP/s = 3 x forward FLOPs per image x images/s
                      (backward ~ 2x forward) as a fraction of the ceiling of the precision used;
+                     also as a fraction of the "layer-shape ceiling": the same matmuls timed at
+                     the model's own im2col GEMM shapes (forward, weight and input gradients),
+                     what the layers could reach if nothing but their products cost time;
   (d) keras          the same network in Keras 3 on TensorFlow (`model.fit`, fp32 and
                      mixed_bfloat16), only when a benchmark-only environment exists; create it
                      with `python3 -m venv .venv-keras && .venv-keras/bin/pip install
@@ -65,6 +68,50 @@ def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
         a @ b
         best = min(best, time.perf_counter() - started)
     return 2 * n**3 / best / 1e9
+
+
+def training_gemms(model: torch.nn.Module, batch: int) -> list[tuple[int, int, int]]:
+    """The (M, K, N) matrix products of one training step, were every conv an im2col GEMM:
+    per conv/linear the forward, the weight gradient and (except for the first layer, whose
+    input needs no gradient) the input gradient."""
+    shapes: list[tuple[int, int, int]] = []
+
+    def record(m: torch.nn.Module, _inp, out: torch.Tensor) -> None:
+        if isinstance(m, torch.nn.Conv2d):
+            k = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+            shapes.append((batch * out.shape[2] * out.shape[3], k, m.out_channels))
+        else:
+            shapes.append((batch, m.in_features, m.out_features))
+
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    handles = [m.register_forward_hook(record) for m in layers]
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, 1, 28, 28))
+    for h in handles:
+        h.remove()
+    gemms = []
+    for i, (m, k, n) in enumerate(shapes):
+        gemms += [(m, k, n), (k, m, n)] + ([(m, n, k)] if i else [])
+    return gemms
+
+
+def layer_shape_gflops(model: torch.nn.Module, batch: int, dtype: torch.dtype) -> float:
+    """The matmul ceiling at the model's own layer shapes: the FLOPs of `training_gemms`
+    over the best time of each as a plain matmul. A 3x3 conv on 1 or 32 channels is a GEMM
+    with K = 9 or 288, far from the square 2048 x 2048 product's efficiency."""
+    flops = seconds = 0.0
+    for m, k, n in training_gemms(model, batch):
+        a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+        a @ b
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - started)
+        flops += 2 * m * k * n
+        seconds += best
+    return flops / seconds / 1e9
 
 
 def cpu_name() -> str:
@@ -219,6 +266,10 @@ def main() -> None:
         flops = 3 * count_flops(create_model(name))
         batch = build_config(name).batch_size
         usual = usual_by_model[name]
+        dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+        shape_ceiling = {
+            p: layer_shape_gflops(create_model(name), batch, dtype) for p, dtype in dtypes.items()
+        }
         for precision in ("fp32", "bf16"):
             ips = fashionlab_images_per_s(name, precision, args.steps, args.threads, args.repeats)
             achieved = flops * ips / 1e9
@@ -231,6 +282,8 @@ def main() -> None:
                 "a/b": ips / usual,
                 "GFLOP/s": achieved,
                 "of ceiling": achieved / ceiling[precision],
+                "layer-shape ceiling": shape_ceiling[precision],
+                "of layer-shape ceiling": achieved / shape_ceiling[precision],
             }
             if keras and name in keras:
                 k32, k16 = keras[name].get("fp32", 0.0), keras[name].get("mixed_bfloat16", 0.0)
@@ -239,20 +292,25 @@ def main() -> None:
                 # The peer's better precision, against that precision's ceiling.
                 peer, peer_precision = (k16, "bf16") if k16 >= k32 else (k32, "fp32")
                 row["keras of ceiling"] = flops * peer / 1e9 / ceiling[peer_precision]
+                row["keras of layer-shape ceiling"] = (
+                    flops * peer / 1e9 / shape_ceiling[peer_precision]
+                )
             rows.append(row)
             print(json.dumps(row), flush=True)
     print("\n| model | batch | precision | fashionlab img/s | usual img/s | a/b | GFLOP/s | "
-          "of ceiling | keras fp32 | keras bf16 | a/d (best Keras) | "
-          "best Keras, of ceiling |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "of ceiling | of layer-shape ceiling | keras fp32 | keras bf16 | a/d (best Keras) | "
+          "best Keras, of ceiling | best Keras, of layer-shape ceiling |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         k32, k16, ad = r.get("keras fp32"), r.get("keras bf16"), r.get("a/d")
-        kc = r.get("keras of ceiling")
+        kc, kl = r.get("keras of ceiling"), r.get("keras of layer-shape ceiling")
         print(
             f"| {r['model']} | {r['batch']} | {r['precision']} | {r['fashionlab']:.0f} | "
             f"{r['usual']:.0f} | {r['a/b']:.2f} | {r['GFLOP/s']:.0f} | {r['of ceiling']:.0%} | "
+            f"{r['of layer-shape ceiling']:.0%} ({r['layer-shape ceiling']:.0f} GFLOP/s) | "
             f"{k32 and f'{k32:.0f}' or '-'} | {k16 and f'{k16:.0f}' or '-'} | "
-            f"{ad and f'{ad:.2f}' or '-'} | {kc and f'{kc:.0%}' or '-'} |"
+            f"{ad and f'{ad:.2f}' or '-'} | {kc and f'{kc:.0%}' or '-'} | "
+            f"{kl and f'{kl:.0%}' or '-'} |"
         )
     if args.profile:
         print_profile(args.profile, args.steps, args.threads)
