@@ -60,10 +60,9 @@ class Flatten(nn.Flatten):
 
     Flattening an NHWC map copies it into NCHW order, so autograd hands the layer below an
     NCHW gradient. Max-pool's backward then sees a channels-last input with an NCHW gradient
-    and falls back to its NCHW kernel: it copies its whole input and zero-fills an NCHW
-    gradient, and every layer below converts back. That was a third of s0-m1's bf16 step
-    (`benchmarks/train_speed.py --profile s0-m1`). Returning the gradient channels-last costs
-    one copy of the small flattened map; the gradient values are the same.
+    and takes its NCHW path, copying its input and gradient into NCHW first: about 30% of a
+    bf16 s0-m1 training step in a profile. Returning the gradient channels-last costs one
+    copy of the small flattened map; the gradient values are the same.
     """
 
     def __init__(self) -> None:
