@@ -103,9 +103,10 @@ def layer_shape_gflops(model: torch.nn.Module, batch: int, dtype: torch.dtype) -
     flops = seconds = 0.0
     for m, k, n in training_gemms(model, batch):
         a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
-        a @ b
+        for _ in range(3):  # the first few products of a new shape are several times slower
+            a @ b
         best = float("inf")
-        for _ in range(3):
+        for _ in range(10):
             started = time.perf_counter()
             a @ b
             best = min(best, time.perf_counter() - started)

@@ -232,3 +232,36 @@ def test_flatten_returns_a_channels_last_gradient_with_the_same_values() -> None
         assert torch.equal(p.grad, q.grad)
     with torch.no_grad():  # no autograd: the plain op, the same values
         assert torch.equal(ours.trunk(x), plain.trunk(x))
+
+
+@pytest.mark.parametrize("name", ["s2-cnn", "s0-m1", "s1-cnn5"])
+def test_training_view_pools_before_the_relu_with_the_same_values_and_gradients(name) -> None:
+    from fashionlab.models.fusion import PoolThenAct, training_view
+
+    model = create_model(name).to(memory_format=torch.channels_last)
+    view = training_view(model)
+    assert view is not model
+    assert any(isinstance(m, PoolThenAct) for m in view.modules())
+    assert [id(p) for p in view.parameters()] == [id(p) for p in model.parameters()]
+    model.eval(), view.eval()  # no dropout: the same graph both ways
+    # Whole numbers make ties between window elements common, where only routing the
+    # gradient to the same element gives equal gradients.
+    x = torch.randint(-3, 4, (6, 1, 28, 28)).float().contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (6,))
+    grads = []
+    for net in (model, view):
+        net.zero_grad()
+        out = net(x)
+        nn.functional.cross_entropy(out, y).backward()
+        grads.append((out.detach(), [p.grad.clone() for p in net.parameters()]))
+    assert torch.equal(grads[0][0], grads[1][0])
+    for g_model, g_view in zip(grads[0][1], grads[1][1], strict=True):
+        assert torch.equal(g_model, g_view)
+
+
+@pytest.mark.parametrize("name", ["s0-m2", "mlp", "fast"])
+def test_training_view_leaves_other_models_alone(name: str) -> None:
+    from fashionlab.models.fusion import training_view
+
+    model = create_model(name)
+    assert training_view(model) is model

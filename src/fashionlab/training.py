@@ -235,6 +235,7 @@ class Trainer:
         stop_after: int | None = None,
     ) -> None:
         from fashionlab.models import create_model
+        from fashionlab.models.fusion import training_view
 
         # Train at most this many epochs in this invocation, checkpoint and return unfinished:
         # for wall-time-limited (cluster, preemptible) jobs that continue with --resume.
@@ -274,7 +275,9 @@ class Trainer:
         self.precision = resolve_precision(config.precision, self.device)
         if self.dist.enabled:
             torch.manual_seed(self._rank_seed())  # after the (identical) init: dropout masks
-        self.train_model = self._wrap_for_data_parallel(self.model)
+        # The training loop runs an exact rewrite of the model (same values and gradients,
+        # same parameters; see models.fusion); everything else sees the model as built.
+        self.train_model = self._wrap_for_data_parallel(training_view(self.model))
         self.ema = None
         if config.ema_decay > 0:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
