@@ -59,16 +59,27 @@ HERE = Path(__file__).resolve().parent
 KERAS_PYTHON = HERE.parent / ".venv-keras" / "bin" / "python"
 
 
-def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    c = torch.empty(n, n, dtype=dtype)  # preallocated, as in layer_shape_gflops
-    torch.matmul(a, b, out=c)  # warm-up (oneDNN kernel selection)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def best_matmul_seconds(m: int, k: int, n: int, dtype: torch.dtype, repeats: int = 10) -> float:
+    """The best time of an (m x k) @ (k x n) product, into a preallocated output (a fresh
+    40 MB result is page faults, not arithmetic), after 3 warm-ups (the first few products
+    of a new shape are several times slower: kernel selection, first touch)."""
+    a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+    c = torch.empty(m, n, dtype=dtype)
+    for _ in range(3):
+        torch.matmul(a, b, out=c)
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
         torch.matmul(a, b, out=c)
         best = min(best, time.perf_counter() - started)
-    return 2 * n**3 / best / 1e9
+    return best
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 2048) -> float:
+    return 2 * n**3 / best_matmul_seconds(n, n, n, dtype, repeats=5) / 1e9
 
 
 def training_gemms(model: torch.nn.Module, batch: int) -> list[tuple[int, int, int]]:
@@ -101,21 +112,9 @@ def layer_shape_gflops(model: torch.nn.Module, batch: int, dtype: torch.dtype) -
     """The matmul ceiling at the model's own layer shapes: the FLOPs of `training_gemms`
     over the best time of each as a plain matmul. A 3x3 conv on 1 or 32 channels is a GEMM
     with K = 9 or 288, far from the square 2048 x 2048 product's efficiency."""
-    flops = seconds = 0.0
-    for m, k, n in training_gemms(model, batch):
-        a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
-        # Into a preallocated output: a fresh 40 MB result is page faults, not arithmetic.
-        c = torch.empty(m, n, dtype=dtype)
-        for _ in range(3):  # the first few products of a new shape are several times slower
-            torch.matmul(a, b, out=c)
-        best = float("inf")
-        for _ in range(10):
-            started = time.perf_counter()
-            torch.matmul(a, b, out=c)
-            best = min(best, time.perf_counter() - started)
-        flops += 2 * m * k * n
-        seconds += best
-    return flops / seconds / 1e9
+    gemms = training_gemms(model, batch)
+    flops = sum(2 * m * k * n for m, k, n in gemms)
+    return flops / sum(best_matmul_seconds(m, k, n, dtype) for m, k, n in gemms) / 1e9
 
 
 def cpu_name() -> str:
@@ -252,7 +251,7 @@ def main() -> None:
     from fashionlab.data import load_fashion_mnist
 
     data = load_fashion_mnist()
-    ceiling = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+    ceiling = {p: matmul_gflops(dtype) for p, dtype in DTYPES.items()}
     print(f"{cpu_name()}; threads {args.threads}; matmul ceiling fp32 "
           f"{ceiling['fp32']:.0f} GFLOP/s, bf16 {ceiling['bf16']:.0f} GFLOP/s")  # fmt: skip
     keras = keras_images_per_s(args.models, args.steps, args.repeats)
@@ -267,14 +266,12 @@ def main() -> None:
     print(f"allocator tuning in (a): {retain_freed_memory()}")
     rows = []
     for name in args.models:
-        flops = 3 * count_flops(create_model(name))
+        model = create_model(name)
+        flops = 3 * count_flops(model)
         batch = build_config(name).batch_size
         usual = usual_by_model[name]
-        dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
-        shape_ceiling = {
-            p: layer_shape_gflops(create_model(name), batch, dtype) for p, dtype in dtypes.items()
-        }
-        for precision in ("fp32", "bf16"):
+        shape_ceiling = {p: layer_shape_gflops(model, batch, dtype) for p, dtype in DTYPES.items()}
+        for precision in DTYPES:
             ips = fashionlab_images_per_s(name, precision, args.steps, args.threads, args.repeats)
             achieved = flops * ips / 1e9
             row = {

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from fashionlab.data import tta_views
+from fashionlab.data import tta_average, tta_views
 from fashionlab.errors import ConfigError, ImageError, RunError
 from fashionlab.imaging import SIZE
 from fashionlab.model_io import LoadedModel, load_model
@@ -106,18 +106,18 @@ class Classifier:
         views = tta_views(
             self.loaded.normalizer(torch.from_numpy(batch)), config.tta_flip, config.tta_shift
         )
-        total = sum(weight for _, weight in views)
         if self._onnx is not None:
-            out = sum(w * self._onnx.logits(v.contiguous().numpy()) for v, w in views)
-            return (out / total).astype(np.float32)
+            onnx = self._onnx
+            return tta_average(views, lambda v: onnx.logits(v.contiguous().numpy())).astype(
+                np.float32
+            )
         model = self.loaded.model
         device = next(model.parameters()).device
         with self._lock, torch.inference_mode():
             # eval() again under the lock: another user of the module (a notebook, a test)
             # may have left it in train mode, which would make dropout random.
             model.eval()
-            out = sum(w * model(v.to(device)).float() for v, w in views)
-            return (out / total).cpu().numpy()
+            return tta_average(views, lambda v: model(v.to(device)).float()).cpu().numpy()
 
     def probabilities(self, images: Any) -> np.ndarray:
         """float64 (N, 10) softmax probabilities."""

@@ -37,6 +37,7 @@ from fashionlab.data import (
     load_fashion_mnist,
     make_normalizer,
     make_split,
+    tta_average,
     tta_views,
 )
 from fashionlab.distributed import DistContext, init_distributed, shutdown_distributed
@@ -194,8 +195,8 @@ def predict_logits(
             x = x.contiguous(memory_format=layout)
         views = tta_views(x, tta_flip, tta_shift)
         with autocast(device, precision):
-            logits = sum(w * model(v.contiguous(memory_format=layout)).float() for v, w in views)
-        chunks.append((logits / sum(w for _, w in views)).cpu())
+            logits = tta_average(views, lambda v: model(v.contiguous(memory_format=layout)).float())
+        chunks.append(logits.cpu())
     return torch.cat(chunks) if chunks else torch.empty(0, len(CLASS_NAMES))
 
 

@@ -19,6 +19,7 @@ from fashionlab.data.transforms import (
     augment_batch,
     make_normalizer,
     translate,
+    tta_average,
     tta_views,
 )
 
@@ -39,5 +40,6 @@ __all__ = [
     "read_idx",
     "stratified_split_indices",
     "translate",
+    "tta_average",
     "tta_views",
 ]

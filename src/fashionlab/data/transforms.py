@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -165,6 +167,11 @@ def tta_views(x: torch.Tensor, tta_flip: bool, tta_shift: bool) -> list[tuple[to
     if tta_shift:
         views += [(translate(v, d, d), w / 2) for v, w in views for d in (-1, 1)]
     return views
+
+
+def tta_average(views: list[tuple[Any, float]], logits_of: Callable[[Any], Any]) -> Any:
+    """The weighted mean of `logits_of(view)` over `tta_views`' output (torch or NumPy)."""
+    return sum(w * logits_of(v) for v, w in views) / sum(w for _, w in views)
 
 
 def translate(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:

@@ -33,17 +33,6 @@ class PoolThenAct(nn.Module):
         return self.act(self.pool(self.conv(x)))
 
 
-class TrainingView(nn.Module):
-    """`head(trunk(x))` with the rewritten trunk; parameters shared with the model."""
-
-    def __init__(self, trunk: nn.Sequential, head: nn.Sequential) -> None:
-        super().__init__()
-        self.trunk, self.head = trunk, head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.trunk(x))
-
-
 def _swappable(stage: nn.Module, following: nn.Module | None) -> bool:
     return (
         isinstance(stage, ConvAct)
@@ -72,6 +61,7 @@ def training_view(model: nn.Module) -> nn.Module:
             i += 1
     if len(rewritten) == len(children):
         return model
-    view = TrainingView(nn.Sequential(rewritten), model.head)
+    # A FashionNet of its own (head(trunk(x))) with no inspection stages: only training runs it.
+    view = FashionNet(nn.Sequential(rewritten), model.head)
     view.train(model.training)
     return view
