@@ -193,7 +193,7 @@ def usual_images_per_s(model_name: str, steps: int, images, labels) -> float:
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, num_workers=0)
     model = create_model(model_name)
     model.train()
-    optimizer = build_optimizer(config, model.parameters())
+    optimizer = build_optimizer(config, model.parameters(), fused=False)  # torch's default
     batches = iter(loader)
     started = None
     for step in range(steps + 3):

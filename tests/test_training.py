@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -324,15 +325,26 @@ def test_every_registered_model_trains_from_the_cli(tmp_path, model):
 
 
 def test_the_rewritten_training_graph_trains_bit_identically(tmp_path, monkeypatch):
-    # s2-cnn trains through models.fusion's view (max-pool before ReLU); the same run on the
-    # model as built must give the same history and the same weights, to the bit.
+    # s2-cnn trains through models.fusion's view (max-pool before ReLU, as one compiled pass
+    # where the kernel builds); the same run through PyTorch's pool and ReLU, and on the model
+    # as built, must give the same history and the same weights, to the bit.
     import fashionlab.models.fusion as fusion
+    from fashionlab.native import kernel_status
 
     config = tiny_config("s2-cnn", precision="bf16")
-    fused = train(config.model_copy(update={"name": "fused"}), tmp_path, quiet=True)
+    runs = {"native": train(config.model_copy(update={"name": "native"}), tmp_path, quiet=True)}
+    if shutil.which("cc") or shutil.which("gcc"):
+        assert kernel_status("pool_relu").startswith("compiled")
+    monkeypatch.setattr(fusion, "native_pool_relu_applies", lambda x, pool: False)
+    runs["view"] = train(config.model_copy(update={"name": "view"}), tmp_path, quiet=True)
     monkeypatch.setattr(fusion, "training_view", lambda model: model)
-    plain = train(config.model_copy(update={"name": "plain"}), tmp_path, quiet=True)
-    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in load_history(fused)]
-    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in load_history(plain)]
-    a, b = load_file(fused / "model.safetensors"), load_file(plain / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    runs["plain"] = train(config.model_copy(update={"name": "plain"}), tmp_path, quiet=True)
+    histories = {
+        name: [{k: v for k, v in r.items() if k != "seconds"} for r in load_history(run)]
+        for name, run in runs.items()
+    }
+    weights = {name: load_file(run / "model.safetensors") for name, run in runs.items()}
+    for name in ("view", "plain"):
+        assert histories[name] == histories["native"], name
+        assert weights[name].keys() == weights["native"].keys()
+        assert all(torch.equal(weights[name][k], weights["native"][k]) for k in weights[name])

@@ -112,6 +112,7 @@ def environment(seed: int, device: str, threads: int) -> dict[str, Any]:
     import torch
 
     from fashionlab import __version__
+    from fashionlab.native import kernel_status
 
     return {
         "fashionlab": __version__,
@@ -124,6 +125,8 @@ def environment(seed: int, device: str, threads: int) -> dict[str, Any]:
         "scikit-learn": sklearn.__version__,
         "device": device,
         "threads": threads,
+        # Same values either way; recorded because it changes the speed.
+        "native_kernels": {"pool_relu": kernel_status("pool_relu")},
         "seed": seed,
         "git_commit": _git_commit(),
     }

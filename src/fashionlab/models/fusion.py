@@ -10,6 +10,8 @@ gradients are equal too: where a window's maximum is positive both orders route 
 to the same (first) maximal element; where it is not, the ReLU zeroes the gradient in both.
 The ReLU then runs on a quarter of the elements (a 2x2 pool): on the S2 CNN its forward and
 backward were about a fifth of a bf16 step (`benchmarks/train_speed.py --profile s2-cnn`).
+Where the compiled kernel applies (2x2 pools of channels-last CPU maps), pool and ReLU run as
+one pass each way (fashionlab.native.pool_relu), again with bit-identical values and gradients.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from torch import nn
 
 from fashionlab.models.base import ConvAct, FashionNet
+from fashionlab.native import native_pool_relu_applies, pool_relu
 
 
 class PoolThenAct(nn.Module):
@@ -30,7 +33,10 @@ class PoolThenAct(nn.Module):
         self.conv, self.pool, self.act = stage.conv, pool, stage.act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.pool(self.conv(x)))
+        x = self.conv(x)
+        if native_pool_relu_applies(x, self.pool):
+            return pool_relu(x)
+        return self.act(self.pool(x))
 
 
 def _swappable(stage: nn.Module, following: nn.Module | None) -> bool:

@@ -1,0 +1,15 @@
+"""Compiled kernels for the few operators where PyTorch's own leave the CPU idle.
+
+Optional by design: every kernel has a PyTorch fallback with the same values (see build.py).
+"""
+
+from fashionlab.native.build import kernel_status, load_kernel, native_cache_dir
+from fashionlab.native.pooling import native_pool_relu_applies, pool_relu
+
+__all__ = [
+    "kernel_status",
+    "load_kernel",
+    "native_cache_dir",
+    "native_pool_relu_applies",
+    "pool_relu",
+]

@@ -1,0 +1,115 @@
+/* ReLU(max-pool 2x2, stride 2) on a channels-last (N, H, W, C) tensor, forward and backward.
+ *
+ * One pass each way instead of PyTorch's three (pool, ReLU, and a backward that zero-fills
+ * the whole input gradient and then scatters into it through int64 indices). The forward
+ * keeps a one-byte code per output element: which of the window's four inputs was the
+ * maximum (0..3, row-major), or NONE where the ReLU passes no gradient.
+ *
+ * Exactly PyTorch's semantics, so values and gradients are bit-identical:
+ *   - the first maximum in row-major window order wins; a NaN wins over anything and a
+ *     later NaN over an earlier one (max_pool2d's `val > max || isnan(val)`);
+ *   - ReLU is clamp_min(m, 0): -0.0 and NaN pass through, and its gradient is zero where
+ *     its output is <= 0 (threshold_backward);
+ *   - odd H or W: the last row or column is not pooled (floor mode) and gets zero gradient.
+ * bf16 tensors are handled as their 16-bit patterns, compared as floats (exact widening).
+ *
+ * Threads: an OpenMP loop over output rows. Loaded into a process that has PyTorch, the
+ * library resolves libgomp.so.1 to PyTorch's copy, so it shares PyTorch's thread pool
+ * instead of competing with it for the cores.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#define NONE 4
+
+static inline float widen(uint16_t bits) {
+    uint32_t u = (uint32_t)bits << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline int takes(float v, float m) { return v > m || v != v; }
+
+void pool_relu_forward(const void *x, void *y, uint8_t *code, long n, long h, long w, long c,
+                       int is_bf16, int threads) {
+    const long ho = h / 2, wo = w / 2, rows = n * ho;
+    if (threads < 1 || rows < threads) threads = 1;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long r = 0; r < rows; r++) {
+        const long b = r / ho, oh = r % ho;
+        for (long ow = 0; ow < wo; ow++) {
+            const long i00 = ((b * h + 2 * oh) * w + 2 * ow) * c, i01 = i00 + c;
+            const long i10 = i00 + w * c, i11 = i10 + c;
+            const long o = ((b * ho + oh) * wo + ow) * c;
+            uint8_t *cd = code + o;
+            if (is_bf16) {
+                const uint16_t *xs = (const uint16_t *)x;
+                uint16_t *ys = (uint16_t *)y + o;
+                for (long k = 0; k < c; k++) {
+                    uint16_t best = xs[i00 + k];
+                    float m = widen(best);
+                    uint8_t at = 0;
+                    float v = widen(xs[i01 + k]);
+                    if (takes(v, m)) { m = v; best = xs[i01 + k]; at = 1; }
+                    v = widen(xs[i10 + k]);
+                    if (takes(v, m)) { m = v; best = xs[i10 + k]; at = 2; }
+                    v = widen(xs[i11 + k]);
+                    if (takes(v, m)) { m = v; best = xs[i11 + k]; at = 3; }
+                    ys[k] = m < 0.0f ? 0 : best;
+                    cd[k] = m <= 0.0f ? NONE : at;
+                }
+            } else {
+                const float *xs = (const float *)x;
+                float *ys = (float *)y + o;
+                for (long k = 0; k < c; k++) {
+                    float m = xs[i00 + k];
+                    uint8_t at = 0;
+                    if (takes(xs[i01 + k], m)) { m = xs[i01 + k]; at = 1; }
+                    if (takes(xs[i10 + k], m)) { m = xs[i10 + k]; at = 2; }
+                    if (takes(xs[i11 + k], m)) { m = xs[i11 + k]; at = 3; }
+                    ys[k] = m < 0.0f ? 0.0f : m;
+                    cd[k] = m <= 0.0f ? NONE : at;
+                }
+            }
+        }
+    }
+}
+
+/* Writes every element of grad_in (no separate zero fill). */
+void pool_relu_backward(const uint8_t *code, const void *grad, void *grad_in, long n, long h,
+                        long w, long c, int is_bf16, int threads) {
+    const long ho = h / 2, wo = w / 2, rows = n * h;
+    const long size = is_bf16 ? 2 : 4;
+    if (threads < 1 || rows < threads) threads = 1;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long r = 0; r < rows; r++) {
+        const long b = r / h, ih = r % h, oh = ih / 2;
+        char *row = (char *)grad_in + r * w * c * size;
+        if (oh >= ho) {
+            memset(row, 0, w * c * size);
+            continue;
+        }
+        for (long iw = 0; iw < w; iw++) {
+            const long ow = iw / 2;
+            char *dst = row + iw * c * size;
+            if (ow >= wo) {
+                memset(dst, 0, c * size);
+                continue;
+            }
+            const uint8_t want = (uint8_t)(2 * (ih & 1) + (iw & 1));
+            const long o = ((b * ho + oh) * wo + ow) * c;
+            const uint8_t *cd = code + o;
+            if (is_bf16) {
+                const uint16_t *g = (const uint16_t *)grad + o;
+                uint16_t *d = (uint16_t *)dst;
+                /* 0x8000 is -0.0: PyTorch adds the gradient onto a zero fill, giving +0.0 */
+                for (long k = 0; k < c; k++) d[k] = cd[k] == want && g[k] != 0x8000 ? g[k] : 0;
+            } else {
+                const float *g = (const float *)grad + o;
+                float *d = (float *)dst;
+                for (long k = 0; k < c; k++) d[k] = cd[k] == want ? g[k] + 0.0f : 0.0f;
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+"""The compiled pool+ReLU kernel: bit-identical to PyTorch's operators, cached, and optional."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fashionlab.native import build, native_pool_relu_applies, pool_relu
+from fashionlab.native import pooling as pool_relu_module
+
+needs_compiler = pytest.mark.skipif(
+    shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler"
+)
+
+
+@pytest.fixture
+def fresh_kernels(monkeypatch, tmp_path):
+    """An empty kernel cache and no library loaded in this process yet."""
+    monkeypatch.setenv("FASHIONLAB_NATIVE_CACHE", str(tmp_path / "native"))
+    monkeypatch.setattr(build, "_loaded", {})
+    monkeypatch.setattr(build, "_reasons", {})
+    monkeypatch.setattr(pool_relu_module, "_ready", False)
+    monkeypatch.setattr(pool_relu_module, "_library", None)
+    return tmp_path / "native"
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """The raw bytes, in NHWC order: -0.0 differs from 0.0 and NaN equals itself."""
+    return t.detach().permute(0, 2, 3, 1).contiguous().view(torch.uint8)
+
+
+def _with_edge_cases(shape, dtype) -> torch.Tensor:
+    torch.manual_seed(0)
+    # Halves in [-1.5, 1.5]: ties inside a window are common, and exact zeros.
+    x = torch.randint(-3, 4, shape).float() / 2
+    x[0, 0, 0, 0] = -0.0  # ReLU keeps -0.0; its gradient there is zero
+    x[0, 1, 0, 0] = float("nan")  # a NaN wins its window
+    x[0, 1, 1, 1] = float("nan")  # ...and a later NaN wins over an earlier one
+    return x.to(dtype).contiguous(memory_format=torch.channels_last)
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("shape", [(4, 8, 24, 24), (3, 5, 7, 9), (2, 64, 11, 11), (1, 3, 2, 3)])
+def test_pool_relu_matches_pytorch_to_the_bit(fresh_kernels, dtype, shape) -> None:
+    x0 = _with_edge_cases(shape, dtype)
+    assert native_pool_relu_applies(x0, torch.nn.MaxPool2d(2))
+    grad = torch.randn(shape[0], shape[1], shape[2] // 2, shape[3] // 2).to(dtype)
+    grad[0, 2 % shape[1], 0, 0] = -0.0  # PyTorch's backward turns a -0.0 gradient into 0.0
+    grad = grad.contiguous(memory_format=torch.channels_last)
+    results = []
+    for op in (lambda t: F.relu(F.max_pool2d(t, 2, 2)), pool_relu):
+        x = x0.detach().requires_grad_()
+        y = op(x)
+        y.backward(grad)
+        results.append((y, x.grad))
+    (y_ref, g_ref), (y_ours, g_ours) = results
+    assert y_ours.is_contiguous(memory_format=torch.channels_last)
+    assert g_ours.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(y_ref.isnan(), y_ours.isnan())
+    finite = ~y_ref.isnan()
+    assert torch.equal(_bits(y_ref)[finite.permute(0, 2, 3, 1).repeat_interleave(
+        y_ref.element_size(), -1)], _bits(y_ours)[finite.permute(0, 2, 3, 1).repeat_interleave(
+        y_ref.element_size(), -1)])  # fmt: skip
+    assert torch.equal(_bits(g_ref), _bits(g_ours))
+
+
+@needs_compiler
+def test_only_plain_2x2_pools_of_channels_last_maps_are_taken(fresh_kernels) -> None:
+    x = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last)
+    assert native_pool_relu_applies(x, torch.nn.MaxPool2d(2))
+    assert native_pool_relu_applies(x, torch.nn.MaxPool2d((2, 2), stride=2))
+    assert not native_pool_relu_applies(x.contiguous(), torch.nn.MaxPool2d(2))  # NCHW
+    assert not native_pool_relu_applies(x.double(), torch.nn.MaxPool2d(2))
+    assert not native_pool_relu_applies(x, torch.nn.MaxPool2d(3))
+    assert not native_pool_relu_applies(x, torch.nn.MaxPool2d(2, stride=1))
+    assert not native_pool_relu_applies(x, torch.nn.MaxPool2d(2, padding=1))
+    assert not native_pool_relu_applies(x, torch.nn.MaxPool2d(2, ceil_mode=True))
+    assert not native_pool_relu_applies(torch.randn(2, 4, 1, 8), torch.nn.MaxPool2d(2))
+
+
+@needs_compiler
+def test_the_library_is_built_once_and_reused(fresh_kernels, monkeypatch) -> None:
+    assert build.load_kernel("pool_relu") is not None
+    built = list(fresh_kernels.glob("pool_relu-*.so"))
+    assert len(built) == 1 and not list(fresh_kernels.glob(".*tmp"))
+    assert build.kernel_status("pool_relu") == f"compiled ({built[0]})"
+    # A new process (here: an emptied in-process cache) loads the file instead of compiling.
+    monkeypatch.setattr(build, "_loaded", {})
+    monkeypatch.setattr(build, "_compile", lambda *a: pytest.fail("compiled again"))
+    assert build.load_kernel("pool_relu") is not None
+
+
+def _mapped_openmp_runtimes() -> set[str]:
+    return set(re.findall(r"\S*libgomp[^\s/]*\.so[^\s/]*", Path("/proc/self/maps").read_text()))
+
+
+@needs_compiler
+def test_the_kernel_shares_pytorchs_openmp_runtime(fresh_kernels) -> None:
+    # A second OpenMP runtime (the system's libgomp) would mean a second thread pool fighting
+    # PyTorch's over the cores. (scikit-learn's wheel brings its own, under another name.)
+    torch.ones(1000).sum()
+    before = _mapped_openmp_runtimes()
+    assert build.load_kernel("pool_relu") is not None
+    after = _mapped_openmp_runtimes()
+    assert after == before
+    assert not [path for path in after if path.startswith(("/lib", "/usr/lib"))]
+
+
+def test_without_a_compiler_the_pytorch_ops_are_used(fresh_kernels, monkeypatch) -> None:
+    monkeypatch.setenv("CC", str(fresh_kernels / "no-such-compiler"))
+    assert build.load_kernel("pool_relu") is None
+    assert build.kernel_status("pool_relu").startswith("not used (")
+    assert not native_pool_relu_applies(
+        torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last),
+        torch.nn.MaxPool2d(2),
+    )
+    assert not list(fresh_kernels.glob("*"))  # no half-written library left behind
+
+
+def test_a_failing_build_is_reported_and_leaves_nothing(fresh_kernels, monkeypatch, tmp_path):
+    failing = tmp_path / "cc"
+    failing.write_text("#!/bin/sh\n[ \"$1\" = --version ] && exit 0\necho 'boom' >&2; exit 1\n")
+    failing.chmod(0o755)
+    monkeypatch.setenv("CC", str(failing))
+    assert build.load_kernel("pool_relu") is None
+    assert build.kernel_status("pool_relu") == "not used (cc failed: boom)"
+    assert not list(fresh_kernels.glob("*"))
+
+
+def test_native_kernels_can_be_turned_off(fresh_kernels, monkeypatch) -> None:
+    monkeypatch.setenv("FASHIONLAB_NATIVE", "0")
+    assert build.kernel_status("pool_relu") == "not used (FASHIONLAB_NATIVE=0)"
