@@ -53,6 +53,7 @@ from fashionlab.allocator import retain_freed_memory
 from fashionlab.config import build_config
 from fashionlab.models import create_model
 from fashionlab.models.summary import count_flops
+from fashionlab.native import kernel_status
 from fashionlab.training import Trainer, build_optimizer
 
 HERE = Path(__file__).resolve().parent
@@ -230,7 +231,8 @@ def print_profile(model: str, steps: int, threads: int) -> None:
         trainer = fashionlab_trainer(model, precision, steps, threads)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             trainer.train_one_epoch(2)
-        events = [e for e in prof.key_averages() if e.key.startswith(("aten::", "Optimizer"))]
+        ours = ("aten::", "Optimizer", "fashionlab::")
+        events = [e for e in prof.key_averages() if e.key.startswith(ours)]
         total = sum(e.self_cpu_time_total for e in events) or 1
         print(f"\nprofile: {model} {precision}, {steps} steps; top operators by self CPU time")
         print("| operator | calls | share of self CPU time |\n|---|---|---|")
@@ -264,6 +266,7 @@ def main() -> None:
         for name in args.models
     }
     print(f"allocator tuning in (a): {retain_freed_memory()}")
+    print(f"compiled pool+ReLU kernel in (a): {kernel_status('pool_relu')}")
     rows = []
     for name in args.models:
         model = create_model(name)

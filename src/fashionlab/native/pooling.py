@@ -13,6 +13,7 @@ import ctypes
 import torch
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
+from torch.profiler import record_function
 
 from fashionlab.native.build import load_kernel
 
@@ -61,10 +62,11 @@ class _PoolReLU(torch.autograd.Function):
         y = torch.empty((n, c, h // 2, w // 2), dtype=x.dtype, memory_format=torch.channels_last)
         # Per output element: which window input was the maximum, or 4 where ReLU cuts it.
         code = torch.empty((n, h // 2, w // 2, c), dtype=torch.uint8)
-        _kernel().pool_relu_forward(
-            x.data_ptr(), y.data_ptr(), code.data_ptr(), n, h, w, c,
-            int(x.dtype == torch.bfloat16), torch.get_num_threads(),
-        )  # fmt: skip
+        with record_function("fashionlab::pool_relu_forward"):  # named in profiles
+            _kernel().pool_relu_forward(
+                x.data_ptr(), y.data_ptr(), code.data_ptr(), n, h, w, c,
+                int(x.dtype == torch.bfloat16), torch.get_num_threads(),
+            )  # fmt: skip
         ctx.save_for_backward(code)
         ctx.input_shape, ctx.input_dtype = (n, c, h, w), x.dtype
         return y
@@ -76,10 +78,11 @@ class _PoolReLU(torch.autograd.Function):
         n, c, h, w = ctx.input_shape
         grad = grad.to(ctx.input_dtype).contiguous(memory_format=torch.channels_last)
         grad_in = torch.empty((n, c, h, w), dtype=grad.dtype, memory_format=torch.channels_last)
-        _kernel().pool_relu_backward(
-            code.data_ptr(), grad.data_ptr(), grad_in.data_ptr(), n, h, w, c,
-            int(grad.dtype == torch.bfloat16), torch.get_num_threads(),
-        )  # fmt: skip
+        with record_function("fashionlab::pool_relu_backward"):
+            _kernel().pool_relu_backward(
+                code.data_ptr(), grad.data_ptr(), grad_in.data_ptr(), n, h, w, c,
+                int(grad.dtype == torch.bfloat16), torch.get_num_threads(),
+            )  # fmt: skip
         return grad_in
 
 
