@@ -93,31 +93,32 @@ def prepare_data(
 
 
 def build_optimizer(config: TrainConfig, params, fused: bool = True) -> torch.optim.Optimizer:
-    """The configured optimiser. `fused`: PyTorch's single-kernel update (`fused=True`) where
-    it has one for the parameters' device, else its default implementation.
+    """The configured optimiser. `fused`: Adam and AdamW use PyTorch's single-kernel update
+    (`fused=True`) where it has one for the parameters' device, else its default.
 
     Why fused: the default CPU implementation makes one pass over memory per arithmetic step
-    (lerp, mul, addcmul, sqrt, div, addcdiv for Adam). On the 2-core CPU that was about 17% of
-    an s0-m1 bf16 step (its 9216x128 layer is 1.2M parameters), and the fused update made the
-    whole step about 15% faster (benchmarks/train_speed.py). It computes the same update; its
-    results match the default implementation's except for rare last-bit differences."""
-    params = list(params)
+    (lerp, mul, addcmul, sqrt, div, addcdiv). On the 2-core CPU that was about 17% of an s0-m1
+    bf16 step (its 9216x128 layer is 1.2M parameters); fused, the whole step ran about 15%
+    faster (benchmarks/train_speed.py). It computes the same update; its results match the
+    default's except for rare last-bit differences, which a long run amplifies into a
+    different (equally good) trajectory. SGD keeps PyTorch's default: fused, it was only 2-4%
+    faster on `fast` (its one user), not worth changing the speed-run results' trajectories."""
     if config.optimizer in ("adam", "adamw"):
         cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
-        kwargs: dict[str, Any] = {"lr": config.lr, "weight_decay": config.weight_decay}
-    else:
-        cls = torch.optim.SGD
-        kwargs = {
-            "lr": config.lr,
-            "momentum": config.momentum,
-            "nesterov": config.nesterov and config.momentum > 0,
-            "weight_decay": config.weight_decay,
-        }
-    if fused:
-        # PyTorch refuses `fused` for devices or dtypes it has no kernel for; then the default.
-        with contextlib.suppress(RuntimeError, ValueError):
-            return cls(params, fused=True, **kwargs)
-    return cls(params, **kwargs)
+        params = list(params)
+        kwargs = {"lr": config.lr, "weight_decay": config.weight_decay}
+        if fused:
+            # PyTorch refuses `fused` for devices or dtypes it has no kernel for.
+            with contextlib.suppress(RuntimeError, ValueError):
+                return cls(params, fused=True, **kwargs)
+        return cls(params, **kwargs)
+    return torch.optim.SGD(
+        params,
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov and config.momentum > 0,
+        weight_decay=config.weight_decay,
+    )
 
 
 def build_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):
