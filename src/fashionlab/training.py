@@ -98,8 +98,8 @@ def build_optimizer(config: TrainConfig, params, fused: bool = True) -> torch.op
 
     Why fused: the default CPU implementation makes one pass over memory per arithmetic step
     (lerp, mul, addcmul, sqrt, div, addcdiv). On the 2-core CPU that was about 17% of an s0-m1
-    bf16 step (its 9216x128 layer is 1.2M parameters); fused, the whole step ran about 15%
-    faster (benchmarks/train_speed.py). It computes the same update; its results match the
+    bf16 step (its 9216x128 layer is 1.2M parameters); fused, the whole step ran 8-18%
+    faster (ad hoc A/Bs on the trainer). It computes the same update; its results match the
     default's except for rare last-bit differences, which a long run amplifies into a
     different (equally good) trajectory. SGD keeps PyTorch's default: fused, it was only 2-4%
     faster on `fast` (its one user), not worth changing the speed-run results' trajectories."""

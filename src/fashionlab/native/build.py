@@ -22,6 +22,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -74,16 +75,16 @@ def _build_and_load(name: str) -> ctypes.CDLL:
     if not torch.backends.openmp.is_available():
         # Without PyTorch's libgomp to share, the kernel's threads would compete with its own.
         raise _Unavailable("this PyTorch is not built with OpenMP")
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not compiler:
+    compiler = shlex.split(os.environ.get("CC", "")) or [shutil.which("cc") or shutil.which("gcc")]
+    if not compiler[0]:
         raise _Unavailable("no C compiler (install gcc, or set CC)")
     source = HERE / f"{name}.c"
     try:
         version = subprocess.run(
-            [compiler, "--version"], capture_output=True, text=True, timeout=30, check=True
+            [*compiler, "--version"], capture_output=True, text=True, timeout=30, check=True
         ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
-        raise _Unavailable(f"{compiler} --version failed: {exc}") from None
+        raise _Unavailable(f"{compiler[0]} --version failed: {exc}") from None
     key = hashlib.sha256(
         b"\0".join([source.read_bytes(), version.encode(), " ".join(FLAGS).encode(), _cpu_flags()])
     ).hexdigest()[:16]
@@ -96,7 +97,7 @@ def _build_and_load(name: str) -> ctypes.CDLL:
         raise _Unavailable(f"could not load {target}: {exc}") from None
 
 
-def _compile(compiler: str, source: Path, target: Path) -> None:
+def _compile(compiler: list[str], source: Path, target: Path) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -105,14 +106,14 @@ def _compile(compiler: str, source: Path, target: Path) -> None:
         raise _Unavailable(f"cannot write the kernel cache {target.parent}: {exc}") from None
     try:
         done = subprocess.run(
-            [compiler, *FLAGS, str(source), "-o", tmp], capture_output=True, text=True, timeout=120
+            [*compiler, *FLAGS, str(source), "-o", tmp], capture_output=True, text=True, timeout=120
         )
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise _Unavailable(f"{Path(compiler).name} failed: {last}")
+            raise _Unavailable(f"{Path(compiler[0]).name} failed: {last}")
         os.replace(tmp, target)
     except (OSError, subprocess.SubprocessError) as exc:
-        raise _Unavailable(f"{Path(compiler).name} failed: {exc}") from None
+        raise _Unavailable(f"{Path(compiler[0]).name} failed: {exc}") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
