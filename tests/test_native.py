@@ -24,9 +24,9 @@ def fresh_kernels(monkeypatch, tmp_path):
     monkeypatch.setenv("FASHIONLAB_NATIVE_CACHE", str(tmp_path / "native"))
     monkeypatch.setattr(build, "_loaded", {})
     monkeypatch.setattr(build, "_reasons", {})
-    monkeypatch.setattr(pool_relu_module, "_ready", False)
-    monkeypatch.setattr(pool_relu_module, "_library", None)
-    return tmp_path / "native"
+    pool_relu_module._kernel.cache_clear()
+    yield tmp_path / "native"
+    pool_relu_module._kernel.cache_clear()  # later tests load from the real cache again
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:

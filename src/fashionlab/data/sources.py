@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fashionlab.errors import DataError
+from fashionlab.userdirs import user_cache_dir
 
 # SHA-256 of the decompressed IDX bytes (the .gz files differ between sources).
 FILES = {
@@ -58,10 +59,7 @@ class Source:
 
 
 def cache_dir() -> Path:
-    if os.environ.get("FASHIONLAB_CACHE"):
-        return Path(os.environ["FASHIONLAB_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "fashionlab" / "fashion-mnist"
+    return user_cache_dir("fashion-mnist", "FASHIONLAB_CACHE")
 
 
 def mirror_url() -> str:

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from fashionlab.userdirs import user_cache_dir
+
 HERE = Path(__file__).resolve().parent
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp")
 
@@ -38,10 +40,7 @@ _reasons: dict[str, str] = {}
 
 
 def native_cache_dir() -> Path:
-    if os.environ.get("FASHIONLAB_NATIVE_CACHE"):
-        return Path(os.environ["FASHIONLAB_NATIVE_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "fashionlab" / "native"
+    return user_cache_dir("native", "FASHIONLAB_NATIVE_CACHE")
 
 
 def load_kernel(name: str) -> ctypes.CDLL | None:
