@@ -23,6 +23,13 @@ way the studies' own code trains. For each model, at its recipe's batch size and
                      with `python3 -m venv .venv-keras && .venv-keras/bin/pip install
                      tensorflow-cpu` (never a project dependency). Without it (d) is skipped.
 
+  (c') primitive bound  the conv and matmul primitives' own time in a fashionlab step
+                     (torch.profiler, self CPU time of oneDNN/MKL convolutions and GEMMs), and
+                     the GFLOP/s the step would reach if everything else took no time at all, as
+                     a fraction of the square ceiling: the most any training loop built on these
+                     primitives can show against that ceiling. "in primitives" is the share of
+                     the step they take, i.e. how close the loop is to that bound.
+
 The peer's achieved GFLOP/s is given as a fraction of the same ceiling, so the fraction
 fashionlab reaches can be judged against what TensorFlow's oneDNN/XLA graph reaches on the
 same networks and the same machine. `--profile MODEL` adds where a fashionlab training step
@@ -53,7 +60,7 @@ from fashionlab.allocator import retain_freed_memory
 from fashionlab.config import build_config
 from fashionlab.models import create_model
 from fashionlab.models.summary import count_flops
-from fashionlab.native import kernel_status
+from fashionlab.native import bernoulli_status, kernel_status
 from fashionlab.training import Trainer, build_optimizer
 
 HERE = Path(__file__).resolve().parent
@@ -163,6 +170,30 @@ def fashionlab_images_per_s(
     return statistics.median(rates)
 
 
+# The compute primitives of a training step: oneDNN convolutions (forward, backward) and
+# MKL/oneDNN GEMMs. Everything else (casts, layout copies, activations, pooling, dropout,
+# BatchNorm, the optimiser) is memory-bound work around them.
+PRIMITIVES = {
+    "aten::mkldnn_convolution",
+    "aten::convolution_backward",
+    "aten::mm",
+    "aten::addmm",
+    "aten::bmm",
+}
+
+
+def primitive_seconds_per_step(model: str, precision: str, steps: int, threads: int) -> float:
+    """Self CPU time of PRIMITIVES per training step, from one profiled epoch (after the
+    warm-up epoch). The profiler's own overhead lands on the small operators, not on these."""
+    from torch.profiler import ProfilerActivity, profile
+
+    trainer = fashionlab_trainer(model, precision, steps, threads)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        trainer.train_one_epoch(2)
+    micros = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in PRIMITIVES)
+    return micros / 1e6 / steps
+
+
 class PerSampleDataset(Dataset):
     """What the studies' scripts do: one image at a time, in Python, every epoch."""
 
@@ -267,6 +298,7 @@ def main() -> None:
     }
     print(f"allocator tuning in (a): {retain_freed_memory()}")
     print(f"compiled pool+ReLU kernel in (a): {kernel_status('pool_relu')}")
+    print(f"compiled dropout-mask kernel in (a): {bernoulli_status()}")
     rows = []
     for name in args.models:
         model = create_model(name)
@@ -277,6 +309,8 @@ def main() -> None:
         for precision in DTYPES:
             ips = fashionlab_images_per_s(name, precision, args.steps, args.threads, args.repeats)
             achieved = flops * ips / 1e9
+            in_primitives = primitive_seconds_per_step(name, precision, args.steps, args.threads)
+            bound = flops * batch / in_primitives / 1e9  # GFLOP/s with nothing but primitives
             row = {
                 "model": name,
                 "batch": batch,
@@ -288,6 +322,8 @@ def main() -> None:
                 "of ceiling": achieved / ceiling[precision],
                 "layer-shape ceiling": shape_ceiling[precision],
                 "of layer-shape ceiling": achieved / shape_ceiling[precision],
+                "primitive bound": bound / ceiling[precision],
+                "in primitives": in_primitives * ips / batch,
             }
             if keras and name in keras:
                 k32, k16 = keras[name].get("fp32", 0.0), keras[name].get("mixed_bfloat16", 0.0)
@@ -302,15 +338,17 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     print("\n| model | batch | precision | fashionlab img/s | usual img/s | a/b | GFLOP/s | "
-          "of ceiling | of layer-shape ceiling | keras fp32 | keras bf16 | a/d (best Keras) | "
-          "best Keras, of ceiling | best Keras, of layer-shape ceiling |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "of ceiling | primitive bound, of ceiling | in primitives | of layer-shape ceiling | "
+          "keras fp32 | keras bf16 | a/d (best Keras) | best Keras, of ceiling | "
+          "best Keras, of layer-shape ceiling |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         k32, k16, ad = r.get("keras fp32"), r.get("keras bf16"), r.get("a/d")
         kc, kl = r.get("keras of ceiling"), r.get("keras of layer-shape ceiling")
         print(
             f"| {r['model']} | {r['batch']} | {r['precision']} | {r['fashionlab']:.0f} | "
             f"{r['usual']:.0f} | {r['a/b']:.2f} | {r['GFLOP/s']:.0f} | {r['of ceiling']:.0%} | "
+            f"{r['primitive bound']:.0%} | {r['in primitives']:.0%} | "
             f"{r['of layer-shape ceiling']:.0%} ({r['layer-shape ceiling']:.0f} GFLOP/s) | "
             f"{k32 and f'{k32:.0f}' or '-'} | {k16 and f'{k16:.0f}' or '-'} | "
             f"{ad and f'{ad:.2f}' or '-'} | {kc and f'{kc:.0%}' or '-'} | "

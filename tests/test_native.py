@@ -1,4 +1,5 @@
-"""The compiled pool+ReLU kernel: bit-identical to PyTorch's operators, cached, and optional."""
+"""The compiled kernels (pool+ReLU, dropout masks): bit-identical to PyTorch's operators, cached,
+and optional."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fashionlab.native import build, native_pool_relu_applies, pool_relu
+from fashionlab.native import (
+    Dropout,
+    bernoulli_status,
+    build,
+    dropout,
+    native_pool_relu_applies,
+    pool_relu,
+)
+from fashionlab.native import bernoulli as bernoulli_module
 from fashionlab.native import pooling as pool_relu_module
 
 needs_compiler = pytest.mark.skipif(
@@ -24,9 +33,12 @@ def fresh_kernels(monkeypatch, tmp_path):
     monkeypatch.setenv("FASHIONLAB_NATIVE_CACHE", str(tmp_path / "native"))
     monkeypatch.setattr(build, "_loaded", {})
     monkeypatch.setattr(build, "_reasons", {})
+    monkeypatch.setattr(bernoulli_module, "_failed_check", [])
     pool_relu_module._kernel.cache_clear()
+    bernoulli_module._kernel.cache_clear()
     yield tmp_path / "native"
     pool_relu_module._kernel.cache_clear()  # later tests load from the real cache again
+    bernoulli_module._kernel.cache_clear()
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
@@ -136,3 +148,73 @@ def test_a_failing_build_is_reported_and_leaves_nothing(fresh_kernels, monkeypat
 def test_native_kernels_can_be_turned_off(fresh_kernels, monkeypatch) -> None:
     monkeypatch.setenv("FASHIONLAB_NATIVE", "0")
     assert build.kernel_status("pool_relu") == "not used (FASHIONLAB_NATIVE=0)"
+
+
+def _dropout_both_ways(x0: torch.Tensor, p: float, module: bool = False):
+    """(output, input gradient, generator state after) from PyTorch's dropout and from ours,
+    each from the same generator state."""
+    torch.manual_seed(7)
+    torch.rand(5)  # start mid-block, not at a fresh seed's first refill
+    start = torch.get_rng_state()
+    results = []
+    ours = Dropout(p) if module else (lambda t: dropout(t, p))
+    for op in (lambda t: F.dropout(t, p, training=True), ours):
+        torch.set_rng_state(start)
+        x = x0.detach().requires_grad_()
+        y = op(x)
+        y.backward(torch.linspace(-2, 2, y.numel()).reshape(y.shape).to(y.dtype))
+        results.append((y.detach(), x.grad, torch.get_rng_state()))
+    return results
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize(
+    "shape, channels_last",
+    [((128, 32, 14, 14), True), ((128, 128), False), ((3, 5, 7, 9), True), ((7,), False)],
+)
+@pytest.mark.parametrize("p", [0.05, 0.25, 0.5])
+def test_dropout_matches_pytorch_to_the_bit(fresh_kernels, dtype, shape, channels_last, p):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    (y_ref, g_ref, s_ref), (y, g, s) = _dropout_both_ways(x, p)
+    assert bernoulli_status().startswith("compiled")
+    bits = lambda t: t.contiguous().view(torch.uint8)  # noqa: E731 (-0.0 differs from 0.0)
+    assert torch.equal(bits(y), bits(y_ref)) and torch.equal(bits(g), bits(g_ref))
+    assert y.stride() == y_ref.stride()
+    assert torch.equal(s, s_ref)  # the generator moved exactly as far: later draws agree
+    if y.numel() > 1000:
+        assert 0 < (y == 0).float().mean() < 1  # a real mask was drawn
+
+
+@needs_compiler
+def test_dropout_module_and_its_fallbacks_match_pytorch(fresh_kernels) -> None:
+    x = torch.randn(4, 6, 5, 5)
+    (y_ref, g_ref, s_ref), (y, g, s) = _dropout_both_ways(x, 0.3, module=True)
+    assert torch.equal(y, y_ref) and torch.equal(g, g_ref) and torch.equal(s, s_ref)
+    # PyTorch's own path: a non-dense input, a dtype the kernel does not write, p of 0 or 1.
+    for odd, p in ((x[:, :, ::2], 0.3), (x.double(), 0.3), (x, 0.0), (x, 1.0)):
+        (y_ref, _, s_ref), (y, _, s) = _dropout_both_ways(odd, p)
+        assert torch.equal(y, y_ref) and torch.equal(s, s_ref)
+    module = Dropout(0.3).eval()
+    assert module(x) is x or torch.equal(module(x), x)
+    assert repr(module) == repr(torch.nn.Dropout(0.3))
+    assert isinstance(module, torch.nn.Dropout) and module.state_dict() == {}
+
+
+def test_a_kernel_that_disagrees_with_pytorch_is_not_used(fresh_kernels, monkeypatch) -> None:
+    monkeypatch.setattr(bernoulli_module, "_matches_pytorch", lambda library: False)
+    if build.load_kernel("bernoulli") is None:
+        pytest.skip("no C compiler: nothing to check")
+    assert bernoulli_status() == "not used (its draws differ from this PyTorch's bernoulli_)"
+    x = torch.randn(8, 16)
+    (y_ref, _, s_ref), (y, _, s) = _dropout_both_ways(x, 0.5)
+    assert torch.equal(y, y_ref) and torch.equal(s, s_ref)  # PyTorch's dropout ran
+
+
+def test_dropout_masks_without_a_compiler_come_from_pytorch(fresh_kernels, monkeypatch) -> None:
+    monkeypatch.setenv("FASHIONLAB_NATIVE", "0")
+    assert bernoulli_status() == "not used (FASHIONLAB_NATIVE=0)"
+    (y_ref, _, s_ref), (y, _, s) = _dropout_both_ways(torch.randn(8, 16), 0.5)
+    assert torch.equal(y, y_ref) and torch.equal(s, s_ref)

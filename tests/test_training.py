@@ -324,14 +324,16 @@ def test_every_registered_model_trains_from_the_cli(tmp_path, model):
     assert load_predictions(run)["logits"].shape == (100, 10)
 
 
-def test_the_rewritten_training_graph_trains_bit_identically(tmp_path, monkeypatch):
-    # s2-cnn trains through models.fusion's view (max-pool before ReLU, as one compiled pass
-    # where the kernel builds); the same run through PyTorch's pool and ReLU, and on the model
-    # as built, must give the same history and the same weights, to the bit.
+@pytest.mark.parametrize("model", ["s2-cnn", "s0-m2"])
+def test_the_rewritten_training_graph_trains_bit_identically(tmp_path, monkeypatch, model):
+    # s2-cnn and s0-m2 (conv -> BatchNorm -> ReLU -> pool) train through models.fusion's view
+    # (max-pool before ReLU, as one compiled pass where the kernel builds); the same run through
+    # PyTorch's pool and ReLU, and on the model as built, must give the same history and the
+    # same weights, to the bit.
     import fashionlab.models.fusion as fusion
     from fashionlab.native import kernel_status
 
-    config = tiny_config("s2-cnn", precision="bf16")
+    config = tiny_config(model, precision="bf16")
     runs = {"native": train(config.model_copy(update={"name": "native"}), tmp_path, quiet=True)}
     if shutil.which("cc") or shutil.which("gcc"):
         assert kernel_status("pool_relu").startswith("compiled")
@@ -348,3 +350,24 @@ def test_the_rewritten_training_graph_trains_bit_identically(tmp_path, monkeypat
         assert histories[name] == histories["native"], name
         assert weights[name].keys() == weights["native"].keys()
         assert all(torch.equal(weights[name][k], weights["native"][k]) for k in weights[name])
+
+
+def test_dropout_masks_from_the_kernel_train_bit_identically(tmp_path, monkeypatch):
+    # S0-M2 has dropout on channels-last bf16 feature maps and in its head; its masks drawn by
+    # the compiled kernel and by PyTorch's bernoulli_ must give the same run, to the bit.
+    import fashionlab.native.bernoulli as bernoulli
+
+    config = tiny_config("s0-m2", precision="bf16")
+    runs = {"kernel": train(config.model_copy(update={"name": "kernel"}), tmp_path, quiet=True)}
+    if shutil.which("cc") or shutil.which("gcc"):
+        env = json.loads((runs["kernel"] / "env.json").read_text())
+        assert env["native_kernels"]["dropout_mask"].startswith("compiled")
+    monkeypatch.setattr(bernoulli, "_applies", lambda mask: False)
+    runs["pytorch"] = train(config.model_copy(update={"name": "pytorch"}), tmp_path, quiet=True)
+    histories = {
+        name: [{k: v for k, v in r.items() if k != "seconds"} for r in load_history(run)]
+        for name, run in runs.items()
+    }
+    assert histories["pytorch"] == histories["kernel"]
+    weights = {name: load_file(run / "model.safetensors") for name, run in runs.items()}
+    assert all(torch.equal(weights["pytorch"][k], weights["kernel"][k]) for k in weights["kernel"])

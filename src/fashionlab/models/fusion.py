@@ -4,14 +4,16 @@
 gradients, on the same parameter objects, for the training loop only. The model itself
 (inspection hooks, evaluation, export, saved weights) keeps its structure.
 
-The one rewrite: conv -> ReLU -> max-pool becomes conv -> max-pool -> ReLU. Max-pooling
-commutes with any non-decreasing function, so the forward values are equal, and the
-gradients are equal too: where a window's maximum is positive both orders route the gradient
-to the same (first) maximal element; where it is not, the ReLU zeroes the gradient in both.
-The ReLU then runs on a quarter of the elements (a 2x2 pool): on the S2 CNN its forward and
-backward were about a fifth of a bf16 step (`benchmarks/train_speed.py --profile s2-cnn`).
-Where the compiled kernel applies (2x2 pools of channels-last CPU maps), pool and ReLU run as
-one pass each way (fashionlab.native.pool_relu), again with bit-identical values and gradients.
+The one rewrite: conv [-> BatchNorm] -> ReLU -> max-pool becomes conv [-> BatchNorm] ->
+max-pool -> ReLU, for a `ConvAct` stage, a `ConvBNReLU` block or a Sequential stage ending in
+one (S0-M2's), followed by the pool. Max-pooling commutes with any non-decreasing function, so
+the forward values are equal, and the gradients are equal too: where a window's maximum is
+positive both orders route the gradient to the same (first) maximal element; where it is not,
+the ReLU zeroes the gradient in both. The ReLU then runs on a quarter of the elements (a 2x2
+pool): on the S2 CNN its forward and backward were about a fifth of a bf16 step
+(`benchmarks/train_speed.py --profile s2-cnn`). Where the compiled kernel applies (2x2 pools
+of channels-last CPU maps), pool and ReLU run as one pass each way
+(fashionlab.native.pool_relu), again with bit-identical values and gradients.
 """
 
 from __future__ import annotations
@@ -22,35 +24,49 @@ import torch
 from torch import nn
 
 from fashionlab.models.base import ConvAct, FashionNet
+from fashionlab.models.studies import ConvBNReLU
 from fashionlab.native import native_pool_relu_applies, pool_relu
 
 
 class PoolThenAct(nn.Module):
-    """`act(pool(conv(x)))` on the modules of a `ConvAct` stage followed by a max-pool."""
+    """`act(pool(body(x)))` for a stage that computes `act(body(x))` and is followed by a
+    max-pool; `body` holds the stage's own modules (the same parameters, in the same order)."""
 
-    def __init__(self, stage: ConvAct, pool: nn.MaxPool2d) -> None:
+    def __init__(self, body: nn.Module, act: nn.ReLU, pool: nn.MaxPool2d) -> None:
         super().__init__()
-        self.conv, self.pool, self.act = stage.conv, pool, stage.act
+        self.body, self.pool, self.act = body, pool, act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
+        x = self.body(x)
         if native_pool_relu_applies(x, self.pool):
             return pool_relu(x)
         return self.act(self.pool(x))
 
 
-def _swappable(stage: nn.Module, following: nn.Module | None) -> bool:
-    return (
-        isinstance(stage, ConvAct)
-        and type(stage.act) is nn.ReLU
-        and isinstance(following, nn.MaxPool2d)
-        and not following.return_indices
-    )
+def _split_off_relu(stage: nn.Module) -> tuple[nn.Module, nn.ReLU] | None:
+    """(body, relu) with stage(x) == relu(body(x)), for the stage types known to end in a
+    ReLU; None for anything else. Exact types: a subclass may compute something else."""
+    if type(stage) is ConvAct and type(stage.act) is nn.ReLU:
+        return stage.conv, stage.act
+    if type(stage) is ConvBNReLU and type(stage.act) is nn.ReLU:
+        return nn.Sequential(stage.conv, stage.bn), stage.act
+    if type(stage) is nn.Sequential and len(stage) > 0:
+        last = _split_off_relu(stage[-1])
+        if last is not None:
+            return nn.Sequential(*list(stage)[:-1], last[0]), last[1]
+    return None
+
+
+def _rewrite(stage: nn.Module, following: nn.Module | None) -> PoolThenAct | None:
+    if not isinstance(following, nn.MaxPool2d) or following.return_indices:
+        return None
+    split = _split_off_relu(stage)
+    return None if split is None else PoolThenAct(split[0], split[1], following)
 
 
 def training_view(model: nn.Module) -> nn.Module:
-    """The model's training graph with conv -> ReLU -> max-pool stages pooled before the
-    ReLU, or the model itself when nothing is rewritten (MLPs, BatchNorm nets, other types)."""
+    """The model's training graph with [BatchNorm ->] ReLU -> max-pool stages pooled before
+    the ReLU, or the model itself when nothing is rewritten (MLPs, nets without max-pools)."""
     if not isinstance(model, FashionNet):
         return model
     children = list(model.trunk.named_children())
@@ -59,8 +75,9 @@ def training_view(model: nn.Module) -> nn.Module:
     while i < len(children):
         name, module = children[i]
         following = children[i + 1][1] if i + 1 < len(children) else None
-        if _swappable(module, following):
-            rewritten[name] = PoolThenAct(module, following)
+        fused = _rewrite(module, following)
+        if fused is not None:
+            rewritten[name] = fused
             i += 2
         else:
             rewritten[name] = module

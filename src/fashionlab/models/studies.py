@@ -17,6 +17,7 @@ from fashionlab.models import recipes
 from fashionlab.models._registry import register_model
 from fashionlab.models.base import NUM_CLASSES, ConvAct, FashionNet, Flatten, trunk_output_dim
 from fashionlab.models.mlp import build_mlp
+from fashionlab.native import Dropout
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def build_plain_cnn(convs: Sequence[Conv], hidden: int, dropout: float = 0.0) ->
     head["fc1"] = nn.Linear(trunk_output_dim(trunk_seq), hidden)
     head["act1"] = nn.ReLU()
     if dropout > 0:
-        head["drop1"] = nn.Dropout(dropout)
+        head["drop1"] = Dropout(dropout)
     head["out"] = nn.Linear(hidden, NUM_CLASSES)
     return FashionNet(trunk_seq, nn.Sequential(head), stages)
 
@@ -98,14 +99,14 @@ def s0_m2() -> FashionNet:
         stages += [f"stage{s}.block1", f"stage{s}.block2"]
         if pool:
             trunk[f"pool{s}"] = nn.MaxPool2d(2)
-        trunk[f"drop{s}"] = nn.Dropout(rate)
+        trunk[f"drop{s}"] = Dropout(rate)
         channels = width
     trunk["gap"] = nn.AdaptiveAvgPool2d(1)
     trunk["flatten"] = Flatten()
     head = OrderedDict(
         fc1=nn.Linear(128, 128),
         act1=nn.ReLU(),
-        drop1=nn.Dropout(0.20),
+        drop1=Dropout(0.20),
         out=nn.Linear(128, NUM_CLASSES),
     )
     return FashionNet(nn.Sequential(trunk), nn.Sequential(head), stages)

@@ -3,10 +3,14 @@
 Optional by design: every kernel has a PyTorch fallback with the same values (see build.py).
 """
 
+from fashionlab.native.bernoulli import Dropout, bernoulli_status, dropout
 from fashionlab.native.build import kernel_status, load_kernel, native_cache_dir
 from fashionlab.native.pooling import native_pool_relu_applies, pool_relu
 
 __all__ = [
+    "Dropout",
+    "bernoulli_status",
+    "dropout",
     "kernel_status",
     "load_kernel",
     "native_cache_dir",
