@@ -171,7 +171,7 @@ def _dropout_both_ways(x0: torch.Tensor, p: float, module: bool = False):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize(
     "shape, channels_last",
-    [((128, 32, 14, 14), True), ((128, 128), False), ((3, 5, 7, 9), True), ((7,), False)],
+    [((128, 32, 14, 14), True), ((128, 128), False), ((8, 5, 11, 13), True), ((4099,), False)],
 )
 @pytest.mark.parametrize("p", [0.05, 0.25, 0.5])
 def test_dropout_matches_pytorch_to_the_bit(fresh_kernels, dtype, shape, channels_last, p):
@@ -190,11 +190,14 @@ def test_dropout_matches_pytorch_to_the_bit(fresh_kernels, dtype, shape, channel
 
 @needs_compiler
 def test_dropout_module_and_its_fallbacks_match_pytorch(fresh_kernels) -> None:
-    x = torch.randn(4, 6, 5, 5)
+    x = torch.randn(16, 6, 9, 9)
+    assert bernoulli_module._applies(x)
     (y_ref, g_ref, s_ref), (y, g, s) = _dropout_both_ways(x, 0.3, module=True)
     assert torch.equal(y, y_ref) and torch.equal(g, g_ref) and torch.equal(s, s_ref)
-    # PyTorch's own path: a non-dense input, a dtype the kernel does not write, p of 0 or 1.
-    for odd, p in ((x[:, :, ::2], 0.3), (x.double(), 0.3), (x, 0.0), (x, 1.0)):
+    # PyTorch's own path: a non-dense input, a dtype the kernel does not write, a small mask,
+    # p of 0 or 1.
+    assert not bernoulli_module._applies(torch.empty(64, 63))
+    for odd, p in ((x[:, :, ::2], 0.3), (x.double(), 0.3), (x[:2], 0.3), (x, 0.0), (x, 1.0)):
         (y_ref, _, s_ref), (y, _, s) = _dropout_both_ways(odd, p)
         assert torch.equal(y, y_ref) and torch.equal(s, s_ref)
     module = Dropout(0.3).eval()
