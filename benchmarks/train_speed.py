@@ -200,10 +200,12 @@ def primitive_seconds_per_step(model: torch.nn.Module, batch: int, dtype: torch.
     """The time of a training step's compute primitives alone: every conv/linear layer's
     forward and backward (input gradient except for the first layer, weight and bias
     gradients) as oneDNN/MKL run them at the step's shapes, dtype and channels-last layout,
-    each timed by itself (best of 10 after 3 warm-ups) and summed. Weights are cast before
-    the clock starts, so no autocast copy is counted. Timed apart from the training loop
-    because the profiler's overhead inflates whichever operator wakes the thread pool."""
-    total = 0.0
+    each layer's best time summed. Weights are cast before the clock starts, so no autocast
+    copy is counted. Timed apart from the training loop because the profiler's overhead
+    inflates whichever operator wakes the thread pool; the layers take turns over 10 rounds
+    (after 3 warm-ups each), so a burst of load on this shared machine spoils one sample of
+    each rather than every sample of one."""
+    steps = []
     for i, (layer, captured) in enumerate(layer_inputs(model, batch)):
         fmt = torch.channels_last if captured.dim() == 4 else torch.contiguous_format
         x = captured.to(dtype).contiguous(memory_format=fmt).requires_grad_(i > 0)
@@ -211,14 +213,19 @@ def primitive_seconds_per_step(model: torch.nn.Module, batch: int, dtype: torch.
         b = None if layer.bias is None else layer.bias.detach().to(dtype).requires_grad_()
         leaves = [t for t in (x, w, b) if t is not None and t.requires_grad]
         grad = torch.randn_like(_layer_primitive(layer, x, w, b).detach())
-        best = float("inf")
-        for attempt in range(13):
-            started = time.perf_counter()
+        steps.append(lambda layer=layer, x=x, w=w, b=b, leaves=leaves, grad=grad: (
             torch.autograd.grad(_layer_primitive(layer, x, w, b), leaves, grad)
-            if attempt >= 3:
-                best = min(best, time.perf_counter() - started)
-        total += best
-    return total
+        ))  # fmt: skip
+    for step in steps:
+        for _ in range(3):
+            step()
+    best = [float("inf")] * len(steps)
+    for _ in range(10):
+        for j, step in enumerate(steps):
+            started = time.perf_counter()
+            step()
+            best[j] = min(best[j], time.perf_counter() - started)
+    return sum(best)
 
 
 class PerSampleDataset(Dataset):
