@@ -36,7 +36,7 @@ fashionlab reaches can be judged against what TensorFlow's oneDNN/XLA graph reac
 same networks and the same machine. `--profile MODEL` adds where a fashionlab training step
 spends its time (torch.profiler, the top operators by self CPU time, both precisions).
 
-Command (from the repository root; about 1-4 minutes on 2 cores):
+Command (from the repository root; about 3-5 minutes on 2 cores, with Keras):
 
     .venv/bin/python benchmarks/train_speed.py [--models s0-m1 s0-m2 s2-cnn] [--steps 50]
                                                [--repeats 3] [--profile s0-m1]
