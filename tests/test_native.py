@@ -18,6 +18,7 @@ from fashionlab.native import (
     dropout,
     native_pool_relu_applies,
     pool_relu,
+    unused_kernels_notice,
 )
 from fashionlab.native import bernoulli as bernoulli_module
 from fashionlab.native import pooling as pool_relu_module
@@ -221,3 +222,25 @@ def test_dropout_masks_without_a_compiler_come_from_pytorch(fresh_kernels, monke
     assert bernoulli_status() == "not used (FASHIONLAB_NATIVE=0)"
     (y_ref, _, s_ref), (y, _, s) = _dropout_both_ways(torch.randn(8, 16), 0.5)
     assert torch.equal(y, y_ref) and torch.equal(s, s_ref)
+
+
+def test_the_user_is_told_when_the_kernels_cannot_be_built(fresh_kernels, monkeypatch, capsys):
+    from fashionlab.cli import main
+
+    monkeypatch.setenv("CC", str(fresh_kernels / "no-such-compiler"))
+    notice = unused_kernels_notice()
+    assert notice is not None and notice.startswith("note: compiled kernels not used (")
+    assert "no-such-compiler" in notice and "same results" in notice
+    runs = fresh_kernels.parent / "runs"
+    argv = ["train", "--model", "s4-ann", "--epochs", "1", "--train-subset", "128"]
+    assert main([*argv, "--eval-subset", "100", "--runs-dir", str(runs)]) == 0
+    assert notice in capsys.readouterr().err.splitlines()
+
+
+def test_no_notice_when_the_kernels_run_or_are_turned_off(fresh_kernels, monkeypatch) -> None:
+    if build.load_kernel("pool_relu") is not None:
+        assert unused_kernels_notice() is None
+    monkeypatch.setenv("FASHIONLAB_NATIVE", "0")
+    monkeypatch.setattr(build, "_loaded", {})
+    bernoulli_module._kernel.cache_clear()
+    assert unused_kernels_notice() is None  # the user chose it: nothing to fix

@@ -43,6 +43,7 @@ from fashionlab.data import (
 from fashionlab.distributed import DistContext, init_distributed, shutdown_distributed
 from fashionlab.errors import ConfigError, FashionlabError, RunError, TrainingDiverged
 from fashionlab.model_io import model_info, save_weights
+from fashionlab.native import unused_kernels_notice
 from fashionlab.runs import RunWriter, load_config, prepare_run_dir
 
 EVAL_BATCH = 1000
@@ -668,6 +669,9 @@ def _start(
         RunWriter(run_dir).write_env(
             config.seed, str(trainer.device), torch.get_num_threads(), dist_ctx.world_size
         )
+        notice = unused_kernels_notice() if trainer.device.type == "cpu" else None
+        if notice and not quiet:
+            print(notice, file=sys.stderr)  # the same numbers either way, but slower
     return trainer
 
 

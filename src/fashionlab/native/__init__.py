@@ -3,7 +3,12 @@
 Optional by design: every kernel has a PyTorch fallback with the same values (see build.py).
 """
 
-from fashionlab.native.bernoulli import Dropout, bernoulli_status, dropout
+from fashionlab.native.bernoulli import (
+    Dropout,
+    bernoulli_status,
+    dropout,
+    unused_kernels_notice,
+)
 from fashionlab.native.build import kernel_status, load_kernel, native_cache_dir
 from fashionlab.native.pooling import native_pool_relu_applies, pool_relu
 
@@ -16,4 +21,5 @@ __all__ = [
     "native_cache_dir",
     "native_pool_relu_applies",
     "pool_relu",
+    "unused_kernels_notice",
 ]

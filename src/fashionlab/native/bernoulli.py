@@ -135,3 +135,20 @@ class Dropout(torch.nn.Dropout):
         if self.inplace:
             return super().forward(x)
         return dropout(x, self.p, self.training)
+
+
+def unused_kernels_notice() -> str | None:
+    """One line for the user when a compiled kernel could not be used for a reason they may
+    want to fix (no compiler, a failed build); None when all are in use or turned off on
+    purpose (FASHIONLAB_NATIVE=0)."""
+    from fashionlab.native.build import kernel_status
+
+    reasons = {kernel_status("pool_relu"), bernoulli_status()}
+    reasons = {r[len("not used (") : -1] for r in reasons if r.startswith("not used (")}
+    reasons.discard("FASHIONLAB_NATIVE=0")
+    if not reasons:
+        return None
+    return (
+        f"note: compiled kernels not used ({'; '.join(sorted(reasons))}); PyTorch's own "
+        "operators give the same results, more slowly"
+    )
