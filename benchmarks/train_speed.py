@@ -62,7 +62,7 @@ from fashionlab.config import build_config
 from fashionlab.models import create_model
 from fashionlab.models.summary import count_flops
 from fashionlab.native import bernoulli_status, kernel_status
-from fashionlab.training import Trainer, build_optimizer
+from fashionlab.training import Trainer, build_optimizer, resolve_precision
 
 HERE = Path(__file__).resolve().parent
 KERAS_PYTHON = HERE.parent / ".venv-keras" / "bin" / "python"
@@ -388,8 +388,26 @@ def main() -> None:
             f"{ad and f'{ad:.2f}' or '-'} | {kc and f'{kc:.0%}' or '-'} | "
             f"{kl and f'{kl:.0%}' or '-'} |"
         )
+    print_targets(rows)
     if args.profile:
         print_profile(args.profile, args.steps, args.threads)
+
+
+def print_targets(rows: list[dict]) -> None:
+    """Issue 8's targets, judged on this run's rows at the precision `auto` picks here."""
+    precision = resolve_precision("auto", torch.device("cpu"))
+    print(f"\ntargets at precision {precision} (precision: auto on this CPU):")
+    for r in (r for r in rows if r["precision"] == precision):
+        checks = [f"a/b {r['a/b']:.2f} {'>=' if r['a/b'] >= 2.0 else '<'} 2.0"]
+        if "a/d" in r:
+            checks.append(f"a/d {r['a/d']:.2f} {'>=' if r['a/d'] >= 1.2 else '<'} 1.2")
+        bound = r["primitive bound"]
+        checks.append(
+            f"{r['of ceiling']:.0%} of the square ceiling "
+            f"{'>=' if r['of ceiling'] >= 0.6 else '<'} 60% (primitives alone: "
+            f"{bound:.0%}{', so out of reach' if bound < 0.6 else ''})"
+        )
+        print(f"  {r['model']}: " + "; ".join(checks))
 
 
 if __name__ == "__main__":
