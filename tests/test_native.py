@@ -16,7 +16,8 @@ from fashionlab.native import (
     bernoulli_status,
     build,
     dropout,
-    native_pool_relu_applies,
+    max_pool_2x2,
+    native_pool_applies,
     pool_relu,
     unused_kernels_notice,
 )
@@ -60,14 +61,18 @@ def _with_edge_cases(shape, dtype) -> torch.Tensor:
 @needs_compiler
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("shape", [(4, 8, 24, 24), (3, 5, 7, 9), (2, 64, 11, 11), (1, 3, 2, 3)])
-def test_pool_relu_matches_pytorch_to_the_bit(fresh_kernels, dtype, shape) -> None:
+@pytest.mark.parametrize("relu", [True, False], ids=["pool_relu", "pool"])
+def test_pool_relu_matches_pytorch_to_the_bit(fresh_kernels, dtype, shape, relu) -> None:
     x0 = _with_edge_cases(shape, dtype)
-    assert native_pool_relu_applies(x0, torch.nn.MaxPool2d(2))
+    assert native_pool_applies(x0, torch.nn.MaxPool2d(2))
     grad = torch.randn(shape[0], shape[1], shape[2] // 2, shape[3] // 2).to(dtype)
     grad[0, 2 % shape[1], 0, 0] = -0.0  # PyTorch's backward turns a -0.0 gradient into 0.0
     grad = grad.contiguous(memory_format=torch.channels_last)
     results = []
-    for op in (lambda t: F.relu(F.max_pool2d(t, 2, 2)), pool_relu):
+    ops = (lambda t: F.relu(F.max_pool2d(t, 2, 2)), pool_relu)
+    if not relu:  # the speed-run net's pool, before its BatchNorm
+        ops = (lambda t: F.max_pool2d(t, 2, 2), max_pool_2x2)
+    for op in ops:
         x = x0.detach().requires_grad_()
         y = op(x)
         y.backward(grad)
@@ -86,15 +91,15 @@ def test_pool_relu_matches_pytorch_to_the_bit(fresh_kernels, dtype, shape) -> No
 @needs_compiler
 def test_only_plain_2x2_pools_of_channels_last_maps_are_taken(fresh_kernels) -> None:
     x = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last)
-    assert native_pool_relu_applies(x, torch.nn.MaxPool2d(2))
-    assert native_pool_relu_applies(x, torch.nn.MaxPool2d((2, 2), stride=2))
-    assert not native_pool_relu_applies(x.contiguous(), torch.nn.MaxPool2d(2))  # NCHW
-    assert not native_pool_relu_applies(x.double(), torch.nn.MaxPool2d(2))
-    assert not native_pool_relu_applies(x, torch.nn.MaxPool2d(3))
-    assert not native_pool_relu_applies(x, torch.nn.MaxPool2d(2, stride=1))
-    assert not native_pool_relu_applies(x, torch.nn.MaxPool2d(2, padding=1))
-    assert not native_pool_relu_applies(x, torch.nn.MaxPool2d(2, ceil_mode=True))
-    assert not native_pool_relu_applies(torch.randn(2, 4, 1, 8), torch.nn.MaxPool2d(2))
+    assert native_pool_applies(x, torch.nn.MaxPool2d(2))
+    assert native_pool_applies(x, torch.nn.MaxPool2d((2, 2), stride=2))
+    assert not native_pool_applies(x.contiguous(), torch.nn.MaxPool2d(2))  # NCHW
+    assert not native_pool_applies(x.double(), torch.nn.MaxPool2d(2))
+    assert not native_pool_applies(x, torch.nn.MaxPool2d(3))
+    assert not native_pool_applies(x, torch.nn.MaxPool2d(2, stride=1))
+    assert not native_pool_applies(x, torch.nn.MaxPool2d(2, padding=1))
+    assert not native_pool_applies(x, torch.nn.MaxPool2d(2, ceil_mode=True))
+    assert not native_pool_applies(torch.randn(2, 4, 1, 8), torch.nn.MaxPool2d(2))
 
 
 @needs_compiler
@@ -129,7 +134,7 @@ def test_without_a_compiler_the_pytorch_ops_are_used(fresh_kernels, monkeypatch)
     monkeypatch.setenv("CC", str(fresh_kernels / "no-such-compiler"))
     assert build.load_kernel("pool_relu") is None
     assert build.kernel_status("pool_relu").startswith("not used (")
-    assert not native_pool_relu_applies(
+    assert not native_pool_applies(
         torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last),
         torch.nn.MaxPool2d(2),
     )
@@ -244,3 +249,22 @@ def test_no_notice_when_the_kernels_run_or_are_turned_off(fresh_kernels, monkeyp
     monkeypatch.setattr(build, "_loaded", {})
     bernoulli_module._kernel.cache_clear()
     assert unused_kernels_notice() is None  # the user chose it: nothing to fix
+
+
+@needs_compiler
+def test_the_max_pool_module_trains_through_the_kernel_only(fresh_kernels, monkeypatch) -> None:
+    from fashionlab.native import MaxPool2d
+
+    pool = MaxPool2d(2)
+    assert repr(pool) == repr(torch.nn.MaxPool2d(2)) and isinstance(pool, torch.nn.MaxPool2d)
+    calls = []
+    monkeypatch.setattr(
+        pool_relu_module, "max_pool_2x2", lambda t: calls.append(1) or t[..., ::2, ::2]
+    )
+    x = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last)
+    pool(x.requires_grad_())
+    assert calls == [1]
+    with torch.no_grad():
+        pool(x)  # no backward to speed up: PyTorch's op
+    pool.eval()(x)  # evaluation and export see nn.MaxPool2d
+    assert calls == [1]

@@ -337,7 +337,7 @@ def test_the_rewritten_training_graph_trains_bit_identically(tmp_path, monkeypat
     runs = {"native": train(config.model_copy(update={"name": "native"}), tmp_path, quiet=True)}
     if shutil.which("cc") or shutil.which("gcc"):
         assert kernel_status("pool_relu").startswith("compiled")
-    monkeypatch.setattr(fusion, "native_pool_relu_applies", lambda x, pool: False)
+    monkeypatch.setattr(fusion, "native_pool_applies", lambda x, pool: False)
     runs["view"] = train(config.model_copy(update={"name": "view"}), tmp_path, quiet=True)
     monkeypatch.setattr(fusion, "training_view", lambda model: model)
     runs["plain"] = train(config.model_copy(update={"name": "plain"}), tmp_path, quiet=True)
@@ -363,6 +363,28 @@ def test_dropout_masks_from_the_kernel_train_bit_identically(tmp_path, monkeypat
         env = json.loads((runs["kernel"] / "env.json").read_text())
         assert env["native_kernels"]["dropout_mask"].startswith("compiled")
     monkeypatch.setattr(bernoulli, "_applies", lambda mask: False)
+    runs["pytorch"] = train(config.model_copy(update={"name": "pytorch"}), tmp_path, quiet=True)
+    histories = {
+        name: [{k: v for k, v in r.items() if k != "seconds"} for r in load_history(run)]
+        for name, run in runs.items()
+    }
+    assert histories["pytorch"] == histories["kernel"]
+    weights = {name: load_file(run / "model.safetensors") for name, run in runs.items()}
+    assert all(torch.equal(weights["pytorch"][k], weights["kernel"][k]) for k in weights["kernel"])
+
+
+def test_the_speed_run_net_trains_bit_identically_through_the_pool_kernel(tmp_path, monkeypatch):
+    # `fast` pools before its BatchNorm: its MaxPool2d trains through the compiled kernel,
+    # and a run with PyTorch's max-pool instead must be the same run, to the bit.
+    import fashionlab.native.pooling as pooling
+
+    config = tiny_config("fast", precision="bf16", epochs=1)
+    calls = []
+    kernel = pooling.max_pool_2x2
+    monkeypatch.setattr(pooling, "max_pool_2x2", lambda x: calls.append(1) or kernel(x))
+    runs = {"kernel": train(config.model_copy(update={"name": "kernel"}), tmp_path, quiet=True)}
+    assert calls or not (shutil.which("cc") or shutil.which("gcc"))
+    monkeypatch.setattr(pooling, "native_pool_applies", lambda x, pool: False)
     runs["pytorch"] = train(config.model_copy(update={"name": "pytorch"}), tmp_path, quiet=True)
     histories = {
         name: [{k: v for k, v in r.items() if k != "seconds"} for r in load_history(run)]

@@ -25,7 +25,7 @@ from torch import nn
 
 from fashionlab.models.base import ConvAct, FashionNet
 from fashionlab.models.studies import ConvBNReLU
-from fashionlab.native import native_pool_relu_applies, pool_relu
+from fashionlab.native import native_pool_applies, pool_relu
 
 
 class PoolThenAct(nn.Module):
@@ -38,7 +38,7 @@ class PoolThenAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.body(x)
-        if native_pool_relu_applies(x, self.pool):
+        if native_pool_applies(x, self.pool):
             return pool_relu(x)
         return self.act(self.pool(x))
 

@@ -10,16 +10,18 @@ from fashionlab.native.bernoulli import (
     unused_kernels_notice,
 )
 from fashionlab.native.build import kernel_status, load_kernel, native_cache_dir
-from fashionlab.native.pooling import native_pool_relu_applies, pool_relu
+from fashionlab.native.pooling import MaxPool2d, max_pool_2x2, native_pool_applies, pool_relu
 
 __all__ = [
     "Dropout",
+    "MaxPool2d",
     "bernoulli_status",
     "dropout",
     "kernel_status",
     "load_kernel",
+    "max_pool_2x2",
     "native_cache_dir",
-    "native_pool_relu_applies",
+    "native_pool_applies",
     "pool_relu",
     "unused_kernels_notice",
 ]

@@ -1,4 +1,5 @@
-/* ReLU(max-pool 2x2, stride 2) on a channels-last (N, H, W, C) tensor, forward and backward.
+/* ReLU(max-pool 2x2, stride 2), or the max-pool alone (relu = 0), on a channels-last
+ * (N, H, W, C) tensor, forward and backward.
  *
  * One pass each way instead of PyTorch's three (pool, ReLU, and a backward that zero-fills
  * the whole input gradient and then scatters into it through int64 indices). The forward
@@ -10,7 +11,9 @@
  *     later NaN over an earlier one (max_pool2d's `val > max || isnan(val)`);
  *   - ReLU is clamp_min(m, 0): -0.0 and NaN pass through, and its gradient is zero where
  *     its output is <= 0 (threshold_backward);
- *   - odd H or W: the last row or column is not pooled (floor mode) and gets zero gradient.
+ *   - odd H or W: the last row or column is not pooled (floor mode) and gets zero gradient;
+ *   - without the ReLU (the speed-run net pools before its BatchNorm) every output keeps its
+ *     window's maximum and routes its gradient there, as max_pool2d does.
  * bf16 tensors are handled as their 16-bit patterns, compared as floats (exact widening).
  *
  * Threads: an OpenMP loop over output rows. Loaded into a process that has PyTorch, the
@@ -32,7 +35,7 @@ static inline float widen(uint16_t bits) {
 static inline int takes(float v, float m) { return v > m || v != v; }
 
 void pool_relu_forward(const void *x, void *y, uint8_t *code, long n, long h, long w, long c,
-                       int is_bf16, int threads) {
+                       int is_bf16, int relu, int threads) {
     const long ho = h / 2, wo = w / 2, rows = n * ho;
     if (threads < 1 || rows < threads) threads = 1;
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -56,8 +59,8 @@ void pool_relu_forward(const void *x, void *y, uint8_t *code, long n, long h, lo
                     if (takes(v, m)) { m = v; best = xs[i10 + k]; at = 2; }
                     v = widen(xs[i11 + k]);
                     if (takes(v, m)) { m = v; best = xs[i11 + k]; at = 3; }
-                    ys[k] = m < 0.0f ? 0 : best;
-                    cd[k] = m <= 0.0f ? NONE : at;
+                    ys[k] = relu && m < 0.0f ? 0 : best;
+                    cd[k] = relu && m <= 0.0f ? NONE : at;
                 }
             } else {
                 const float *xs = (const float *)x;
@@ -68,8 +71,8 @@ void pool_relu_forward(const void *x, void *y, uint8_t *code, long n, long h, lo
                     if (takes(xs[i01 + k], m)) { m = xs[i01 + k]; at = 1; }
                     if (takes(xs[i10 + k], m)) { m = xs[i10 + k]; at = 2; }
                     if (takes(xs[i11 + k], m)) { m = xs[i11 + k]; at = 3; }
-                    ys[k] = m < 0.0f ? 0.0f : m;
-                    cd[k] = m <= 0.0f ? NONE : at;
+                    ys[k] = relu && m < 0.0f ? 0.0f : m;
+                    cd[k] = relu && m <= 0.0f ? NONE : at;
                 }
             }
         }

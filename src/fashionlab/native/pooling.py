@@ -1,10 +1,14 @@
-"""ReLU(max_pool2d(x, 2, 2)) in one compiled pass each way (see pool_relu.c).
+"""ReLU(max_pool2d(x, 2, 2)), or max_pool2d(x, 2, 2) alone, in one compiled pass each way
+(see pool_relu.c).
 
-Used by the training view's conv -> max-pool -> ReLU stages (fashionlab.models.fusion). On the
-2-core CPU, forward + backward of a 128x64x24x24 bf16 map took 0.9 ms against 2.8 ms for
-PyTorch's max-pool and ReLU, and s0-m1 bf16 trained at 9,200-9,300 img/s against 7,100-7,300
-(an A/B on the trainer). Values and gradients are bit-identical to PyTorch's operators.
-"""
+`pool_relu` serves the training view's conv -> max-pool -> ReLU stages
+(fashionlab.models.fusion); `MaxPool2d` is the speed-run net's pool, which comes before its
+BatchNorm. PyTorch's channels-last max-pool writes int64 indices as large as its output and
+zero-fills the whole input gradient before scattering into it. On the 2-core CPU, forward +
+backward of a 128x64x24x24 bf16 map took 0.9 ms against 2.8 ms for PyTorch's max-pool and
+ReLU, and s0-m1 bf16 trained at 9,200-9,300 img/s against 7,100-7,300 (an A/B on the
+trainer); `fast` bf16 at 4,556 / 4,765 img/s against 4,153 / 4,031 with PyTorch's pool.
+Values and gradients are bit-identical to PyTorch's operators."""
 
 from __future__ import annotations
 
@@ -27,16 +31,17 @@ def _kernel() -> ctypes.CDLL | None:
     library = load_kernel("pool_relu")
     if library is not None:
         ptr, long_, int_ = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
-        shape = [long_, long_, long_, long_, int_, int_]  # n, h, w, c, is_bf16, threads
-        library.pool_relu_forward.argtypes = [ptr, ptr, ptr, *shape]
-        library.pool_relu_backward.argtypes = [ptr, ptr, ptr, *shape]
+        shape = [long_, long_, long_, long_, int_]  # n, h, w, c, is_bf16
+        library.pool_relu_forward.argtypes = [ptr, ptr, ptr, *shape, int_, int_]  # relu, threads
+        library.pool_relu_backward.argtypes = [ptr, ptr, ptr, *shape, int_]  # threads
         library.pool_relu_forward.restype = library.pool_relu_backward.restype = None
     return library
 
 
-def native_pool_relu_applies(x: torch.Tensor, pool: torch.nn.MaxPool2d) -> bool:
-    """Whether `pool_relu(x)` can stand in for `relu(pool(x))`: a 2x2, stride-2, unpadded,
-    floor-mode max-pool of a channels-last bf16/fp32 CPU map, and a compiled kernel."""
+def native_pool_applies(x: torch.Tensor, pool: torch.nn.MaxPool2d) -> bool:
+    """Whether the kernel can stand in for `pool(x)` (and `pool_relu(x)` for `relu(pool(x))`):
+    a 2x2, stride-2, unpadded, floor-mode max-pool of a channels-last bf16/fp32 CPU map, and a
+    compiled kernel."""
     return (
         x.device.type == "cpu"
         and x.dtype in _DTYPES
@@ -56,7 +61,7 @@ def native_pool_relu_applies(x: torch.Tensor, pool: torch.nn.MaxPool2d) -> bool:
 
 class _PoolReLU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, relu: bool) -> torch.Tensor:
         n, c, h, w = x.shape
         y = torch.empty((n, c, h // 2, w // 2), dtype=x.dtype, memory_format=torch.channels_last)
         # Per output element: which window input was the maximum, or 4 where ReLU cuts it.
@@ -64,7 +69,7 @@ class _PoolReLU(torch.autograd.Function):
         with record_function("fashionlab::pool_relu_forward"):  # named in profiles
             _kernel().pool_relu_forward(
                 x.data_ptr(), y.data_ptr(), code.data_ptr(), n, h, w, c,
-                int(x.dtype == torch.bfloat16), torch.get_num_threads(),
+                int(x.dtype == torch.bfloat16), int(relu), torch.get_num_threads(),
             )  # fmt: skip
         ctx.save_for_backward(code)
         ctx.input_shape = (n, c, h, w)
@@ -72,7 +77,7 @@ class _PoolReLU(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (code,) = ctx.saved_tensors
         n, c, h, w = ctx.input_shape
         grad = grad.contiguous(memory_format=torch.channels_last)  # autograd: y's dtype
@@ -82,9 +87,24 @@ class _PoolReLU(torch.autograd.Function):
                 code.data_ptr(), grad.data_ptr(), grad_in.data_ptr(), n, h, w, c,
                 int(grad.dtype == torch.bfloat16), torch.get_num_threads(),
             )  # fmt: skip
-        return grad_in
+        return grad_in, None
 
 
 def pool_relu(x: torch.Tensor) -> torch.Tensor:
-    """relu(max_pool2d(x, 2, 2)) for an `x` that `native_pool_relu_applies` accepts."""
-    return _PoolReLU.apply(x)
+    """relu(max_pool2d(x, 2, 2)) for an `x` that `native_pool_applies` accepts."""
+    return _PoolReLU.apply(x, True)
+
+
+def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+    """max_pool2d(x, 2, 2) for an `x` that `native_pool_applies` accepts."""
+    return _PoolReLU.apply(x, False)
+
+
+class MaxPool2d(torch.nn.MaxPool2d):
+    """`nn.MaxPool2d` that trains through the compiled kernel where it applies: the same
+    module (name, repr, eval-mode and export behaviour), the same values and gradients."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and torch.is_grad_enabled() and native_pool_applies(x, self):
+            return max_pool_2x2(x)
+        return super().forward(x)
