@@ -324,6 +324,21 @@ def test_every_registered_model_trains_from_the_cli(tmp_path, model):
     assert load_predictions(run)["logits"].shape == (100, 10)
 
 
+def _assert_same_runs(runs: dict) -> None:
+    """Every run folder in `runs` has the first one's history (but its timings) and weights,
+    to the bit."""
+    histories = {
+        name: [{k: v for k, v in r.items() if k != "seconds"} for r in load_history(run)]
+        for name, run in runs.items()
+    }
+    weights = {name: load_file(run / "model.safetensors") for name, run in runs.items()}
+    first, *others = runs
+    for name in others:
+        assert histories[name] == histories[first], name
+        assert weights[name].keys() == weights[first].keys()
+        assert all(torch.equal(weights[name][k], weights[first][k]) for k in weights[name])
+
+
 @pytest.mark.parametrize("model", ["s2-cnn", "s0-m2"])
 def test_the_rewritten_training_graph_trains_bit_identically(tmp_path, monkeypatch, model):
     # s2-cnn and s0-m2 (conv -> BatchNorm -> ReLU -> pool) train through models.fusion's view
@@ -341,15 +356,7 @@ def test_the_rewritten_training_graph_trains_bit_identically(tmp_path, monkeypat
     runs["view"] = train(config.model_copy(update={"name": "view"}), tmp_path, quiet=True)
     monkeypatch.setattr(fusion, "training_view", lambda model: model)
     runs["plain"] = train(config.model_copy(update={"name": "plain"}), tmp_path, quiet=True)
-    histories = {
-        name: [{k: v for k, v in r.items() if k != "seconds"} for r in load_history(run)]
-        for name, run in runs.items()
-    }
-    weights = {name: load_file(run / "model.safetensors") for name, run in runs.items()}
-    for name in ("view", "plain"):
-        assert histories[name] == histories["native"], name
-        assert weights[name].keys() == weights["native"].keys()
-        assert all(torch.equal(weights[name][k], weights["native"][k]) for k in weights[name])
+    _assert_same_runs(runs)
 
 
 def test_dropout_masks_from_the_kernel_train_bit_identically(tmp_path, monkeypatch):
@@ -364,13 +371,7 @@ def test_dropout_masks_from_the_kernel_train_bit_identically(tmp_path, monkeypat
         assert env["native_kernels"]["dropout_mask"].startswith("compiled")
     monkeypatch.setattr(bernoulli, "_applies", lambda mask: False)
     runs["pytorch"] = train(config.model_copy(update={"name": "pytorch"}), tmp_path, quiet=True)
-    histories = {
-        name: [{k: v for k, v in r.items() if k != "seconds"} for r in load_history(run)]
-        for name, run in runs.items()
-    }
-    assert histories["pytorch"] == histories["kernel"]
-    weights = {name: load_file(run / "model.safetensors") for name, run in runs.items()}
-    assert all(torch.equal(weights["pytorch"][k], weights["kernel"][k]) for k in weights["kernel"])
+    _assert_same_runs(runs)
 
 
 def test_the_speed_run_net_trains_bit_identically_through_the_pool_kernel(tmp_path, monkeypatch):
@@ -386,10 +387,4 @@ def test_the_speed_run_net_trains_bit_identically_through_the_pool_kernel(tmp_pa
     assert calls or not (shutil.which("cc") or shutil.which("gcc"))
     monkeypatch.setattr(pooling, "native_pool_applies", lambda x, pool: False)
     runs["pytorch"] = train(config.model_copy(update={"name": "pytorch"}), tmp_path, quiet=True)
-    histories = {
-        name: [{k: v for k, v in r.items() if k != "seconds"} for r in load_history(run)]
-        for name, run in runs.items()
-    }
-    assert histories["pytorch"] == histories["kernel"]
-    weights = {name: load_file(run / "model.safetensors") for name, run in runs.items()}
-    assert all(torch.equal(weights["pytorch"][k], weights["kernel"][k]) for k in weights["kernel"])
+    _assert_same_runs(runs)
