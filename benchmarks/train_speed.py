@@ -61,7 +61,7 @@ from fashionlab.allocator import retain_freed_memory
 from fashionlab.config import build_config
 from fashionlab.models import create_model
 from fashionlab.models.summary import count_flops
-from fashionlab.native import bernoulli_status, kernel_status
+from fashionlab.native import kernel_statuses
 from fashionlab.training import Trainer, build_optimizer, resolve_precision
 
 HERE = Path(__file__).resolve().parent
@@ -331,8 +331,8 @@ def main() -> None:
         for name in args.models
     }
     print(f"allocator tuning in (a): {retain_freed_memory()}")
-    print(f"compiled pool+ReLU kernel in (a): {kernel_status('pool_relu')}")
-    print(f"compiled dropout-mask kernel in (a): {bernoulli_status()}")
+    for kernel, status in kernel_statuses().items():
+        print(f"compiled {kernel} kernel in (a): {status}")
     rows = []
     for name in args.models:
         model = create_model(name)

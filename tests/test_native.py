@@ -35,7 +35,6 @@ def fresh_kernels(monkeypatch, tmp_path):
     monkeypatch.setenv("FASHIONLAB_NATIVE_CACHE", str(tmp_path / "native"))
     monkeypatch.setattr(build, "_loaded", {})
     monkeypatch.setattr(build, "_reasons", {})
-    monkeypatch.setattr(bernoulli_module, "_failed_check", [])
     pool_relu_module._kernel.cache_clear()
     bernoulli_module._kernel.cache_clear()
     yield tmp_path / "native"

@@ -112,7 +112,7 @@ def environment(seed: int, device: str, threads: int) -> dict[str, Any]:
     import torch
 
     from fashionlab import __version__
-    from fashionlab.native import bernoulli_status, kernel_status
+    from fashionlab.native import kernel_statuses
 
     return {
         "fashionlab": __version__,
@@ -126,10 +126,7 @@ def environment(seed: int, device: str, threads: int) -> dict[str, Any]:
         "device": device,
         "threads": threads,
         # Same values either way; recorded because it changes the speed.
-        "native_kernels": {
-            "pool_relu": kernel_status("pool_relu"),
-            "dropout_mask": bernoulli_status(),
-        },
+        "native_kernels": kernel_statuses(),
         "seed": seed,
         "git_commit": _git_commit(),
     }

@@ -23,15 +23,13 @@ import numpy as np
 import torch
 from torch.profiler import record_function
 
-from fashionlab.native.build import load_kernel
+from fashionlab.native.build import kernel_status, load_kernel
 
 _DTYPES = (torch.bfloat16, torch.float32)
 # CPUGeneratorImplState: int64 seed, int32 left, int32 seeded, uint64 next, uint64 state[624],
 # three doubles and an int32 of the legacy normal cache, then the float cache.
 _STATE_BYTES = 5056
 _LEFT, _NEXT, _WORDS, _N = 8, 16, 24, 624
-
-_failed_check: list[str] = []
 
 
 def _draw(library: ctypes.CDLL, mask: torch.Tensor, p: float) -> None:
@@ -62,8 +60,7 @@ def _kernel() -> ctypes.CDLL | None:
     ]  # fmt: skip
     library.bernoulli_fill.restype = None
     if torch.get_rng_state().numel() != _STATE_BYTES or not _matches_pytorch(library):
-        _failed_check.append("its draws differ from this PyTorch's bernoulli_")
-        return None
+        return None  # bernoulli_status says why
     return library
 
 
@@ -88,10 +85,8 @@ def _matches_pytorch(library: ctypes.CDLL) -> bool:
 
 def bernoulli_status() -> str:
     """One line for run metadata: whether dropout masks come from the compiled kernel."""
-    from fashionlab.native.build import kernel_status
-
-    if _kernel() is None and _failed_check:
-        return f"not used ({_failed_check[0]})"
+    if _kernel() is None and load_kernel("bernoulli") is not None:  # built, but failed the check
+        return "not used (its draws differ from this PyTorch's bernoulli_)"
     return kernel_status("bernoulli")
 
 
@@ -135,20 +130,3 @@ class Dropout(torch.nn.Dropout):
         if self.inplace:
             return super().forward(x)
         return dropout(x, self.p, self.training)
-
-
-def unused_kernels_notice() -> str | None:
-    """One line for the user when a compiled kernel could not be used for a reason they may
-    want to fix (no compiler, a failed build); None when all are in use or turned off on
-    purpose (FASHIONLAB_NATIVE=0)."""
-    from fashionlab.native.build import kernel_status
-
-    reasons = {kernel_status("pool_relu"), bernoulli_status()}
-    reasons = {r[len("not used (") : -1] for r in reasons if r.startswith("not used (")}
-    reasons.discard("FASHIONLAB_NATIVE=0")
-    if not reasons:
-        return None
-    return (
-        f"note: compiled kernels not used ({'; '.join(sorted(reasons))}); PyTorch's own "
-        "operators give the same results, more slowly"
-    )

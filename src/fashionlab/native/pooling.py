@@ -59,7 +59,9 @@ def native_pool_applies(x: torch.Tensor, pool: torch.nn.MaxPool2d) -> bool:
     )
 
 
-class _PoolReLU(torch.autograd.Function):
+class _MaxPool2x2(torch.autograd.Function):
+    """2x2 max-pool, followed by ReLU when `relu`, in one compiled pass each way."""
+
     @staticmethod
     def forward(ctx, x: torch.Tensor, relu: bool) -> torch.Tensor:
         n, c, h, w = x.shape
@@ -92,12 +94,12 @@ class _PoolReLU(torch.autograd.Function):
 
 def pool_relu(x: torch.Tensor) -> torch.Tensor:
     """relu(max_pool2d(x, 2, 2)) for an `x` that `native_pool_applies` accepts."""
-    return _PoolReLU.apply(x, True)
+    return _MaxPool2x2.apply(x, True)
 
 
 def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
     """max_pool2d(x, 2, 2) for an `x` that `native_pool_applies` accepts."""
-    return _PoolReLU.apply(x, False)
+    return _MaxPool2x2.apply(x, False)
 
 
 class MaxPool2d(torch.nn.MaxPool2d):
