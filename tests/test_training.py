@@ -388,3 +388,34 @@ def test_the_speed_run_net_trains_bit_identically_through_the_pool_kernel(tmp_pa
     monkeypatch.setattr(pooling, "native_pool_applies", lambda x, pool: False)
     runs["pytorch"] = train(config.model_copy(update={"name": "pytorch"}), tmp_path, quiet=True)
     _assert_same_runs(runs)
+
+
+@pytest.mark.parametrize(
+    ("model", "precision", "model_args"),
+    [
+        ("s0-m2", "bf16", None),
+        ("s0-m2", "fp32", None),
+        ("fast", "bf16", {"widths": [16, 32, 64, 128], "act": "relu"}),
+    ],
+)
+def test_batchnorm_kernel_trains_bit_identically(tmp_path, monkeypatch, model, precision, model_args):
+    # S0-M2's conv -> BatchNorm -> ReLU blocks and the speed-run net's BatchNorms train through
+    # the compiled BatchNorm (+ ReLU) kernel; a run with PyTorch's BatchNorm and ReLU instead
+    # must be the same run, to the bit: history, weights and running statistics.
+    import fashionlab.native.batchnorm as batchnorm
+
+    extra = {"epochs": 1} if model == "fast" else {}
+    if model_args:
+        extra["model_args"] = model_args
+    config = tiny_config(model, precision=precision, **extra)
+    calls = []
+    kernel = batchnorm.batch_norm
+    monkeypatch.setattr(batchnorm, "batch_norm", lambda *a, **k: calls.append(1) or kernel(*a, **k))
+    runs = {"kernel": train(config.model_copy(update={"name": "kernel"}), tmp_path, quiet=True)}
+    if shutil.which("cc") or shutil.which("gcc"):
+        assert calls
+        env = json.loads((runs["kernel"] / "env.json").read_text())
+        assert env["native_kernels"]["batchnorm"].startswith("compiled")
+    monkeypatch.setattr(batchnorm, "native_batch_norm_applies", lambda x, bn: False)
+    runs["pytorch"] = train(config.model_copy(update={"name": "pytorch"}), tmp_path, quiet=True)
+    _assert_same_runs(runs)

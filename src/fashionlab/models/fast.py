@@ -23,7 +23,7 @@ from fashionlab.models import recipes
 from fashionlab.models._checks import check_choice, check_int_list
 from fashionlab.models._registry import register_model
 from fashionlab.models.base import NUM_CLASSES, FashionNet, Flatten
-from fashionlab.native import MaxPool2d
+from fashionlab.native import BatchNorm2d, MaxPool2d
 
 # GELU is airbench's choice; ReLU's forward and backward cost a fraction of GELU's on CPU
 # (GELU was about 16% of a bf16 training step of the default net here).
@@ -33,7 +33,7 @@ ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 def _conv_bn_act(c_in: int, c_out: int, act: str) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
+        BatchNorm2d(c_out),  # nn.BatchNorm2d; trains through the compiled kernel
         ACTIVATIONS[act](),
     )
 
@@ -45,7 +45,7 @@ class ConvGroup(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
         self.pool = MaxPool2d(2)  # nn.MaxPool2d; trains through the compiled kernel
-        self.bn = nn.BatchNorm2d(c_out)
+        self.bn = BatchNorm2d(c_out)
         self.act = ACTIVATIONS[act]()
         self.residual = _conv_bn_act(c_out, c_out, act)
 

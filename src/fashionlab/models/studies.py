@@ -17,7 +17,7 @@ from fashionlab.models import recipes
 from fashionlab.models._registry import register_model
 from fashionlab.models.base import NUM_CLASSES, ConvAct, FashionNet, Flatten, trunk_output_dim
 from fashionlab.models.mlp import build_mlp
-from fashionlab.native import Dropout
+from fashionlab.native import BatchNorm2d, Dropout
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class ConvBNReLU(nn.Module):
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(c_out)
+        self.bn = BatchNorm2d(c_out)  # nn.BatchNorm2d; trains through the compiled kernel
         self.act = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from fashionlab.native.batchnorm import batchnorm_status
 from fashionlab.native.bernoulli import bernoulli_status
 from fashionlab.native.build import kernel_status
 
 
 def kernel_statuses() -> dict[str, str]:
     """Per kernel, the library in use or why none (recorded in every run's env.json)."""
-    return {"pool_relu": kernel_status("pool_relu"), "dropout_mask": bernoulli_status()}
+    return {
+        "pool_relu": kernel_status("pool_relu"),
+        "dropout_mask": bernoulli_status(),
+        "batchnorm": batchnorm_status(),
+    }
 
 
 def unused_kernels_notice() -> str | None:
