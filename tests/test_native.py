@@ -1,5 +1,5 @@
-"""The compiled kernels (pool+ReLU, dropout masks): bit-identical to PyTorch's operators, cached,
-and optional."""
+"""The compiled kernels (pool+ReLU, dropout masks, BatchNorm+ReLU): bit-identical to PyTorch's
+operators, cached, and optional."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from fashionlab.native import (
     pool_relu,
     unused_kernels_notice,
 )
+from fashionlab.native import batchnorm as batchnorm_module
 from fashionlab.native import bernoulli as bernoulli_module
 from fashionlab.native import pooling as pool_relu_module
 
@@ -35,11 +36,12 @@ def fresh_kernels(monkeypatch, tmp_path):
     monkeypatch.setenv("FASHIONLAB_NATIVE_CACHE", str(tmp_path / "native"))
     monkeypatch.setattr(build, "_loaded", {})
     monkeypatch.setattr(build, "_reasons", {})
-    pool_relu_module._kernel.cache_clear()
-    bernoulli_module._kernel.cache_clear()
+    kernels = (pool_relu_module._kernel, bernoulli_module._kernel, batchnorm_module._kernel)
+    for kernel in kernels:
+        kernel.cache_clear()
     yield tmp_path / "native"
-    pool_relu_module._kernel.cache_clear()  # later tests load from the real cache again
-    bernoulli_module._kernel.cache_clear()
+    for kernel in kernels:
+        kernel.cache_clear()  # later tests load from the real cache again
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
@@ -267,3 +269,178 @@ def test_the_max_pool_module_trains_through_the_kernel_only(fresh_kernels, monke
         pool(x)  # no backward to speed up: PyTorch's op
     pool.eval()(x)  # evaluation and export see nn.MaxPool2d
     assert calls == [1]
+
+
+# -- BatchNorm (+ ReLU) ---------------------------------------------------------------------------
+
+
+def _batch_norms(c: int, momentum: float | None = 0.1, **kwargs):
+    """An nn.BatchNorm2d and our BatchNorm2d with equal, non-trivial parameters and statistics."""
+    torch.manual_seed(3)
+    theirs = torch.nn.BatchNorm2d(c, momentum=momentum, **kwargs)
+    if theirs.affine:
+        torch.nn.init.normal_(theirs.weight)
+        torch.nn.init.normal_(theirs.bias)
+    if theirs.track_running_stats:
+        theirs.running_mean.normal_()
+        theirs.running_var.uniform_(0.5, 2.0)
+        theirs.num_batches_tracked.fill_(4)
+    ours = batchnorm_module.BatchNorm2d(c, momentum=momentum, **kwargs)
+    ours.load_state_dict(theirs.state_dict())
+    return theirs, ours
+
+
+def _batch_norm_both_ways(x0, theirs, ours, relu: bool, grad):
+    """Per module: (output, input gradient, parameter gradients, state dict after)."""
+    results = []
+    fused = batchnorm_module.BatchNormReLU(ours, torch.nn.ReLU())
+    for op, module in (
+        ((lambda t: torch.relu(theirs(t))) if relu else theirs, theirs),
+        (fused if relu else ours, ours),
+    ):
+        x = x0.detach().clone().requires_grad_()
+        y = op(x)
+        y.backward(grad)
+        grads = [p.grad for p in module.parameters()]
+        results.append((y.detach(), x.grad, grads, module.state_dict()))
+    return results
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    a, b = a.contiguous(), b.contiguous()
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.is_floating_point():
+        a, b = a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8)  # -0.0 != 0.0
+    return torch.equal(a, b)
+
+
+def _assert_batch_norms_agree(x, theirs, ours, relu) -> None:
+    grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(5)).to(x.dtype)
+    grad = grad.contiguous(memory_format=torch.channels_last)
+    (y_ref, g_ref, p_ref, s_ref), (y, g, p, s) = _batch_norm_both_ways(x, theirs, ours, relu, grad)
+    assert _same_bits(y, y_ref) and y.stride() == y_ref.stride()
+    assert _same_bits(g, g_ref)
+    assert len(p) == len(p_ref) and all(map(_same_bits, p, p_ref))
+    assert s.keys() == s_ref.keys() and all(_same_bits(s[k], s_ref[k]) for k in s)
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize(
+    "shape",
+    # S0-M2's and the speed-run net's maps; channel counts with a partial vector; 1x1 maps.
+    [
+        (128, 32, 28, 28),
+        (64, 16, 14, 14),
+        (16, 128, 3, 3),
+        (3, 20, 5, 5),
+        (7, 47, 3, 3),
+        (5, 40, 1, 1),
+    ],
+)
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_batch_norm_matches_pytorch_to_the_bit(fresh_kernels, dtype, shape, relu, threads):
+    # ATen cuts the rows into one chunk per thread and sums the chunks in order: the kernel
+    # must reproduce that for any thread count.
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(4)).mul(3).add(1)
+    x = x.to(dtype).contiguous(memory_format=torch.channels_last)
+    theirs, ours = _batch_norms(shape[1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert batchnorm_module.native_batch_norm_applies(x, ours)
+        _assert_batch_norms_agree(x, theirs, ours, relu)
+    finally:
+        torch.set_num_threads(before)
+    assert batchnorm_module.batchnorm_status().startswith("compiled")
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("c", [32, 40, 17])
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("case", ["nan_x", "nan_grad", "inf_x", "zeros"])
+def test_batch_norm_edge_values_match_pytorch_to_the_bit(fresh_kernels, dtype, c, relu, case):
+    # NaNs keep PyTorch's bit patterns (which depend on which lanes its build vectorises);
+    # -0.0 and 0.0 stay apart through the ReLU.
+    x = torch.randn(3, c, 3, 3, generator=torch.Generator().manual_seed(6))
+    if case == "nan_x":
+        x[0, 1, 0, 0] = x[1, c - 1, 1, 1] = float("nan")
+    elif case == "inf_x":
+        x[0, 2, 0, 0] = float("inf")
+    elif case == "zeros":
+        x[:, 3] = -0.0
+        x[:, 0] = 0.0
+    x = x.to(dtype).contiguous(memory_format=torch.channels_last)
+    theirs, ours = _batch_norms(c)
+    grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(7)).to(dtype)
+    if case == "nan_grad":
+        grad[0, 1, 0, 0] = grad[1, c - 1, 1, 1] = float("nan")
+    grad = grad.contiguous(memory_format=torch.channels_last)
+    (y_ref, g_ref, p_ref, s_ref), (y, g, p, s) = _batch_norm_both_ways(x, theirs, ours, relu, grad)
+    assert _same_bits(y, y_ref) and _same_bits(g, g_ref)
+    assert all(map(_same_bits, p, p_ref)) and all(_same_bits(s[k], s_ref[k]) for k in s)
+
+
+@needs_compiler
+@pytest.mark.parametrize(
+    "kwargs", [{"momentum": None}, {"affine": False}, {"track_running_stats": False}]
+)
+def test_batch_norm_options_match_pytorch(fresh_kernels, kwargs) -> None:
+    # A cumulative average (momentum=None), no affine parameters, no running statistics.
+    x = torch.randn(8, 32, 6, 6).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    theirs, ours = _batch_norms(32, **kwargs)
+    assert batchnorm_module.native_batch_norm_applies(x, ours)
+    for _ in range(2):  # the running average's second step uses the count the first left
+        _assert_batch_norms_agree(x, theirs, ours, relu=True)
+
+
+@needs_compiler
+def test_the_batch_norm_module_uses_the_kernel_only_where_it_applies(fresh_kernels, monkeypatch):
+    theirs, ours = _batch_norms(8)
+    assert repr(ours) == repr(theirs) and isinstance(ours, torch.nn.BatchNorm2d)
+    calls = []
+    kernel = batchnorm_module.batch_norm
+    monkeypatch.setattr(
+        batchnorm_module, "batch_norm", lambda *a, **k: calls.append(1) or kernel(*a, **k)
+    )
+    x = torch.randn(4, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+    _assert_batch_norms_agree(x, theirs, ours, relu=False)
+    assert calls
+    # PyTorch's own BatchNorm: evaluation, NCHW, fp64, no more positions than threads,
+    # parameters in another dtype.
+    calls.clear()
+    applies = batchnorm_module.native_batch_norm_applies
+    assert not applies(x.contiguous(), ours)
+    assert not applies(x.double(), ours)
+    assert not applies(x[:1, :, :1, :1].contiguous(memory_format=torch.channels_last), ours)
+    assert not applies(x, batchnorm_module.BatchNorm2d(8).to(torch.bfloat16))
+    theirs.eval(), ours.eval()
+    _assert_batch_norms_agree(x, theirs, ours, relu=True)
+    assert not calls
+
+
+def test_a_batch_norm_kernel_that_disagrees_with_pytorch_is_not_used(fresh_kernels, monkeypatch):
+    # A wrong guess of where ATen's float kernel fuses a multiply-add changes low bits of the
+    # input gradient only; the first-use check must catch it.
+    if build.load_kernel("batchnorm") is None:
+        pytest.skip("no C compiler: nothing to check")
+    monkeypatch.setattr(batchnorm_module, "_lanes", lambda c: (c - c % 16, 0))
+    assert batchnorm_module._kernel() is None
+    assert batchnorm_module.batchnorm_status() == (
+        "not used (its results differ from this PyTorch's BatchNorm)"
+    )
+    x = torch.randn(4, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+    _, ours = _batch_norms(8)
+    assert not batchnorm_module.native_batch_norm_applies(x, ours)
+
+
+def test_batch_norm_without_a_compiler_is_pytorchs(fresh_kernels, monkeypatch) -> None:
+    monkeypatch.setenv("CC", str(fresh_kernels / "no-such-compiler"))
+    assert batchnorm_module.batchnorm_status().startswith("not used (")
+    x = torch.randn(4, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+    theirs, ours = _batch_norms(8)
+    assert not batchnorm_module.native_batch_norm_applies(x, ours)
+    _assert_batch_norms_agree(x, theirs, ours, relu=True)

@@ -391,22 +391,22 @@ def test_the_speed_run_net_trains_bit_identically_through_the_pool_kernel(tmp_pa
 
 
 @pytest.mark.parametrize(
-    ("model", "precision", "model_args"),
+    ("model", "precision", "args"),
     [
         ("s0-m2", "bf16", None),
         ("s0-m2", "fp32", None),
         ("fast", "bf16", {"widths": [16, 32, 64, 128], "act": "relu"}),
     ],
 )
-def test_batchnorm_kernel_trains_bit_identically(tmp_path, monkeypatch, model, precision, model_args):
+def test_batchnorm_kernel_trains_bit_identically(tmp_path, monkeypatch, model, precision, args):
     # S0-M2's conv -> BatchNorm -> ReLU blocks and the speed-run net's BatchNorms train through
     # the compiled BatchNorm (+ ReLU) kernel; a run with PyTorch's BatchNorm and ReLU instead
     # must be the same run, to the bit: history, weights and running statistics.
     import fashionlab.native.batchnorm as batchnorm
 
     extra = {"epochs": 1} if model == "fast" else {}
-    if model_args:
-        extra["model_args"] = model_args
+    if args:
+        extra["model_args"] = args
     config = tiny_config(model, precision=precision, **extra)
     calls = []
     kernel = batchnorm.batch_norm

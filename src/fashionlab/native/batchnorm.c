@@ -30,6 +30,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,21 +222,26 @@ int bn_forward(const void *x, void *y, long rows, long c, int bf16, int relu,
 }
 
 /* The gradient reaching the BatchNorm: dy, or 0 where the ReLU's output y is <= 0
- * (threshold_backward). */
-INLINE float grad_at(const void *dy, const void *y, long i, const int bf16, const int relu) {
-    const float g = load(dy, i, bf16);
+ * (threshold_backward). In bf16, threshold_backward's vector pass re-rounds a NaN gradient
+ * through float to 0xffff (`canon`); its scalar tail, the flat map's last numel % 32
+ * elements, passes it unchanged. */
+INLINE float grad_at(const void *dy, const void *y, long i, const int bf16, const int relu,
+                     const int canon) {
+    float g = load(dy, i, bf16);
+    if (bf16 && relu && canon) g = g != g ? widen(0xffff) : g;
     return relu && load(y, i, bf16) <= 0.0f ? 0.0f : g;
 }
 
+/* Adds rows [b, e)'s per-channel gradient sums and dot products into sum_out, dotp_out. */
 INLINE void grad_sums(const void *restrict x, const void *restrict y,
                       const void *restrict dy, long b, long e, const long c,
                       const float *restrict mean, float *restrict sum_out,
-                      float *restrict dotp_out, const int bf16, const int relu) {
+                      float *restrict dotp_out, const int bf16, const int relu, long canon_end) {
     float sum[c], dotp[c]; /* local, as in sum_rows */
-    for (long k = 0; k < c; k++) sum[k] = dotp[k] = 0.0f;
+    for (long k = 0; k < c; k++) sum[k] = sum_out[k], dotp[k] = dotp_out[k];
     for (long i = b; i < e; i++)
         for (long k = 0; k < c; k++) {
-            const float g = grad_at(dy, y, i * c + k, bf16, relu);
+            const float g = grad_at(dy, y, i * c + k, bf16, relu, i * c + k < canon_end);
             sum[k] = g + sum[k];
             dotp[k] = fmaf(load(x, i * c + k, bf16) - mean[k], g, dotp[k]);
         }
@@ -250,11 +256,12 @@ INLINE void grad_input_rows(const void *restrict x, const void *restrict y,
                             const long c, const float *restrict mean,
                             const float *restrict k_proj, const float *restrict grad_mean,
                             const float *restrict invstd, const float *restrict w,
-                            long nan_lanes, long fused_lanes, const int bf16, const int relu) {
+                            long nan_lanes, long fused_lanes, const int bf16, const int relu,
+                            long canon_end) {
     for (long i = i0; i < i1; i++)
         for (long k = 0; k < c; k++) {
             const float centred = load(x, i * c + k, bf16) - mean[k];
-            const float g = grad_at(dy, y, i * c + k, bf16, relu);
+            const float g = grad_at(dy, y, i * c + k, bf16, relu, i * c + k < canon_end);
             const float plain = g - grad_mean[k] - centred * k_proj[k];
             const float fused = fmaf(-centred, k_proj[k], g - grad_mean[k]);
             const float v = (!bf16 && k < fused_lanes ? fused : plain) * invstd[k] * w[k];
@@ -269,7 +276,7 @@ int bn_backward(const void *x, const void *y, const void *dy, void *dx, long row
                 const float *save_invstd, float *grad_weight, float *grad_bias, int parts,
                 long nan_lanes, long fused_lanes, int threads) {
     const int relu = y != NULL;
-    float *buf = malloc(sizeof(float) * 2 * parts * c);
+    float *buf = calloc((size_t)2 * parts * c, sizeof(float));
     float *per_channel = malloc(sizeof(float) * 5 * c);
     if (!buf || !per_channel) {
         free(buf); free(per_channel);
@@ -279,19 +286,25 @@ int bn_backward(const void *x, const void *y, const void *dy, void *dx, long row
     float *w = grad_mean + c;
     float *dot_buf = buf + (long)parts * c;
     if (threads < 1) threads = 1;
+    /* Rows wholly inside threshold_backward's vectorised part (NaNs canonical), then the
+     * rest, where the flat index decides element by element (a row or two at most). */
+    const long canon_end = rows * c - rows * c % 32, main_rows = relu ? canon_end / c : rows;
 
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int t = 0; t < parts; t++) {
         long b, e;
         chunk_bounds(rows, parts, t, &b, &e);
+        const long m = e < main_rows ? e : main_rows > b ? main_rows : b;
         float *s = buf + (long)t * c, *d = dot_buf + (long)t * c;
 #define GRAD_SUMS(C)                                                                         \
-    if (bf16 && relu) grad_sums(x, y, dy, b, e, C, save_mean, s, d, 1, 1);                   \
-    else if (bf16) grad_sums(x, y, dy, b, e, C, save_mean, s, d, 1, 0);                      \
-    else if (relu) grad_sums(x, y, dy, b, e, C, save_mean, s, d, 0, 1);                      \
-    else grad_sums(x, y, dy, b, e, C, save_mean, s, d, 0, 0)
+    if (bf16 && relu) grad_sums(x, y, dy, b, m, C, save_mean, s, d, 1, 1, LONG_MAX);         \
+    else if (bf16) grad_sums(x, y, dy, b, m, C, save_mean, s, d, 1, 0, 0);                   \
+    else if (relu) grad_sums(x, y, dy, b, m, C, save_mean, s, d, 0, 1, 0);                   \
+    else grad_sums(x, y, dy, b, m, C, save_mean, s, d, 0, 0, 0)
         WITH_CHANNELS(c, GRAD_SUMS)
 #undef GRAD_SUMS
+        if (m < e) /* the tail rows */
+            grad_sums(x, y, dy, m, e, c, save_mean, s, d, bf16, relu, canon_end);
     }
     const float n = (float)rows;
     for (long k = 0; k < c; k++) {
@@ -306,13 +319,13 @@ int bn_backward(const void *x, const void *y, const void *dy, void *dx, long row
     {
         long b, e;
 #ifdef _OPENMP
-        chunk_bounds(rows, omp_get_num_threads(), omp_get_thread_num(), &b, &e);
+        chunk_bounds(main_rows, omp_get_num_threads(), omp_get_thread_num(), &b, &e);
 #else
-        b = 0, e = rows;
+        b = 0, e = main_rows;
 #endif
 #define GRAD_INPUT(C, BF16, RELU)                                                            \
     grad_input_rows(x, y, dy, dx, b, e, C, save_mean, k_proj, grad_mean, save_invstd, w,    \
-                    nan_lanes, fused_lanes, BF16, RELU)
+                    nan_lanes, fused_lanes, BF16, RELU, LONG_MAX)
 #define GRAD_INPUTS(C)                                                                       \
     if (bf16 && relu) GRAD_INPUT(C, 1, 1);                                                   \
     else if (bf16) GRAD_INPUT(C, 1, 0);                                                      \
@@ -322,6 +335,8 @@ int bn_backward(const void *x, const void *y, const void *dy, void *dx, long row
 #undef GRAD_INPUTS
 #undef GRAD_INPUT
     }
+    grad_input_rows(x, y, dy, dx, main_rows, rows, c, save_mean, k_proj, grad_mean, save_invstd,
+                    w, nan_lanes, fused_lanes, bf16, relu, canon_end);
     for (long k = 0; k < c; k++) {
         if (grad_weight) grad_weight[k] = dotp[k] * save_invstd[k];
         if (grad_bias) grad_bias[k] = sum[k];

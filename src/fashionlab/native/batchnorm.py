@@ -32,6 +32,14 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def _like(x: torch.Tensor) -> torch.Tensor:
+    """An empty tensor laid out as ATen lays out BatchNorm's outputs: channels-last, or plain
+    contiguous for a map that is both (1x1 maps; the bytes are the same, the strides differ)."""
+    if x.is_contiguous():
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+    return torch.empty_like(x, memory_format=torch.channels_last)
+
+
 def _lanes(c: int) -> tuple[int, int]:
     """(nan_lanes, fused_lanes): the leading channels that ATen's AVX-512 build converts to
     bf16 in 16-lane vectors, and that its float backward computes in 8- or 16-lane vectors
@@ -44,7 +52,7 @@ def _run_forward(
     momentum: float, eps: float, relu: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     n, c, h, w = x.shape
-    y = torch.empty_like(x, memory_format=torch.channels_last)
+    y = _like(x)
     save_mean, save_invstd = torch.empty(c), torch.empty(c)
     threads = torch.get_num_threads()
     status = library.bn_forward(
@@ -62,7 +70,7 @@ def _run_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n, c, h, w = x.shape
     grad = grad.contiguous(memory_format=torch.channels_last)
-    grad_in = torch.empty_like(x, memory_format=torch.channels_last)
+    grad_in = _like(x)
     grad_weight, grad_bias = torch.empty(c), torch.empty(c)
     threads = torch.get_num_threads()
     nan_lanes, fused_lanes = _lanes(c)
