@@ -25,14 +25,59 @@
 
 #define NONE 4
 
-static inline float widen(uint16_t bits) {
+/* The per-pixel loops over channels are written once and specialised (always-inlined with
+ * constant arguments) for the common channel counts, so each copy is fully unrolled, with
+ * no per-pixel loop setup: that setup cost more than the data when a pixel is 32-64 values. */
+#define INLINE static inline __attribute__((always_inline))
+#define WITH_CHANNELS(c, CALL)                                                               \
+    switch (c) {                                                                             \
+    case 16: CALL(16); break;                                                                \
+    case 32: CALL(32); break;                                                                \
+    case 64: CALL(64); break;                                                                \
+    case 128: CALL(128); break;                                                              \
+    default: CALL(c); break;                                                                 \
+    }
+
+INLINE float widen(uint16_t bits) {
     uint32_t u = (uint32_t)bits << 16;
     float f;
     memcpy(&f, &u, sizeof f);
     return f;
 }
 
-static inline int takes(float v, float m) { return v > m || v != v; }
+INLINE int takes(float v, float m) { return v > m || v != v; }
+
+/* One output pixel: its window's inputs start at x00 (row-major: x00, x00 + c, x10,
+ * x10 + c). */
+INLINE void pool_pixel(const void *restrict x, long i00, long i10, void *restrict y, long o,
+                       uint8_t *restrict cd, const long c, const int bf16, const int relu) {
+    const long i01 = i00 + c, i11 = i10 + c;
+    for (long k = 0; k < c; k++) {
+        if (bf16) {
+            const uint16_t *xs = (const uint16_t *)x;
+            uint16_t best = xs[i00 + k];
+            float m = widen(best);
+            uint8_t at = 0;
+            float v = widen(xs[i01 + k]);
+            if (takes(v, m)) { m = v; best = xs[i01 + k]; at = 1; }
+            v = widen(xs[i10 + k]);
+            if (takes(v, m)) { m = v; best = xs[i10 + k]; at = 2; }
+            v = widen(xs[i11 + k]);
+            if (takes(v, m)) { m = v; best = xs[i11 + k]; at = 3; }
+            ((uint16_t *)y)[o + k] = relu && m < 0.0f ? 0 : best;
+            cd[k] = relu && m <= 0.0f ? NONE : at;
+        } else {
+            const float *xs = (const float *)x;
+            float m = xs[i00 + k];
+            uint8_t at = 0;
+            if (takes(xs[i01 + k], m)) { m = xs[i01 + k]; at = 1; }
+            if (takes(xs[i10 + k], m)) { m = xs[i10 + k]; at = 2; }
+            if (takes(xs[i11 + k], m)) { m = xs[i11 + k]; at = 3; }
+            ((float *)y)[o + k] = relu && m < 0.0f ? 0.0f : m;
+            cd[k] = relu && m <= 0.0f ? NONE : at;
+        }
+    }
+}
 
 void pool_relu_forward(const void *x, void *y, uint8_t *code, long n, long h, long w, long c,
                        int is_bf16, int relu, int threads) {
@@ -42,39 +87,31 @@ void pool_relu_forward(const void *x, void *y, uint8_t *code, long n, long h, lo
     for (long r = 0; r < rows; r++) {
         const long b = r / ho, oh = r % ho;
         for (long ow = 0; ow < wo; ow++) {
-            const long i00 = ((b * h + 2 * oh) * w + 2 * ow) * c, i01 = i00 + c;
-            const long i10 = i00 + w * c, i11 = i10 + c;
+            const long i00 = ((b * h + 2 * oh) * w + 2 * ow) * c, i10 = i00 + w * c;
             const long o = ((b * ho + oh) * wo + ow) * c;
-            uint8_t *cd = code + o;
-            if (is_bf16) {
-                const uint16_t *xs = (const uint16_t *)x;
-                uint16_t *ys = (uint16_t *)y + o;
-                for (long k = 0; k < c; k++) {
-                    uint16_t best = xs[i00 + k];
-                    float m = widen(best);
-                    uint8_t at = 0;
-                    float v = widen(xs[i01 + k]);
-                    if (takes(v, m)) { m = v; best = xs[i01 + k]; at = 1; }
-                    v = widen(xs[i10 + k]);
-                    if (takes(v, m)) { m = v; best = xs[i10 + k]; at = 2; }
-                    v = widen(xs[i11 + k]);
-                    if (takes(v, m)) { m = v; best = xs[i11 + k]; at = 3; }
-                    ys[k] = relu && m < 0.0f ? 0 : best;
-                    cd[k] = relu && m <= 0.0f ? NONE : at;
-                }
-            } else {
-                const float *xs = (const float *)x;
-                float *ys = (float *)y + o;
-                for (long k = 0; k < c; k++) {
-                    float m = xs[i00 + k];
-                    uint8_t at = 0;
-                    if (takes(xs[i01 + k], m)) { m = xs[i01 + k]; at = 1; }
-                    if (takes(xs[i10 + k], m)) { m = xs[i10 + k]; at = 2; }
-                    if (takes(xs[i11 + k], m)) { m = xs[i11 + k]; at = 3; }
-                    ys[k] = relu && m < 0.0f ? 0.0f : m;
-                    cd[k] = relu && m <= 0.0f ? NONE : at;
-                }
-            }
+#define POOL(C)                                                                              \
+    if (is_bf16 && relu) pool_pixel(x, i00, i10, y, o, code + o, C, 1, 1);                   \
+    else if (is_bf16) pool_pixel(x, i00, i10, y, o, code + o, C, 1, 0);                      \
+    else if (relu) pool_pixel(x, i00, i10, y, o, code + o, C, 0, 1);                         \
+    else pool_pixel(x, i00, i10, y, o, code + o, C, 0, 0)
+            WITH_CHANNELS(c, POOL)
+#undef POOL
+        }
+    }
+}
+
+/* One input pixel's gradient: the output's where this pixel was its window's `want`-th
+ * input and the maximum, else zero. */
+INLINE void unpool_pixel(const uint8_t *restrict cd, const void *restrict grad, long o,
+                         void *restrict dst, uint8_t want, const long c, const int bf16) {
+    for (long k = 0; k < c; k++) {
+        if (bf16) {
+            const uint16_t g = ((const uint16_t *)grad)[o + k];
+            /* 0x8000 is -0.0: PyTorch adds the gradient onto a zero fill, giving +0.0 */
+            ((uint16_t *)dst)[k] = cd[k] == want && g != 0x8000 ? g : 0;
+        } else {
+            const float g = ((const float *)grad)[o + k];
+            ((float *)dst)[k] = cd[k] == want ? g + 0.0f : 0.0f;
         }
     }
 }
@@ -102,17 +139,11 @@ void pool_relu_backward(const uint8_t *code, const void *grad, void *grad_in, lo
             }
             const uint8_t want = (uint8_t)(2 * (ih & 1) + (iw & 1));
             const long o = ((b * ho + oh) * wo + ow) * c;
-            const uint8_t *cd = code + o;
-            if (is_bf16) {
-                const uint16_t *g = (const uint16_t *)grad + o;
-                uint16_t *d = (uint16_t *)dst;
-                /* 0x8000 is -0.0: PyTorch adds the gradient onto a zero fill, giving +0.0 */
-                for (long k = 0; k < c; k++) d[k] = cd[k] == want && g[k] != 0x8000 ? g[k] : 0;
-            } else {
-                const float *g = (const float *)grad + o;
-                float *d = (float *)dst;
-                for (long k = 0; k < c; k++) d[k] = cd[k] == want ? g[k] + 0.0f : 0.0f;
-            }
+#define UNPOOL(C)                                                                            \
+    if (is_bf16) unpool_pixel(code + o, grad, o, dst, want, C, 1);                           \
+    else unpool_pixel(code + o, grad, o, dst, want, C, 0)
+            WITH_CHANNELS(c, UNPOOL)
+#undef UNPOOL
         }
     }
 }
