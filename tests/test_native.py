@@ -272,6 +272,8 @@ def test_the_max_pool_module_trains_through_the_kernel_only(fresh_kernels, monke
 
 
 # -- BatchNorm (+ ReLU) ---------------------------------------------------------------------------
+# The comparisons use the kernel cache as it is (a fresh one per test would compile the library
+# again for each of the hundred cases); the build and fallback tests take `fresh_kernels`.
 
 
 def _batch_norms(c: int, momentum: float | None = 0.1, **kwargs):
@@ -341,7 +343,7 @@ def _assert_batch_norms_agree(x, theirs, ours, relu) -> None:
 )
 @pytest.mark.parametrize("relu", [True, False])
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_batch_norm_matches_pytorch_to_the_bit(fresh_kernels, dtype, shape, relu, threads):
+def test_batch_norm_matches_pytorch_to_the_bit(dtype, shape, relu, threads):
     # ATen cuts the rows into one chunk per thread and sums the chunks in order: the kernel
     # must reproduce that for any thread count.
     x = torch.randn(shape, generator=torch.Generator().manual_seed(4)).mul(3).add(1)
@@ -362,7 +364,7 @@ def test_batch_norm_matches_pytorch_to_the_bit(fresh_kernels, dtype, shape, relu
 @pytest.mark.parametrize("c", [32, 40, 17])
 @pytest.mark.parametrize("relu", [True, False])
 @pytest.mark.parametrize("case", ["nan_x", "nan_grad", "inf_x", "zeros"])
-def test_batch_norm_edge_values_match_pytorch_to_the_bit(fresh_kernels, dtype, c, relu, case):
+def test_batch_norm_edge_values_match_pytorch_to_the_bit(dtype, c, relu, case):
     # NaNs keep PyTorch's bit patterns (which depend on which lanes its build vectorises);
     # -0.0 and 0.0 stay apart through the ReLU.
     x = torch.randn(3, c, 3, 3, generator=torch.Generator().manual_seed(6))
@@ -388,7 +390,7 @@ def test_batch_norm_edge_values_match_pytorch_to_the_bit(fresh_kernels, dtype, c
 @pytest.mark.parametrize(
     "kwargs", [{"momentum": None}, {"affine": False}, {"track_running_stats": False}]
 )
-def test_batch_norm_options_match_pytorch(fresh_kernels, kwargs) -> None:
+def test_batch_norm_options_match_pytorch(kwargs) -> None:
     # A cumulative average (momentum=None), no affine parameters, no running statistics.
     x = torch.randn(8, 32, 6, 6).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
     theirs, ours = _batch_norms(32, **kwargs)
@@ -398,7 +400,7 @@ def test_batch_norm_options_match_pytorch(fresh_kernels, kwargs) -> None:
 
 
 @needs_compiler
-def test_the_batch_norm_module_uses_the_kernel_only_where_it_applies(fresh_kernels, monkeypatch):
+def test_the_batch_norm_module_uses_the_kernel_only_where_it_applies(monkeypatch):
     theirs, ours = _batch_norms(8)
     assert repr(ours) == repr(theirs) and isinstance(ours, torch.nn.BatchNorm2d)
     calls = []
