@@ -115,6 +115,20 @@ def test_the_library_is_built_once_and_reused(fresh_kernels, monkeypatch) -> Non
     assert build.load_kernel("pool_relu") is not None
 
 
+@needs_compiler
+def test_a_changed_shared_header_rebuilds_the_kernels(fresh_kernels, monkeypatch, tmp_path):
+    # kernels.h is part of every kernel's build key: editing it must not load a stale library.
+    sources = tmp_path / "src"
+    shutil.copytree(Path(build.__file__).parent, sources, ignore=shutil.ignore_patterns("*.py*"))
+    monkeypatch.setattr(build, "HERE", sources)
+    assert build.load_kernel("pool_relu") is not None
+    header = sources / "kernels.h"
+    header.write_text(header.read_text() + "/* edited */\n")
+    monkeypatch.setattr(build, "_loaded", {})
+    assert build.load_kernel("pool_relu") is not None
+    assert len(list(fresh_kernels.glob("pool_relu-*.so"))) == 2
+
+
 def _mapped_openmp_runtimes() -> set[str]:
     return set(re.findall(r"\S*libgomp[^\s/]*\.so[^\s/]*", Path("/proc/self/maps").read_text()))
 

@@ -26,37 +26,13 @@
  * Threads: OpenMP loops; loaded into a process that has PyTorch, libgomp.so.1 resolves to
  * PyTorch's copy, so the kernels share its thread pool.
  */
-#include <math.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #include <limits.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* The per-element loops are written once and specialised by always-inlined calls with
- * constant dtype/ReLU flags, so each copy is branch-free and the compiler vectorises it. */
-#define INLINE static inline __attribute__((always_inline))
-
-/* Calls CALL(c) with c a compile-time constant for the common channel counts: the per-row
- * loop over channels is then fully unrolled, with no per-row setup, which is most of the
- * cost when a row is only 16-128 values. */
-#define WITH_CHANNELS(c, CALL)                                                               \
-    switch (c) {                                                                             \
-    case 16: CALL(16); break;                                                                \
-    case 32: CALL(32); break;                                                                \
-    case 64: CALL(64); break;                                                                \
-    case 128: CALL(128); break;                                                              \
-    default: CALL(c); break;                                                                 \
-    }
-
-INLINE float widen(uint16_t bits) {
-    uint32_t u = (uint32_t)bits << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
+#include "kernels.h"
 
 /* float -> bf16, rounding to nearest even. A NaN becomes 0xffff in the channels ATen's build
  * converts in 16-lane vectors and 0x7fc0 in the rest (its scalar conversion). */
@@ -70,13 +46,6 @@ INLINE uint16_t narrow(float f, int vector_lane) {
 
 INLINE float load(const void *p, long i, const int bf16) {
     return bf16 ? widen(((const uint16_t *)p)[i]) : ((const float *)p)[i];
-}
-
-/* The rows of chunk t: at::parallel_for's cut of [0, rows) into `parts` chunks. */
-static void chunk_bounds(long rows, int parts, long t, long *begin, long *end) {
-    const long chunk = (rows + parts - 1) / parts;
-    *begin = t * chunk < rows ? t * chunk : rows;
-    *end = *begin + chunk < rows ? *begin + chunk : rows;
 }
 
 /* ATen's combine of the chunks' float sums: in float for bf16 input, double for float. */
@@ -196,13 +165,8 @@ int bn_forward(const void *x, void *y, long rows, long c, int bf16, int relu,
     nan_codes(code, c, nan_lanes, relu);
 #pragma omp parallel num_threads(threads)
     {
-        /* Elementwise: any split of the rows gives the same values. */
-        long b, e;
-#ifdef _OPENMP
-        chunk_bounds(relu_rows, omp_get_num_threads(), omp_get_thread_num(), &b, &e);
-#else
-        b = 0, e = relu_rows;
-#endif
+        long b, e; /* elementwise: any split of the rows gives the same values */
+        thread_share(relu_rows, &b, &e);
 #define NORMALISE(C)                                                                         \
     if (bf16 && relu) normalise_rows(x, y, b, e, C, alpha, beta, code, 1, 1);                \
     else if (bf16) normalise_rows(x, y, b, e, C, alpha, beta, code, 1, 0);                   \
@@ -318,11 +282,7 @@ int bn_backward(const void *x, const void *y, const void *dy, void *dx, long row
 #pragma omp parallel num_threads(threads)
     {
         long b, e;
-#ifdef _OPENMP
-        chunk_bounds(main_rows, omp_get_num_threads(), omp_get_thread_num(), &b, &e);
-#else
-        b = 0, e = main_rows;
-#endif
+        thread_share(main_rows, &b, &e);
 #define GRAD_INPUT(C, BF16, RELU)                                                            \
     grad_input_rows(x, y, dy, dx, b, e, C, save_mean, k_proj, grad_mean, save_invstd, w,    \
                     nan_lanes, fused_lanes, BF16, RELU, LONG_MAX)

@@ -6,8 +6,9 @@ a wheel built for every CPU would be slower or larger. A build takes under a sec
 
 The library is cached under `$FASHIONLAB_NATIVE_CACHE` (default
 `$XDG_CACHE_HOME/fashionlab/native`, i.e. `~/.cache/fashionlab/native`), named by a hash of
-the source, the compiler's version, the flags and the CPU's feature flags, so a changed kernel,
-compiler or machine (a home directory shared across a cluster) gets its own build. The file is
+the source and the shared header, the compiler's version, the flags and the CPU's feature
+flags, so a changed kernel, compiler or machine (a home directory shared across a cluster) gets
+its own build. The file is
 written to a temp name and renamed, so concurrent processes (DDP ranks) never load half a file.
 
 Nothing here is required: without a C compiler, off Linux, with a PyTorch built without
@@ -92,8 +93,17 @@ def _build_and_load(name: str) -> ctypes.CDLL:
         ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         raise _Unavailable(f"{compiler[0]} --version failed: {exc}") from None
+    headers = [h.read_bytes() for h in sorted(HERE.glob("*.h"))]  # what the sources include
     key = hashlib.sha256(
-        b"\0".join([source.read_bytes(), version.encode(), " ".join(FLAGS).encode(), _cpu_flags()])
+        b"\0".join(
+            [
+                source.read_bytes(),
+                *headers,
+                version.encode(),
+                " ".join(FLAGS).encode(),
+                _cpu_flags(),
+            ]
+        )
     ).hexdigest()[:16]
     target = native_cache_dir() / f"{name}-{key}.so"
     if not target.exists():

@@ -23,27 +23,9 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kernels.h"
+
 #define NONE 4
-
-/* The per-pixel loops over channels are written once and specialised (always-inlined with
- * constant arguments) for the common channel counts, so each copy is fully unrolled, with
- * no per-pixel loop setup: that setup cost more than the data when a pixel is 32-64 values. */
-#define INLINE static inline __attribute__((always_inline))
-#define WITH_CHANNELS(c, CALL)                                                               \
-    switch (c) {                                                                             \
-    case 16: CALL(16); break;                                                                \
-    case 32: CALL(32); break;                                                                \
-    case 64: CALL(64); break;                                                                \
-    case 128: CALL(128); break;                                                              \
-    default: CALL(c); break;                                                                 \
-    }
-
-INLINE float widen(uint16_t bits) {
-    uint32_t u = (uint32_t)bits << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
 
 INLINE int takes(float v, float m) { return v > m || v != v; }
 
