@@ -23,7 +23,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.profiler import record_function
 
-from fashionlab.native.build import kernel_status, load_kernel
+from fashionlab.native.build import checked_kernel_status, load_kernel
 
 _DTYPES = (torch.bfloat16, torch.float32)
 
@@ -109,7 +109,7 @@ class _BatchNormReLU(torch.autograd.Function):
             )
         return (
             grad_in,
-            grad_weight if weight is not None else None,
+            grad_weight if ctx.needs_input_grad[1] else None,
             grad_bias if ctx.needs_input_grad[2] else None,
             None, None, None, None, None,
         )  # fmt: skip
@@ -233,7 +233,6 @@ def _kernel() -> ctypes.CDLL | None:
 
 def batchnorm_status() -> str:
     """For run metadata: the library in use, or why PyTorch's BatchNorm is used instead."""
-    status = kernel_status("batchnorm")
-    if status.startswith("compiled") and _kernel() is None:
-        return "not used (its results differ from this PyTorch's BatchNorm)"
-    return status
+    return checked_kernel_status(
+        "batchnorm", _kernel, "its results differ from this PyTorch's BatchNorm"
+    )

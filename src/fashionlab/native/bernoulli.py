@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.profiler import record_function
 
-from fashionlab.native.build import kernel_status, load_kernel
+from fashionlab.native.build import checked_kernel_status, load_kernel
 
 _DTYPES = (torch.bfloat16, torch.float32)
 # CPUGeneratorImplState: int64 seed, int32 left, int32 seeded, uint64 next, uint64 state[624],
@@ -85,9 +85,9 @@ def _matches_pytorch(library: ctypes.CDLL) -> bool:
 
 def bernoulli_status() -> str:
     """One line for run metadata: whether dropout masks come from the compiled kernel."""
-    if _kernel() is None and load_kernel("bernoulli") is not None:  # built, but failed the check
-        return "not used (its draws differ from this PyTorch's bernoulli_)"
-    return kernel_status("bernoulli")
+    return checked_kernel_status(
+        "bernoulli", _kernel, "its draws differ from this PyTorch's bernoulli_"
+    )
 
 
 # Below this many elements PyTorch's own draw is quicker than the state's round trip through

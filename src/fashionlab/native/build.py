@@ -27,6 +27,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -69,6 +70,16 @@ def kernel_status(name: str) -> str:
     if library is None:
         return f"not used ({_reasons[name]})"
     return f"compiled ({library._name})"
+
+
+def checked_kernel_status(
+    name: str, checked: Callable[[], ctypes.CDLL | None], disagreement: str
+) -> str:
+    """`kernel_status` for a kernel that is checked against PyTorch before use (`checked()`
+    returns the library, or None when it failed): a library that built but failed says so."""
+    if load_kernel(name) is not None and checked() is None:
+        return f"not used ({disagreement})"
+    return kernel_status(name)
 
 
 class _Unavailable(Exception):
