@@ -45,10 +45,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fashionlab.config import build_config
-from fashionlab.imaging import prepare_image
 from fashionlab.inference import Classifier
-from fashionlab.training import train
+from fashionlab.inference.imaging import prepare_image
+from fashionlab.models import build_config
+from fashionlab.train import train
 
 STARTUP_TIMEOUT_S = 120
 

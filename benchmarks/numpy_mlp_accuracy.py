@@ -176,7 +176,7 @@ def main() -> None:
     print(f"test accuracy: {statistics.mean(accs):.4f} ± {std:.4f} (sample std, n={len(accs)})")
     print("per seed:", ", ".join(f"{a:.4f}" for a in accs))
     if args.out is not None:
-        from fashionlab.atomic import atomic_write_json
+        from fashionlab._io import atomic_write_json
 
         atomic_write_json(args.out, {"config": vars(args), "results": results})
 

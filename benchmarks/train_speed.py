@@ -57,12 +57,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from fashionlab.accel import kernel_statuses
 from fashionlab.allocator import retain_freed_memory
-from fashionlab.config import build_config
-from fashionlab.models import create_model
+from fashionlab.models import build_config, create_model
 from fashionlab.models.summary import count_flops
-from fashionlab.native import kernel_statuses
-from fashionlab.training import Trainer, build_optimizer, resolve_precision
+from fashionlab.train import Trainer, build_optimizer, resolve_precision
 
 HERE = Path(__file__).resolve().parent
 KERAS_PYTHON = HERE.parent / ".venv-keras" / "bin" / "python"

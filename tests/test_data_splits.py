@@ -106,7 +106,7 @@ def test_bad_seed_is_a_config_error(seed) -> None:
 )
 def test_make_split_parts_match_their_indices(fashion, kind, val_fraction, sizes) -> None:
     split = make_split(fashion, kind, val_fraction, seed=5)
-    assert (len(split.train_labels), len(split.val_labels), len(split.test_labels)) == sizes
+    assert (len(split.train.labels), len(split.val.labels), len(split.test.labels)) == sizes
     # make_split is the (seeded, deterministic) index functions plus a gather.
     if kind == "random":
         expected = random_split_indices(60_000, [1 - val_fraction, val_fraction], 5)
@@ -117,14 +117,14 @@ def test_make_split_parts_match_their_indices(fashion, kind, val_fraction, sizes
     else:
         pooled = torch.cat([fashion.train_labels, fashion.test_labels]).numpy()
         expected = stratified_split_indices(pooled, [0.6, 0.2, 0.2], 5)
-    for got, want in zip((split.train_indices, split.val_indices), expected, strict=False):
+    for got, want in zip((split.train.indices, split.val.indices), expected, strict=False):
         np.testing.assert_array_equal(got, want)
     if kind == "pooled":
         # S4: all 70k pooled, then 60/20/20 stratified (7,000 per class).
         assert split.test_pool == "pooled"
         images = torch.cat([fashion.train_images, fashion.test_images])
         labels = torch.cat([fashion.train_labels, fashion.test_labels])
-        parts = [split.train_indices, split.val_indices, split.test_indices]
+        parts = [split.train.indices, split.val.indices, split.test.indices]
         assert_partition(parts, 70_000)
         for part, size in zip(parts, sizes, strict=True):
             assert torch.bincount(labels[part], minlength=10).tolist() == [size // 10] * 10
@@ -132,13 +132,13 @@ def test_make_split_parts_match_their_indices(fashion, kind, val_fraction, sizes
     else:
         assert split.test_pool == "test"
         images, labels = fashion.train_images, fashion.train_labels
-        assert_partition([split.train_indices, split.val_indices], 60_000)
-        np.testing.assert_array_equal(split.test_indices, np.arange(10_000))
+        assert_partition([split.train.indices, split.val.indices], 60_000)
+        np.testing.assert_array_equal(split.test.indices, np.arange(10_000))
         test_images, test_labels = fashion.test_images, fashion.test_labels
     for part_images, part_labels, idx, pool_images, pool_labels in (
-        (split.train_images, split.train_labels, split.train_indices, images, labels),
-        (split.val_images, split.val_labels, split.val_indices, images, labels),
-        (split.test_images, split.test_labels, split.test_indices, test_images, test_labels),
+        (split.train.images, split.train.labels, split.train.indices, images, labels),
+        (split.val.images, split.val.labels, split.val.indices, images, labels),
+        (split.test.images, split.test.labels, split.test.indices, test_images, test_labels),
     ):
         assert part_images.dtype == torch.uint8 and part_labels.dtype == torch.int64
         assert torch.equal(part_labels, pool_labels[idx])
@@ -150,9 +150,9 @@ def test_make_split_parts_match_their_indices(fashion, kind, val_fraction, sizes
 @pytest.mark.parametrize("kind", ["random", "stratified"])
 def test_zero_validation_fraction_trains_on_all_60k(fashion, kind) -> None:
     split = make_split(fashion, kind, 0.0, seed=5)
-    assert len(split.val_labels) == 0 and len(split.val_indices) == 0
-    np.testing.assert_array_equal(split.train_indices, np.arange(60_000))
-    assert torch.equal(split.train_labels, fashion.train_labels)
+    assert len(split.val.labels) == 0 and len(split.val.indices) == 0
+    np.testing.assert_array_equal(split.train.indices, np.arange(60_000))
+    assert torch.equal(split.train.labels, fashion.train_labels)
 
 
 def test_pooled_indices_are_deterministic_per_seed(fashion) -> None:
@@ -167,7 +167,7 @@ def test_make_split_does_not_change_the_dataset(fashion) -> None:
     before = fashion.test_labels.clone()
     split = make_split(fashion, "random", 0.1, seed=0)
     # The split owns its tensors: changing them leaves the shared, loaded-once dataset alone.
-    split.test_labels[:] = 0
+    split.test.labels[:] = 0
     assert torch.equal(fashion.test_labels, before)
 
 

@@ -1,4 +1,4 @@
-"""fashionlab.export: torch -> ONNX -> onnxruntime gives the same logits."""
+"""fashionlab.inference.onnx: torch -> ONNX -> onnxruntime gives the same logits."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from fashionlab.errors import RunError
-from fashionlab.export import OnnxPredictor, export_onnx
+from fashionlab.inference.onnx import OnnxPredictor, export_onnx
 
 
 class SmallCNN(nn.Module):

@@ -1,4 +1,4 @@
-"""fashionlab.imaging: decoding of every accepted format, preprocessing, and bad input.
+"""fashionlab.inference.imaging: decoding of every accepted format, preprocessing, and bad input.
 
 All images are built here with Pillow, in memory or under tmp_path.
 """
@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFile
 
 from fashionlab.errors import ImageError
-from fashionlab.imaging import as_is, load_image, prepare_image, preprocess
+from fashionlab.inference.imaging import as_is, load_image, prepare_image, preprocess
 
 # ------------------------------------------------------------------------------------------
 # helpers

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from fashionlab.data import CLASS_NAMES
+from fashionlab.data import CLASS_NAMES, prepare_data
 from fashionlab.errors import ConfigError, ImageError, RunError
-from fashionlab.inference import ONNX_FILENAME, Classifier
+from fashionlab.inference import Classifier
+from fashionlab.inference.onnx import ONNX_FILENAME
 from fashionlab.models import create_model
 from fashionlab.runs import load_predictions
-from fashionlab.training import prepare_data
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def classifier(run_dir):
 def test_images(run_dir, classifier):
     """The run's test images, in the order of its saved predictions."""
     split, _ = prepare_data(classifier.loaded.config)
-    return split.test_images.numpy()
+    return split.test.images.numpy()
 
 
 def test_classify_returns_every_class_and_a_sorted_top_k(classifier, test_images):
@@ -148,8 +148,8 @@ def test_concurrent_classify_and_gradcam_match_sequential(classifier, test_image
 def test_a_run_tested_with_tta_is_classified_with_the_same_views(tmp_path):
     """`fast` tests with flip + shift TTA; predict/serve must give the logits it was scored
     with, on both backends, not one plain forward pass."""
-    from fashionlab.config import build_config
-    from fashionlab.training import train
+    from fashionlab.models import build_config
+    from fashionlab.train import train
 
     overrides = {"epochs": 1, "train_subset": 256, "eval_subset": 100, "precision": "fp32"}
     # logit_scale 1: logits large enough after one tiny epoch for the views to differ clearly.

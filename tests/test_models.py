@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from fashionlab.config import build_config
 from fashionlab.errors import ConfigError
 from fashionlab.models import (
+    build_config,
     create_model,
     feature_layers,
     get_model_spec,
@@ -210,33 +210,31 @@ def test_fast_activation_choice_changes_only_the_activations() -> None:
     assert relu(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
-def test_flatten_returns_a_channels_last_gradient_with_the_same_values() -> None:
+def test_the_training_flatten_returns_a_channels_last_gradient_with_the_same_values() -> None:
     # A channels-last CNN must stay channels-last in the backward pass: an NCHW gradient from
-    # the flatten sends max-pool's backward down its slow NCHW path (see base.Flatten).
-    plain = create_model("s0-m1").to(memory_format=torch.channels_last)
-    ours = create_model("s0-m1").to(memory_format=torch.channels_last)
-    ours.load_state_dict(plain.state_dict())
-    plain.trunk.flatten = nn.Flatten()
-    plain.eval(), ours.eval()  # no dropout: both see the same graph
-    x = torch.randn(8, 1, 28, 28).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (8,))
-    pool_grads = {}
-    for name, model in (("plain", plain), ("ours", ours)):
-        model.trunk.pool2.register_full_backward_hook(
-            lambda _m, _gi, go, name=name: pool_grads.__setitem__(name, go[0])
-        )
-        nn.functional.cross_entropy(model(x), y).backward()
-    assert pool_grads["ours"].is_contiguous(memory_format=torch.channels_last)
-    assert not pool_grads["plain"].is_contiguous(memory_format=torch.channels_last)
-    for p, q in zip(plain.parameters(), ours.parameters(), strict=True):
-        assert torch.equal(p.grad, q.grad)
-    with torch.no_grad():  # no autograd: the plain op, the same values
-        assert torch.equal(ours.trunk(x), plain.trunk(x))
+    # the flatten sends max-pool's backward down its slow NCHW path (accel.layout).
+    from fashionlab.accel import LayoutKeepingFlatten
+
+    x = torch.randn(8, 16, 5, 5).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(8, 16 * 5 * 5)
+    grads = {}
+    for name, flatten in (("plain", nn.Flatten()), ("ours", LayoutKeepingFlatten())):
+        leaf = x.clone().requires_grad_()
+        below = leaf * 2  # the layer below; its incoming gradient is what we look at
+        below.register_hook(lambda g, name=name: grads.__setitem__(name, g))
+        out = flatten(below)
+        assert torch.equal(out, below.flatten(1))
+        out.backward(grad)
+    assert grads["ours"].is_contiguous(memory_format=torch.channels_last)
+    assert not grads["plain"].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(grads["ours"], grads["plain"])
+    with torch.no_grad():  # no autograd: the plain op
+        assert torch.equal(LayoutKeepingFlatten()(x), x.flatten(1))
 
 
 @pytest.mark.parametrize("name", ["s2-cnn", "s0-m1", "s1-cnn5", "s0-m2", "s3-deep"])
 def test_training_view_pools_before_the_relu_with_the_same_values_and_gradients(name) -> None:
-    from fashionlab.models.fusion import PoolThenAct, training_view
+    from fashionlab.accel.training_view import PoolThenAct, training_view
 
     model = create_model(name).to(memory_format=torch.channels_last)
     view = training_view(model)
@@ -259,9 +257,32 @@ def test_training_view_pools_before_the_relu_with_the_same_values_and_gradients(
         assert torch.equal(g_model, g_view)
 
 
-@pytest.mark.parametrize("name", ["mlp", "fast"])
-def test_training_view_leaves_other_models_alone(name: str) -> None:
-    from fashionlab.models.fusion import training_view
+@pytest.mark.parametrize(
+    "name", [n for n in list_models() if get_model_spec(n).framework == "torch"]
+)
+def test_every_training_view_trains_like_the_model_it_views(name: str) -> None:
+    # Train mode (dropout on, BatchNorm on batch statistics), the same seed: the view must
+    # give the same logits and gradients, on the model's own parameters, and leave the model
+    # itself plain PyTorch (hooks, evaluation and export see its structure).
+    from fashionlab.accel import training_view
 
-    model = create_model(name)
-    assert training_view(model) is model
+    model = create_model(name).to(memory_format=torch.channels_last).train()
+    view = training_view(model)
+    assert [id(p) for p in view.parameters()] == [id(p) for p in model.parameters()]
+    assert [id(b) for b in view.buffers()] == [id(b) for b in model.buffers()]
+    assert all(type(m).__module__.startswith("torch.") or "fashionlab.models" in
+               type(m).__module__ for m in model.modules())  # fmt: skip
+    x = torch.randn(6, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (6,))
+    results = []
+    for net in (model, view):
+        torch.manual_seed(0)
+        net.zero_grad()
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        out = net(x)
+        nn.functional.cross_entropy(out, y).backward()
+        results.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
+        model.load_state_dict(state)  # BatchNorm's running statistics moved: start equal
+    assert torch.equal(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1], strict=True):
+        assert torch.equal(a, b)

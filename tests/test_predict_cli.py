@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from fashionlab.cli import main
-from fashionlab.config import build_config
 from fashionlab.data import CLASS_NAMES, load_fashion_mnist
-from fashionlab.training import train
+from fashionlab.models import build_config
+from fashionlab.train import train
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,9 @@
 """The training configuration: one validated, fully resolved record per run.
 
 Resolution order (later wins): field defaults < the model's study recipe (from the registry)
-< a study file's overrides < command-line flags / `--set key=value`. Unknown keys and bad values
-are errors that name the key and what is allowed, before anything runs.
+< a study file's overrides < command-line flags / `--set key=value`; `models.build_config`
+does the resolving, since the recipes live with the models. Unknown keys and bad values are
+errors that name the key and what is allowed, before anything runs.
 """
 
 from __future__ import annotations
@@ -169,25 +170,3 @@ def parse_set_options(items: list[str] | None) -> dict[str, Any]:
         else:
             overrides[key] = parse_set_value(value)
     return overrides
-
-
-def build_config(
-    model: str, overrides: dict[str, Any] | None = None, source: str = "config"
-) -> TrainConfig:
-    """Resolve defaults < the model's recipe < overrides, validating everything.
-
-    `model_args` from the recipe and the overrides are merged key by key.
-    """
-    from fashionlab.models import get_model_spec  # late: models import torch
-
-    spec = get_model_spec(model)
-    values: dict[str, Any] = {"model": spec.name, **spec.recipe}
-    overrides = dict(overrides or {})
-    model_args = {**values.pop("model_args", {}), **overrides.pop("model_args", {})}
-    values.update(overrides)
-    values["model"] = spec.name
-    values["model_args"] = model_args
-    try:
-        return TrainConfig(**values)
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, source)) from None

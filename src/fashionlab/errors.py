@@ -32,3 +32,12 @@ class TrainingDiverged(FashionlabError):
 
 class ImageError(FashionlabError):
     """An input image cannot be decoded or is unsuitable."""
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """`text` (an exception or any message) as one line of at most `limit` characters, for
+    error messages that quote something we did not write (a library's error, a user's input)."""
+    flat = " ".join(str(text).split())
+    if not flat and isinstance(text, BaseException):
+        flat = type(text).__name__
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fashionlab.atomic import atomic_write_bytes
+from fashionlab._io import atomic_write_bytes
 from fashionlab.data import CLASS_NAMES, encode_idx, load_fashion_mnist
 from fashionlab.data.dataset import load_from_directory
 from fashionlab.data.sources import FILES, download_to_cache

@@ -9,19 +9,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from fashionlab.cli.data import add_data_options
 from fashionlab.errors import RunError
-from fashionlab.export import OnnxPredictor, export_onnx
-from fashionlab.inference import ONNX_FILENAME
-from fashionlab.model_io import LoadedModel, load_model
-from fashionlab.training import EVAL_BATCH, predict_logits, prepare_data
-
-# float32 kernels of onnxruntime and PyTorch sum in different orders; for our models that moves
-# logits by ~1e-6. A wrong graph (batch norm in train mode, a missing layer) is off by ~0.1.
-CHECK_ATOL = 1e-4
+from fashionlab.inference.onnx import (
+    CHECK_ATOL,
+    ONNX_FILENAME,
+    WEIGHTS_SHA256,
+    compare_on_test_set,
+    export_onnx,
+    weights_digest,
+)
+from fashionlab.runs.weights import load_model
 
 
 def register(subparsers) -> None:
@@ -48,7 +46,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     loaded = load_model(args.run)
     path = args.output or args.run / ONNX_FILENAME
     try:
-        export_onnx(loaded.model, path)
+        export_onnx(loaded.model, path, metadata={WEIGHTS_SHA256: weights_digest(args.run)})
     except OSError as exc:
         raise RunError(f"cannot write {path}: {exc.strerror or exc}") from None
     print(path)
@@ -64,27 +62,3 @@ def cmd_export(args: argparse.Namespace) -> int:
             "the file was removed"
         )
     return 0
-
-
-def compare_on_test_set(
-    loaded: LoadedModel, onnx_path: Path, data_dir: Path | None = None
-) -> tuple[float, int]:
-    """(max |onnx - torch| over all logits, number of images) on the run's test split.
-
-    The run's `eval_subset` is dropped: it only shortens evaluation during training, while an
-    export check should see every test image of the split.
-    """
-    config = loaded.config.model_copy(update={"eval_subset": None})
-    split, _ = prepare_data(config, data_dir)
-    images = split.test_images
-    # The saved normaliser, not the one prepare_data refits: the exported model is used with it.
-    normalizer = loaded.normalizer
-    expected = predict_logits(loaded.model, images, normalizer, torch.device("cpu")).numpy()
-    predictor = OnnxPredictor(onnx_path)
-    got = np.concatenate(
-        [
-            predictor.logits(normalizer(images[i : i + EVAL_BATCH]).numpy())
-            for i in range(0, len(images), EVAL_BATCH)
-        ]
-    )
-    return float(np.max(np.abs(got - expected))), len(images)

@@ -1,6 +1,6 @@
 """`fashionlab predict RUN IMAGE...`: classify image files with a trained run.
 
-Each image goes through `fashionlab.imaging.prepare_image` (or is used as is with
+Each image goes through `fashionlab.inference.imaging.prepare_image` (or is used as is with
 --no-preprocess) and `fashionlab.inference.Classifier`. One bad file does not stop the others:
 it gets a one-line error on stderr and the exit status is non-zero at the end.
 """
@@ -15,8 +15,8 @@ from typing import Any
 
 from fashionlab.data import CLASS_NAMES
 from fashionlab.errors import ImageError
-from fashionlab.imaging import prepare_image
 from fashionlab.inference import BACKENDS, DEFAULT_TOP_K, Classifier, check_top_k
+from fashionlab.inference.imaging import prepare_image
 
 
 def register(subparsers) -> None:

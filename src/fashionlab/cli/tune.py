@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fashionlab.cli.data import add_data_options
 from fashionlab.config import parse_set_options
-from fashionlab.tuning import tune_study
+from fashionlab.study.tune import tune_study
 
 
 def register(subparsers) -> None:

@@ -8,7 +8,9 @@ from fashionlab.data.dataset import (
     load_from_directory,
 )
 from fashionlab.data.idx import encode_idx, parse_idx, read_idx
+from fashionlab.data.prepare import prepare_data
 from fashionlab.data.splits import (
+    Part,
     Split,
     make_split,
     random_split_indices,
@@ -28,6 +30,7 @@ __all__ = [
     "BatchIterator",
     "FashionMNIST",
     "Normalizer",
+    "Part",
     "Split",
     "augment_batch",
     "encode_idx",
@@ -36,6 +39,7 @@ __all__ = [
     "make_normalizer",
     "make_split",
     "parse_idx",
+    "prepare_data",
     "random_split_indices",
     "read_idx",
     "stratified_split_indices",

@@ -127,7 +127,7 @@ def _write_decoded_copy(cache: Path, paths: dict[str, Path], raw: dict[str, byte
     """Keep decompressed, verified copies in the cache: the next load skips gzip, most of the
     time a load from .gz takes. Best effort: an unwritable cache only costs speed, so it is a
     warning, not an error. Returns whether the cache now holds all four verified files."""
-    from fashionlab.atomic import atomic_write_bytes
+    from fashionlab._io import atomic_write_bytes
 
     for key, (stem, _size, _digest) in FILES.items():
         target = cache / stem

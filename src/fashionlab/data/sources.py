@@ -20,8 +20,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from fashionlab._io import user_cache_dir
 from fashionlab.errors import DataError
-from fashionlab.userdirs import user_cache_dir
 
 # SHA-256 of the decompressed IDX bytes (the .gz files differ between sources).
 FILES = {
@@ -87,7 +87,7 @@ def download_to_cache(cache: Path | None = None, timeout: float = 30.0) -> Path:
     are already there and verified are not downloaded again. They are stored decompressed
     because every later load would otherwise pay for gunzip again (most of a load's time).
     """
-    from fashionlab.atomic import atomic_write_bytes
+    from fashionlab._io import atomic_write_bytes
 
     cache = cache or cache_dir()
     try:

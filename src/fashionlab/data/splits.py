@@ -62,23 +62,37 @@ def _check_nonempty(parts: list[np.ndarray], fractions: list[float]) -> list[np.
 
 
 @dataclass
+class Part:
+    """One part of a split: images (uint8, N x 28 x 28), labels (int64, N), and the row of each
+    item in the array it was taken from (`indices`)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    indices: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def first(self, n: int) -> Part:
+        """The first `n` items (a subset for quick runs and tests)."""
+        return Part(self.images[:n], self.labels[:n], self.indices[:n])
+
+
+@dataclass
 class Split:
-    """Images (uint8, N x 28 x 28) and labels (int64) of each part, plus where they came from.
+    """The train, validation and test parts, plus where the test items came from.
 
     `test_pool` names the array the test indices point into: "test" (the standard 10k test set)
     or "pooled" (train + test concatenated, 70k, as in S4).
     """
 
-    train_images: torch.Tensor
-    train_labels: torch.Tensor
-    val_images: torch.Tensor
-    val_labels: torch.Tensor
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
-    train_indices: np.ndarray
-    val_indices: np.ndarray
-    test_indices: np.ndarray
+    train: Part
+    val: Part
+    test: Part
     test_pool: str
+
+    def parts(self) -> dict[str, Part]:
+        return {"train": self.train, "val": self.val, "test": self.test}
 
 
 def make_split(
@@ -108,17 +122,15 @@ def make_split(
         test_images, test_labels, test_pool = pool_images, pool_labels, "pooled"
     else:
         raise ConfigError(f"unknown split {kind!r}; allowed: random, stratified, pooled")
-    tr, va, te = (torch.from_numpy(i) for i in (train_idx, val_idx, test_idx))
+
     # index_select: about twice as fast as advanced indexing for this row gather on CPU.
+    def part(images: torch.Tensor, labels: torch.Tensor, indices: np.ndarray) -> Part:
+        rows = torch.from_numpy(indices)
+        return Part(images.index_select(0, rows), labels.index_select(0, rows), indices)
+
     return Split(
-        train_images=pool_images.index_select(0, tr),
-        train_labels=pool_labels.index_select(0, tr),
-        val_images=pool_images.index_select(0, va),
-        val_labels=pool_labels.index_select(0, va),
-        test_images=test_images.index_select(0, te),
-        test_labels=test_labels.index_select(0, te),
-        train_indices=train_idx,
-        val_indices=val_idx,
-        test_indices=test_idx,
+        train=part(pool_images, pool_labels, train_idx),
+        val=part(pool_images, pool_labels, val_idx),
+        test=part(test_images, test_labels, test_idx),
         test_pool=test_pool,
     )

@@ -37,6 +37,7 @@ from fashionlab.models.base import (
     penultimate_features,
     trunk_features,
 )
+from fashionlab.models.configs import build_config
 
 # Importing the families registers their models.
 from fashionlab.models import cnn5, fast, mlp, numpy_mlp, studies  # noqa: E402,F401  isort: skip
@@ -44,6 +45,7 @@ from fashionlab.models import cnn5, fast, mlp, numpy_mlp, studies  # noqa: E402,
 __all__ = [
     "FashionNet",
     "ModelSpec",
+    "build_config",
     "create_model",
     "feature_layers",
     "get_model_spec",

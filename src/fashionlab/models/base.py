@@ -42,45 +42,6 @@ class ConvAct(nn.Module):
         return self.act(self.conv(x))
 
 
-class _FlattenKeepingLayout(torch.autograd.Function):
-    """flatten(1) whose gradient comes back in the input's channels-last layout."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.shape = x.shape
-        return x.flatten(1)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return grad.reshape(ctx.shape).contiguous(memory_format=torch.channels_last)
-
-
-class Flatten(nn.Flatten):
-    """`nn.Flatten(1)` that keeps a channels-last network channels-last in the backward pass.
-
-    Flattening an NHWC map copies it into NCHW order, so autograd hands the layer below an
-    NCHW gradient. Max-pool's backward then sees a channels-last input with an NCHW gradient
-    and takes its NCHW path, copying its input and gradient into NCHW first: about 30% of a
-    bf16 s0-m1 training step in a profile. Returning the gradient channels-last costs one
-    copy of the small flattened map; the gradient values are the same.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(start_dim=1, end_dim=-1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            x.dim() == 4
-            and x.requires_grad
-            and torch.is_grad_enabled()
-            and not x.is_contiguous()
-            and x.is_contiguous(memory_format=torch.channels_last)
-            and not torch.jit.is_tracing()  # ONNX export traces the plain op
-        ):
-            return _FlattenKeepingLayout.apply(x)
-        return x.flatten(1)
-
-
 class FashionNet(nn.Module):
     """`head(trunk(x))`; `stages` names the trunk children that are activation-map stages."""
 

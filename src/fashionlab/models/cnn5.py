@@ -16,7 +16,7 @@ from torch import nn
 from fashionlab.models import recipes
 from fashionlab.models._checks import check_choice, check_int_list, check_positive_int
 from fashionlab.models._registry import register_model
-from fashionlab.models.base import NUM_CLASSES, ConvAct, FashionNet, Flatten
+from fashionlab.models.base import NUM_CLASSES, ConvAct, FashionNet
 
 POOLINGS: dict[str, Callable[[], nn.Module]] = {
     "max": lambda: nn.MaxPool2d(2),
@@ -72,7 +72,7 @@ def s1_cnn5(
             trunk[f"pool{i}"] = POOLINGS[pooling]()
         c_in = width
     # 28 -> 14 -> 7 -> 3 -> 1 with max/avg, 1x1 throughout with global: flatten gives C5.
-    trunk["flatten"] = Flatten()
+    trunk["flatten"] = nn.Flatten()
     head = OrderedDict(
         fc1=nn.Linear(widths[-1], hidden), act1=nn.ReLU(), out=nn.Linear(hidden, NUM_CLASSES)
     )

@@ -22,8 +22,7 @@ from torch import nn
 from fashionlab.models import recipes
 from fashionlab.models._checks import check_choice, check_int_list
 from fashionlab.models._registry import register_model
-from fashionlab.models.base import NUM_CLASSES, FashionNet, Flatten
-from fashionlab.native import BatchNorm2d, MaxPool2d
+from fashionlab.models.base import NUM_CLASSES, FashionNet
 
 # GELU is airbench's choice; ReLU's forward and backward cost a fraction of GELU's on CPU
 # (GELU was about 16% of a bf16 training step of the default net here).
@@ -33,7 +32,7 @@ ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 def _conv_bn_act(c_in: int, c_out: int, act: str) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-        BatchNorm2d(c_out),  # nn.BatchNorm2d; trains through the compiled kernel
+        nn.BatchNorm2d(c_out),
         ACTIVATIONS[act](),
     )
 
@@ -44,8 +43,8 @@ class ConvGroup(nn.Module):
     def __init__(self, c_in: int, c_out: int, act: str = "gelu") -> None:
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
-        self.pool = MaxPool2d(2)  # nn.MaxPool2d; trains through the compiled kernel
-        self.bn = BatchNorm2d(c_out)
+        self.pool = nn.MaxPool2d(2)
+        self.bn = nn.BatchNorm2d(c_out)
         self.act = ACTIVATIONS[act]()
         self.residual = _conv_bn_act(c_out, c_out, act)
 
@@ -88,7 +87,7 @@ def fast(
             group2=ConvGroup(w1, w2, act),
             group3=ConvGroup(w2, w3, act),
             pool=nn.AdaptiveMaxPool2d(1),
-            flatten=Flatten(),
+            flatten=nn.Flatten(),
         )
     )
     head = nn.Sequential(OrderedDict(out=ScaledLinear(w3, NUM_CLASSES, logit_scale)))

@@ -10,8 +10,7 @@ from torch import nn
 from fashionlab.models import recipes
 from fashionlab.models._checks import check_choice, check_int_list, check_probability
 from fashionlab.models._registry import register_model
-from fashionlab.models.base import INPUT_SHAPE, NUM_CLASSES, FashionNet, Flatten
-from fashionlab.native import Dropout
+from fashionlab.models.base import INPUT_SHAPE, NUM_CLASSES, FashionNet
 
 # The S1 activations; Leaky-ReLU slope 0.01 and exact GELU as in the study.
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -49,11 +48,11 @@ def build_mlp(
         layers[f"fc{i}"] = nn.Linear(width_in, width)
         layers[f"act{i}"] = ACTIVATIONS[activation]()
         if rate > 0:
-            layers[f"drop{i}"] = Dropout(rate)
+            layers[f"drop{i}"] = nn.Dropout(rate)
         width_in = width
     layers["out"] = nn.Linear(width_in, NUM_CLASSES)
     # An MLP has no feature extractor: its trunk is only the flatten.
-    return FashionNet(nn.Sequential(OrderedDict(flatten=Flatten())), nn.Sequential(layers))
+    return FashionNet(nn.Sequential(OrderedDict(flatten=nn.Flatten())), nn.Sequential(layers))
 
 
 @register_model(

@@ -15,9 +15,8 @@ from torch import nn
 
 from fashionlab.models import recipes
 from fashionlab.models._registry import register_model
-from fashionlab.models.base import NUM_CLASSES, ConvAct, FashionNet, Flatten, trunk_output_dim
+from fashionlab.models.base import NUM_CLASSES, ConvAct, FashionNet, trunk_output_dim
 from fashionlab.models.mlp import build_mlp
-from fashionlab.native import BatchNorm2d, Dropout
 
 
 @dataclass(frozen=True)
@@ -43,14 +42,14 @@ def build_plain_cnn(convs: Sequence[Conv], hidden: int, dropout: float = 0.0) ->
         if c.pool:
             trunk[f"pool{i}"] = nn.MaxPool2d(2)
         channels = c.out
-    trunk["flatten"] = Flatten()
+    trunk["flatten"] = nn.Flatten()
     trunk_seq = nn.Sequential(trunk)
 
     head: OrderedDict[str, nn.Module] = OrderedDict()
     head["fc1"] = nn.Linear(trunk_output_dim(trunk_seq), hidden)
     head["act1"] = nn.ReLU()
     if dropout > 0:
-        head["drop1"] = Dropout(dropout)
+        head["drop1"] = nn.Dropout(dropout)
     head["out"] = nn.Linear(hidden, NUM_CLASSES)
     return FashionNet(trunk_seq, nn.Sequential(head), stages)
 
@@ -74,7 +73,7 @@ class ConvBNReLU(nn.Module):
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
-        self.bn = BatchNorm2d(c_out)  # nn.BatchNorm2d; trains through the compiled kernel
+        self.bn = nn.BatchNorm2d(c_out)
         self.act = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,14 +98,14 @@ def s0_m2() -> FashionNet:
         stages += [f"stage{s}.block1", f"stage{s}.block2"]
         if pool:
             trunk[f"pool{s}"] = nn.MaxPool2d(2)
-        trunk[f"drop{s}"] = Dropout(rate)
+        trunk[f"drop{s}"] = nn.Dropout(rate)
         channels = width
     trunk["gap"] = nn.AdaptiveAvgPool2d(1)
-    trunk["flatten"] = Flatten()
+    trunk["flatten"] = nn.Flatten()
     head = OrderedDict(
         fc1=nn.Linear(128, 128),
         act1=nn.ReLU(),
-        drop1=Dropout(0.20),
+        drop1=nn.Dropout(0.20),
         out=nn.Linear(128, NUM_CLASSES),
     )
     return FashionNet(nn.Sequential(trunk), nn.Sequential(head), stages)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from fashionlab.atomic import atomic_write_with
+from fashionlab._io import atomic_write_with
 from fashionlab.errors import DataError
 
 FORMAT = "fashionlab.NumpyMLP"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fashionlab.atomic import atomic_write_text
+from fashionlab._io import atomic_write_text
 from fashionlab.errors import RunError
 
 SECTION_IDS = (

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from fashionlab.atomic import atomic_write_bytes, atomic_write_text
+from fashionlab._io import atomic_write_bytes, atomic_write_text
 from fashionlab.config import TrainConfig
 from fashionlab.errors import ConfigError, FashionlabError
 from fashionlab.runs import load_config, load_history, load_metrics, load_predictions
@@ -101,7 +101,7 @@ class DataCache:
         self._splits: dict[tuple, Any] = {}
 
     def split(self, config: TrainConfig):
-        from fashionlab.training import prepare_data
+        from fashionlab.data import prepare_data
 
         key = data_key(config)
         if key not in self._splits:
@@ -252,7 +252,7 @@ def _model_figures(run_dir, add, loaded, split, aligned, sources) -> None:
         images = aligned() if stages else None
         if images is None:
             return None
-        idx = example_indices(split().test_labels.numpy(), ACTIVATION_IMAGES)
+        idx = example_indices(split().test.labels.numpy(), ACTIVATION_IMAGES)
         return _viz().plot_activation_maps(
             loaded().model,
             images[idx],
@@ -270,7 +270,7 @@ def _model_figures(run_dir, add, loaded, split, aligned, sources) -> None:
         if images is None:
             return None
         name = next(n for n, m in model.named_modules() if m is layer)
-        labels = split().test_labels.numpy()
+        labels = split().test.labels.numpy()
         idx = example_indices(labels, GRADCAM_IMAGES)
         return _viz().plot_gradcam(
             model,
@@ -289,7 +289,7 @@ def _model_figures(run_dir, add, loaded, split, aligned, sources) -> None:
         return _viz().plot_pca_features(
             loaded().model,
             images,
-            split().test_labels.numpy(),
+            split().test.labels.numpy(),
             loaded().normalizer,
             path,
             max_points=PCA_POINTS,
@@ -348,7 +348,7 @@ def data_figures(
             "Samples per class",
             "Random training images (seeded), one row per class.",
             lambda p: _viz().plot_sample_grid(
-                split().train_images, split().train_labels, p, per_class=SAMPLES_PER_CLASS
+                split().train.images, split().train.labels, p, per_class=SAMPLES_PER_CLASS
             ),
         ),
         (
@@ -357,9 +357,9 @@ def data_figures(
             "Items per class in the train / validation / test parts of the split.",
             lambda p: _viz().plot_class_distribution(
                 {
-                    "train": split().train_labels,
-                    "val": split().val_labels,
-                    "test": split().test_labels,
+                    "train": split().train.labels,
+                    "val": split().val.labels,
+                    "test": split().test.labels,
                 },
                 p,
             ),
@@ -370,7 +370,7 @@ def data_figures(
             f"Raw training images (at most {PCA_POINTS}, scaled to [0, 1]): the first two "
             "components, and the cumulative explained variance.",
             lambda p: _viz().plot_pca_data(
-                split().train_images, split().train_labels, p, max_points=PCA_POINTS
+                split().train.images, split().train.labels, p, max_points=PCA_POINTS
             ),
         ),
     ]
@@ -430,7 +430,7 @@ def _viz():
 
 
 def _load(run_dir: Path):
-    from fashionlab.model_io import load_model
+    from fashionlab.runs.weights import load_model
 
     return load_model(run_dir)
 
@@ -450,12 +450,12 @@ def _per_class(pred: dict[str, np.ndarray]) -> np.ndarray:
 def _aligned_test_images(split, pred: dict[str, np.ndarray]) -> np.ndarray | None:
     """The split's test images in the order of the saved predictions, or None if they are not
     the same items (a mismatch would caption one image with another's prediction)."""
-    labels = split.test_labels.numpy()
+    labels = split.test.labels.numpy()
     if len(labels) != len(pred["labels"]) or not np.array_equal(labels, pred["labels"]):
         return None
-    if "indices" in pred and not np.array_equal(np.asarray(split.test_indices), pred["indices"]):
+    if "indices" in pred and not np.array_equal(np.asarray(split.test.indices), pred["indices"]):
         return None
-    return split.test_images.numpy()
+    return split.test.images.numpy()
 
 
 def collect(

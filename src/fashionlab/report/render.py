@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jinja2
 
-from fashionlab.atomic import atomic_write_bytes
+from fashionlab._io import atomic_write_bytes
 from fashionlab.report.blocks import ReportContext
 from fashionlab.report.figures import FIGURES_DIR, Figure
 

@@ -12,7 +12,7 @@ Endpoints:
 
 Untrusted uploads: bodies over the limit get 413 (see `middleware.BodySizeLimit`); anything
 that is not a usable image gets 400 with a one-line `detail` (decoding is
-`fashionlab.imaging`, which checks the declared size before decoding a pixel); every
+`fashionlab.inference.imaging`, which checks the declared size before decoding a pixel); every
 request is independent, so the server keeps serving after a bad one.
 
 Concurrency: endpoints are plain `def`, so Starlette runs them in its thread pool; the
@@ -33,9 +33,14 @@ from fastapi.staticfiles import StaticFiles
 
 from fashionlab import __version__
 from fashionlab.data import CLASS_NAMES
-from fashionlab.errors import ConfigError, FashionlabError, ImageError, RunError
-from fashionlab.imaging import DEFAULT_MAX_PIXELS, prepare_image
-from fashionlab.inference import DEFAULT_TOP_K, Backend, Classifier
+from fashionlab.errors import ConfigError, FashionlabError, ImageError, RunError, one_line
+from fashionlab.inference import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_TOP_K,
+    Backend,
+    Classifier,
+    prepare_image,
+)
 from fashionlab.runs import load_metrics
 from fashionlab.serve.encoding import png_data_url
 from fashionlab.serve.examples import ExampleImages
@@ -114,7 +119,7 @@ def create_app(
         # Bad input is the client's fault (400); anything else from the library (the ONNX
         # session failing, say) is ours (500). Either way one line, and no traceback leaks.
         status = 400 if isinstance(exc, (ImageError, ConfigError)) else 500
-        return JSONResponse({"detail": _one_line(str(exc))}, status_code=status)
+        return JSONResponse({"detail": one_line(exc)}, status_code=status)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> HTMLResponse:
@@ -183,7 +188,3 @@ def _model_summary(clf: Classifier, run_dir: Path, max_upload_bytes: int) -> dic
         "max_upload_bytes": max_upload_bytes,
         "input": "28x28 grayscale, light object on black (uploads are preprocessed to match)",
     }
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())

@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from fashionlab.atomic import atomic_write_with
+from fashionlab._io import atomic_write_with
 from fashionlab.errors import ConfigError
 
 DPI = 100  # small files; figures are sized in inches so text stays readable

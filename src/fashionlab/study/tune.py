@@ -24,57 +24,16 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
+from fashionlab._io import atomic_write_json
 from fashionlab.config import TrainConfig, describe_validation_error
 from fashionlab.errors import ConfigError, RunError
-
-DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
-
-
-class TuneSpec(BaseModel):
-    """The `tune:` section of a study file."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    run: str | None = None
-    metric: Literal["val_loss", "val_accuracy"] = "val_loss"
-    num_samples: int = Field(8, ge=1)
-    max_concurrent: int | None = Field(None, ge=1)
-    scheduler: Literal["asha", "none"] = "asha"
-    grace_period: int = Field(1, ge=1)
-    reduction_factor: int = Field(2, ge=2)
-    seed: int = 0
-    space: dict[str, dict[str, list[Any]]]
-
-    @field_validator("space")
-    @classmethod
-    def _known_fields_and_distributions(cls, space: dict[str, dict[str, list[Any]]]):
-        if not space:
-            raise ValueError("give at least one field to search")
-        fields = set(TrainConfig.model_fields) - {"model", "name", "seed"}
-        for name, dist in space.items():
-            if name not in fields:
-                raise ValueError(f"{name!r} is not a config field; searchable: {sorted(fields)}")
-            if len(dist) != 1 or next(iter(dist)) not in DISTRIBUTIONS:
-                raise ValueError(
-                    f"{name}: give exactly one of {', '.join(DISTRIBUTIONS)}, e.g. "
-                    "{loguniform: [1.0e-4, 1.0e-2]}"
-                )
-            kind, values = next(iter(dist.items()))
-            if kind != "choice" and (len(values) != 2 or not values[0] < values[1]):
-                raise ValueError(f"{name}: {kind} needs [low, high] with low < high")
-            if kind == "loguniform" and values[0] <= 0:
-                raise ValueError(f"{name}: loguniform needs low > 0")
-            if kind == "choice" and not values:
-                raise ValueError(f"{name}: choice needs at least one value")
-        return space
-
-    @property
-    def mode(self) -> str:
-        return "min" if self.metric == "val_loss" else "max"
+from fashionlab.study.backends import import_ray, ray_session, threads_per_worker
+from fashionlab.study.spec import TuneSpec, load_study, plan_study
+from fashionlab.train import train
 
 
 def search_space(spec: TuneSpec) -> dict[str, Any]:
@@ -97,8 +56,6 @@ def _trial(
 ) -> None:
     import torch
     from ray import tune
-
-    from fashionlab.training import train
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     name = f"trial-{tune.get_context().get_trial_id()}"
@@ -128,10 +85,6 @@ def tune_study(
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Search the study's `tune:` space; write and return `<out>/tune.json`."""
-    from fashionlab.atomic import atomic_write_json
-    from fashionlab.backends import import_ray, ray_session, threads_per_worker
-    from fashionlab.study import load_study, plan_study
-
     study = load_study(path)
     if study.tune is None:
         raise ConfigError(

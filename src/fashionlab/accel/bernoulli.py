@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.profiler import record_function
 
-from fashionlab.native.build import checked_kernel_status, load_kernel
+from fashionlab.accel.build import checked_kernel_status, load_kernel
 
 _DTYPES = (torch.bfloat16, torch.float32)
 # CPUGeneratorImplState: int64 seed, int32 left, int32 seeded, uint64 next, uint64 state[624],
@@ -122,11 +122,15 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     return x * noise
 
 
-class Dropout(torch.nn.Dropout):
-    """`nn.Dropout` whose training-mode mask is drawn by `dropout` above: the same module
-    (name, repr, state dict, eval-mode identity), the same numbers, a faster mask."""
+class KernelDropout(torch.nn.Module):
+    """The training view's stand-in for an `nn.Dropout`: its training-mode mask drawn by
+    `dropout` above (the same numbers, a faster mask); an in-place dropout runs as it is."""
+
+    def __init__(self, drop: torch.nn.Dropout) -> None:
+        super().__init__()
+        self.drop = drop
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.inplace:
-            return super().forward(x)
-        return dropout(x, self.p, self.training)
+        if self.drop.inplace:
+            return self.drop(x)
+        return dropout(x, self.drop.p, self.drop.training)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fashionlab.native.batchnorm import batchnorm_status
-from fashionlab.native.bernoulli import bernoulli_status
-from fashionlab.native.build import kernel_status
+from fashionlab.accel.batchnorm import batchnorm_status
+from fashionlab.accel.bernoulli import bernoulli_status
+from fashionlab.accel.build import kernel_status
 
 
 def kernel_statuses() -> dict[str, str]:

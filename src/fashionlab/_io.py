@@ -1,7 +1,7 @@
-"""Atomic file writes: write to a temp file in the same folder, fsync, then rename.
+"""File system helpers every layer uses: atomic writes and the per-user cache folder.
 
-A reader (or a crash) never sees a half-written file: the destination either holds the old
-content or the complete new one.
+Atomic writes go to a temp file in the same folder, fsync, then rename: a reader (or a crash)
+never sees a half-written file; the destination holds the old content or the new one.
 """
 
 from __future__ import annotations
@@ -76,3 +76,13 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def user_cache_dir(name: str, override_env: str) -> Path:
+    """Where fashionlab keeps per-user files that can be rebuilt (the dataset cache, kernels):
+    `$override_env` when set, else `$XDG_CACHE_HOME/fashionlab/<name>` (default
+    `~/.cache/fashionlab/<name>`)."""
+    if os.environ.get(override_env):
+        return Path(os.environ[override_env]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "fashionlab" / name

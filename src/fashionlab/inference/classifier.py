@@ -1,5 +1,9 @@
-"""Classify new images with a trained run: the library behind `fashionlab predict`, `export`
-and the web app (`fashionlab.serve`), which are thin layers over `Classifier`.
+"""Classify new images with a trained run: the library behind `fashionlab predict` and the
+web app (`fashionlab.serve`), which are thin layers over `Classifier`.
+
+Logits come from `train.predict.predict_logits`, the path the run's own test pass took, with
+the precision and test-time augmentation the run recorded: a batch of the run's test images
+gets the logits in its predictions.npz.
 
 A `Classifier` is built once from a run folder and then reused: loading rebuilds the model,
 and the ONNX backend may export it first, so neither belongs in a per-image code path.
@@ -21,14 +25,16 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from fashionlab.data import tta_average, tta_views
-from fashionlab.errors import ConfigError, ImageError, RunError
-from fashionlab.imaging import SIZE
-from fashionlab.model_io import LoadedModel, load_model
+from fashionlab.errors import ConfigError, ImageError
+from fashionlab.evaluation import softmax
+from fashionlab.inference.imaging import SIZE
+from fashionlab.models import gradcam_layer
+from fashionlab.runs import load_metrics
+from fashionlab.runs.weights import LoadedModel, load_model
+from fashionlab.train.predict import PredictSettings, predict_logits
 
 Backend = Literal["torch", "onnx"]
 BACKENDS: tuple[str, ...] = ("torch", "onnx")
-ONNX_FILENAME = "model.onnx"
 DEFAULT_TOP_K = 3
 
 
@@ -36,7 +42,7 @@ class Classifier:
     """A trained model ready to classify 28x28 uint8 images (light object on black).
 
     Build it with `Classifier.from_run(run_dir, backend=...)`. Inputs are what
-    `fashionlab.imaging.prepare_image` returns; normalisation is the run's own.
+    `fashionlab.inference.imaging.prepare_image` returns; normalisation is the run's own.
     """
 
     def __init__(
@@ -52,10 +58,15 @@ class Classifier:
         self.backend: Backend = backend
         self.class_names: tuple[str, ...] = tuple(loaded.class_names)
         self._lock = threading.Lock()
+        self.device = next(loaded.model.parameters()).device
+        metrics = load_metrics(loaded.run_dir)
+        # As the run's test pass computed its logits: its recorded precision and TTA views.
+        self.settings = PredictSettings.of_run(loaded.config, metrics, self.device)
         self._onnx = None
         self.onnx_path: Path | None = None
         if backend == "onnx":
-            from fashionlab.export import OnnxPredictor  # onnxruntime only when asked for
+            # onnxruntime only when asked for
+            from fashionlab.inference.onnx import OnnxPredictor, ensure_onnx
 
             self.onnx_path = ensure_onnx(loaded, onnx_path)
             self._onnx = OnnxPredictor(self.onnx_path, threads=onnx_threads)
@@ -97,31 +108,25 @@ class Classifier:
     # -- inference -----------------------------------------------------------------------------
 
     def logits(self, images: Any) -> np.ndarray:
-        """float32 (N, 10) logits for uint8 images (N, 28, 28) or one image (28, 28).
-
-        With the run's test-time augmentation (`tta_flip`, `tta_shift` in its config), as its
-        test metrics were computed: the weighted mean of the logits over the views."""
-        batch = _as_batch(images)
-        config = self.loaded.config
-        views = tta_views(
-            self.loaded.normalizer(torch.from_numpy(batch)), config.tta_flip, config.tta_shift
-        )
+        """float32 (N, 10) logits for uint8 images (N, 28, 28) or one image (28, 28), through
+        `predict_logits` with the run's recorded precision and test-time augmentation (the
+        ONNX backend: its float32 graph, with the same views)."""
+        batch = torch.from_numpy(_as_batch(images))
+        normalizer = self.loaded.normalizer
         if self._onnx is not None:
             onnx = self._onnx
-            return tta_average(views, lambda v: onnx.logits(v.contiguous().numpy())).astype(
-                np.float32
-            )
-        model = self.loaded.model
-        device = next(model.parameters()).device
-        with self._lock, torch.inference_mode():
-            # eval() again under the lock: another user of the module (a notebook, a test)
-            # may have left it in train mode, which would make dropout random.
-            model.eval()
-            return tta_average(views, lambda v: model(v.to(device)).float()).cpu().numpy()
+            settings = PredictSettings("fp32", self.settings.tta_flip, self.settings.tta_shift)
+            forward = lambda x: torch.from_numpy(onnx.logits(x.numpy()))  # noqa: E731
+            return predict_logits(forward, batch, normalizer, settings=settings).numpy()
+        with self._lock:
+            # Under the lock: Grad-CAM switches the module's mode and hooks it meanwhile.
+            return predict_logits(
+                self.loaded.model, batch, normalizer, self.device, self.settings
+            ).numpy()
 
     def probabilities(self, images: Any) -> np.ndarray:
         """float64 (N, 10) softmax probabilities."""
-        return _softmax(self.logits(images))
+        return softmax(self.logits(images))
 
     def classify(self, image: Any, top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
         """One uint8 28x28 image -> {"label", "classes", "probabilities", "top"}: every class
@@ -147,11 +152,11 @@ class Classifier:
         Always computed with the PyTorch model: ONNX has no gradients."""
         if self._cam_layer is None:
             return None
-        from fashionlab.viz.gradcam import compute_gradcam  # matplotlib only when needed
-
         batch = _as_batch(image)
         if len(batch) != 1:
             raise ImageError(f"gradcam takes one image, got {len(batch)}")
+        from fashionlab.viz.gradcam import compute_gradcam  # matplotlib only when needed
+
         targets = None if target_class is None else [int(target_class)]
         with self._lock:
             result = compute_gradcam(
@@ -168,28 +173,6 @@ class Classifier:
             f"Classifier({str(self.loaded.run_dir)!r}, model={self.model_name!r}, "
             f"backend={self.backend!r})"
         )
-
-
-def ensure_onnx(loaded: LoadedModel, path: Path | None = None) -> Path:
-    """RUN/model.onnx (or `path`), exported from `loaded.model` unless an up-to-date file is
-    there already. Up to date = not older than model.safetensors: a re-trained run must not
-    keep answering with its previous weights."""
-    from fashionlab.export import export_onnx
-
-    path = Path(path) if path is not None else loaded.run_dir / ONNX_FILENAME
-    weights = loaded.run_dir / "model.safetensors"
-    if path.is_file() and (
-        not weights.is_file() or path.stat().st_mtime >= weights.stat().st_mtime
-    ):
-        return path
-    try:
-        return export_onnx(loaded.model, path)
-    except OSError as exc:
-        raise RunError(
-            f"cannot write the ONNX model to {path} ({exc.strerror or exc}); "
-            "export it elsewhere with 'fashionlab export RUN --output PATH' or use the "
-            "torch backend"
-        ) from None
 
 
 def check_top_k(top_k: int, num_classes: int) -> int:
@@ -210,29 +193,19 @@ def _as_batch(images: Any) -> np.ndarray:
     if batch.ndim != 3 or batch.shape[1:] != (SIZE, SIZE):
         raise ImageError(
             f"expected a {SIZE}x{SIZE} image (or a batch N x {SIZE} x {SIZE}), got shape "
-            f"{tuple(np.shape(images))}; prepare it with fashionlab.imaging.prepare_image"
+            f"{tuple(np.shape(images))}; prepare it with fashionlab.inference.imaging.prepare_image"
         )
     if batch.dtype != np.uint8:
         raise ImageError(f"expected uint8 pixels 0..255, got {batch.dtype}")
     return np.ascontiguousarray(batch)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    # float64 and max-shifted: no overflow, and probabilities that sum to 1 when printed
-    z = logits.astype(np.float64)
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def _gradcam_layer_name(model: torch.nn.Module) -> str | None:
     """Name (for compute_gradcam) of the layer `models.gradcam_layer` picks; None for MLPs."""
-    from fashionlab.models import gradcam_layer
-
     layer = gradcam_layer(model)
     if layer is None:
         return None
     return next((name for name, m in model.named_modules() if m is layer), None)
 
 
-__all__ = ["BACKENDS", "Classifier", "ONNX_FILENAME", "check_top_k", "ensure_onnx"]
+__all__ = ["BACKENDS", "Classifier", "check_top_k"]

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from fashionlab.userdirs import user_cache_dir
+from fashionlab._io import user_cache_dir
 
 HERE = Path(__file__).resolve().parent
 # GCC's -march=native prefers 256-bit vectors even on AVX-512 CPUs; for these short, memory-bound
@@ -54,7 +54,7 @@ def native_cache_dir() -> Path:
 
 
 def load_kernel(name: str) -> ctypes.CDLL | None:
-    """The compiled library for `native/<name>.c`, built once per machine; None (and a reason
+    """The compiled library for `accel/<name>.c`, built once per machine; None (and a reason
     in `kernel_status`) where it cannot be had. Cached per process."""
     if name not in _loaded:
         try:

@@ -1,6 +1,6 @@
 """Where a study's runs execute: one after another, in a local process pool, or on Ray.
 
-Every backend calls the same `study.execute_run` for each planned run, so the run folders (and
+Every backend calls the same `execute.execute_run` for each planned run, so the run folders (and
 therefore the aggregate and the report) are the same whichever one ran them, and an
 interrupted study resumes under any backend.
 
@@ -20,12 +20,11 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fashionlab.errors import ConfigError, RunError
-
-if TYPE_CHECKING:
-    from fashionlab.study import PlannedRun
+from fashionlab.runs import load_metrics
+from fashionlab.study.execute import execute_run, resolve_features_source
+from fashionlab.study.spec import PlannedRun
 
 BACKENDS = ("local", "ray")
 RAY_INSTALL_HINT = "pip install 'fashionlab[ray]' (or: pip install 'ray[tune]')"
@@ -73,8 +72,6 @@ def run_planned(
     data_dir: str | Path | None,
 ) -> None:
     """Execute every planned run that is not complete, with the chosen backend."""
-    from fashionlab.study import resolve_features_source
-
     for run in planned:
         # Absolute: pool and Ray workers may run in another working directory.
         run.run_dir = run.run_dir.resolve()
@@ -92,8 +89,6 @@ def run_planned(
 
 
 def _run_sequential(planned: list[PlannedRun], quiet: bool, data_dir: Path | None) -> None:
-    from fashionlab.study import execute_run
-
     for k, run in enumerate(planned, 1):
         if not quiet:
             print(f"[{k}/{len(planned)}] {run.label} seed {run.seed}", file=sys.stderr, flush=True)
@@ -112,8 +107,6 @@ def _init_worker(threads: int) -> None:
 
 
 def _pool_task(index: int, planned: list[PlannedRun], data_dir: Path | None) -> str:
-    from fashionlab.study import execute_run
-
     return execute_run(planned[index], planned, True, data_dir)
 
 
@@ -145,9 +138,6 @@ def _run_pool(
 def _ray_trial(trial_config: dict, planned: list[PlannedRun], data_dir: Path | None) -> None:
     import torch
     from ray import tune
-
-    from fashionlab.runs import load_metrics
-    from fashionlab.study import execute_run
 
     torch.set_num_threads(trial_config["threads"])
     run = planned[trial_config["index"]]

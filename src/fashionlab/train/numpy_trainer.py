@@ -16,9 +16,13 @@ import numpy as np
 import torch
 
 from fashionlab.config import TrainConfig
-from fashionlab.data import CLASS_NAMES, Split
+from fashionlab.data import CLASS_NAMES, Split, prepare_data
 from fashionlab.errors import ConfigError
+from fashionlab.evaluation import summarize
+from fashionlab.models import create_model, trunk_features
+from fashionlab.numpy_nn import NumpyMLP
 from fashionlab.runs import RunWriter, load_config
+from fashionlab.runs.weights import load_model
 
 SPLIT_FIELDS = ("split", "val_fraction", "split_seed", "train_subset", "eval_subset")
 FEATURE_BATCH = 1000
@@ -57,30 +61,24 @@ def _estimator_settings(config: TrainConfig) -> dict[str, Any]:
 @torch.no_grad()
 def cnn_features(run_dir: str | Path, split: Split) -> dict[str, np.ndarray]:
     """Trunk features (the CNN minus its classifier) of the run's model for train/val/test."""
-    from fashionlab.model_io import load_model
-    from fashionlab.models import trunk_features
-
     loaded = load_model(run_dir)
     out = {}
-    for part in ("train", "val", "test"):
-        images = getattr(split, f"{part}_images")
+    for name, part in split.parts().items():
+        images = part.images
         chunks = [
             trunk_features(loaded.model, loaded.normalizer(images[i : i + FEATURE_BATCH]))
             for i in range(0, len(images), FEATURE_BATCH)
         ]
-        out[part] = torch.cat(chunks).flatten(1).numpy().astype(np.float32)
+        out[name] = torch.cat(chunks).flatten(1).numpy().astype(np.float32)
     return out
 
 
 def _inputs(config: TrainConfig, data_dir) -> tuple[Split, dict[str, np.ndarray]]:
-    from fashionlab.training import prepare_data
-
     split, normalizer = prepare_data(config, data_dir)
     source = config.model_args.get("features_run")
     if not source:
         return split, {
-            part: normalizer(getattr(split, f"{part}_images")).flatten(1).numpy()
-            for part in ("train", "val", "test")
+            name: normalizer(part.images).flatten(1).numpy() for name, part in split.parts().items()
         }
     cnn_config = load_config(source)
     differs = [f for f in SPLIT_FIELDS if getattr(cnn_config, f) != getattr(config, f)]
@@ -99,8 +97,6 @@ def train_numpy_run(
     config: TrainConfig, run_dir: Path, quiet: bool = False, data_dir: str | Path | None = None
 ) -> Path:
     """Fit the NumPy MLP and write a complete run folder (the folder is prepared by `train`)."""
-    from fashionlab.evaluation import summarize
-    from fashionlab.models import create_model
 
     args = {k: v for k, v in config.model_args.items() if k != "features_run"}
     if config.model_args.get("features_run") and (config.crop_padding or config.hflip):
@@ -128,9 +124,9 @@ def train_numpy_run(
 
     estimator.fit(
         x["train"],
-        split.train_labels.numpy(),
+        split.train.labels.numpy(),
         x["val"],
-        split.val_labels.numpy(),
+        split.val.labels.numpy(),
         epoch_callback=on_epoch,
     )
     if not config.use_best_weights:
@@ -138,8 +134,8 @@ def train_numpy_run(
             "numpy-mlp always tests the best-validation epoch; set use_best_weights: true"
         )
     logits = estimator.decision_function(x["test"]).astype(np.float32)
-    labels = split.test_labels.numpy()
-    writer.write_predictions(labels, logits, split.test_indices, split.test_pool)
+    labels = split.test.labels.numpy()
+    writer.write_predictions(labels, logits, split.test.indices, split.test_pool)
     metrics = summarize(labels, logits, CLASS_NAMES)
     seconds = sum(r["seconds"] for r in history)
     metrics.update(
@@ -185,8 +181,7 @@ def recompute_logits(
     run_dir: str | Path, config: TrainConfig, data_dir: str | Path | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Reload `model.npz` and recompute the test logits (for `fashionlab evaluate`)."""
-    from fashionlab.numpy_nn import NumpyMLP
 
     estimator = NumpyMLP.load(Path(run_dir) / "model.npz")
     split, x = _inputs(config, data_dir)
-    return split.test_labels.numpy(), estimator.decision_function(x["test"]).astype(np.float32)
+    return split.test.labels.numpy(), estimator.decision_function(x["test"]).astype(np.float32)

@@ -2,7 +2,7 @@
 (see pool_relu.c).
 
 `pool_relu` serves the training view's conv -> max-pool -> ReLU stages
-(fashionlab.models.fusion); `MaxPool2d` is the speed-run net's pool, which comes before its
+(fashionlab.accel.training_view); `MaxPool2d` is the speed-run net's pool, which comes before its
 BatchNorm. PyTorch's channels-last max-pool writes int64 indices as large as its output and
 zero-fills the whole input gradient before scattering into it. On the 2-core CPU, forward +
 backward of a 128x64x24x24 bf16 map took 0.9 ms against 2.8 ms for PyTorch's max-pool and
@@ -20,7 +20,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 from torch.profiler import record_function
 
-from fashionlab.native.build import load_kernel
+from fashionlab.accel.build import load_kernel
 
 _DTYPES = (torch.bfloat16, torch.float32)
 
@@ -102,11 +102,15 @@ def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
     return _MaxPool2x2.apply(x, False)
 
 
-class MaxPool2d(torch.nn.MaxPool2d):
-    """`nn.MaxPool2d` that trains through the compiled kernel where it applies: the same
-    module (name, repr, eval-mode and export behaviour), the same values and gradients."""
+class KernelMaxPool(torch.nn.Module):
+    """The training view's stand-in for a MaxPool2d: the compiled 2x2 pool where it applies
+    (training with gradients), `pool` itself elsewhere; the same values and gradients."""
+
+    def __init__(self, pool: torch.nn.MaxPool2d) -> None:
+        super().__init__()
+        self.pool = pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and torch.is_grad_enabled() and native_pool_applies(x, self):
+        if self.training and torch.is_grad_enabled() and native_pool_applies(x, self.pool):
             return max_pool_2x2(x)
-        return super().forward(x)
+        return self.pool(x)

@@ -16,12 +16,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from fashionlab.atomic import atomic_write_bytes
+from fashionlab._io import atomic_write_bytes
 from fashionlab.config import TrainConfig
-from fashionlab.data.dataset import CLASS_NAMES
-from fashionlab.data.transforms import Normalizer
+from fashionlab.data import CLASS_NAMES, Normalizer
 from fashionlab.errors import RunError
-from fashionlab.runs import load_config
+from fashionlab.models import create_model, get_model_spec
+from fashionlab.models.memory_format import apply_memory_format
+from fashionlab.runs.readers import load_config
+
+WEIGHTS_FILE = "model.safetensors"
 
 
 def save_weights(model: torch.nn.Module, path: str | Path) -> None:
@@ -55,11 +58,9 @@ class LoadedModel:
 
 def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild the run's model in eval mode; every failure is a one-line `RunError`."""
-    from fashionlab.models import create_model, get_model_spec
-
     run_dir = Path(run_dir)
     config = load_config(run_dir)
-    info_path, weights_path = run_dir / "model.json", run_dir / "model.safetensors"
+    info_path, weights_path = run_dir / "model.json", run_dir / WEIGHTS_FILE
     try:
         info = json.loads(info_path.read_text())
     except FileNotFoundError:
@@ -88,8 +89,6 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> Loade
     norm = info["normalization"]
     normalizer = Normalizer(norm["preset"], torch.tensor(norm["mean"]), torch.tensor(norm["std"]))
     model.to(device).eval()
-    from fashionlab.training import apply_memory_format
-
     # The layout it was evaluated in during training: the same kernels, the same logits.
     apply_memory_format(model, config.memory_format)
     return LoadedModel(

@@ -1,14 +1,15 @@
-"""The training loop: optimisers, schedulers, early stopping, checkpoints, resume.
+"""The PyTorch training loop for one run: epochs, validation, early stopping, checkpoints.
 
 One epoch = shuffle (seeded generator) -> per batch: gather uint8 -> normalise -> augment ->
 forward/backward -> step. After each epoch the validation loss decides the best weights, the
 scheduler and early stopping, and `checkpoint.pt` is rewritten atomically, so an interrupted run
 resumes from the last finished epoch and ends with the same weights as an uninterrupted one.
+The loop runs `accel.training_view(model)`; validation, the test pass and the saved weights use
+the model as built. Use `fashionlab.train.train()` / `resume()` rather than the class itself.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import gc
 import math
@@ -20,33 +21,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from fashionlab.accel import training_view
 from fashionlab.allocator import retain_freed_memory
-from fashionlab.atomic import atomic_write_with
 from fashionlab.config import TrainConfig
-from fashionlab.data import (
-    CLASS_NAMES,
-    BatchIterator,
-    Normalizer,
-    Split,
-    augment_batch,
-    load_fashion_mnist,
-    make_normalizer,
-    make_split,
-    tta_average,
-    tta_views,
-)
-from fashionlab.distributed import DistContext, init_distributed, shutdown_distributed
+from fashionlab.data import CLASS_NAMES, BatchIterator, augment_batch, prepare_data
 from fashionlab.errors import ConfigError, FashionlabError, RunError, TrainingDiverged
-from fashionlab.model_io import model_info, save_weights
-from fashionlab.native import unused_kernels_notice
-from fashionlab.runs import RunWriter, load_config, prepare_run_dir
+from fashionlab.evaluation import summarize
+from fashionlab.models import create_model
+from fashionlab.models.memory_format import apply_memory_format
+from fashionlab.runs import RunWriter
+from fashionlab.runs.weights import WEIGHTS_FILE, model_info, save_weights
+from fashionlab.train.checkpoint import CHECKPOINT, read_checkpoint, write_checkpoint
+from fashionlab.train.device import autocast, resolve_device, resolve_precision
+from fashionlab.train.distributed import DistContext
+from fashionlab.train.optim import build_optimizer, build_scheduler
+from fashionlab.train.predict import PredictSettings, predict_logits
 
-EVAL_BATCH = 1000
 EpochCallback = Callable[[dict[str, Any]], None]
 
 
@@ -54,166 +48,6 @@ class RunInterrupted(FashionlabError):
     """Ctrl-C during training: the last finished epoch is checkpointed."""
 
     exit_code = 130
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA, then Apple's MPS, then the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but CUDA is not available; use --device cpu")
-    return device
-
-
-def prepare_data(
-    config: TrainConfig, data_dir: str | Path | None = None
-) -> tuple[Split, Normalizer]:
-    """Load, split (and subset) the data as the config says; fit the normaliser on train only."""
-    split = make_split(
-        load_fashion_mnist(data_dir), config.split, config.val_fraction, config.split_seed
-    )
-    if config.train_subset:
-        n = config.train_subset
-        split.train_images, split.train_labels = split.train_images[:n], split.train_labels[:n]
-        split.train_indices = split.train_indices[:n]
-    if config.eval_subset:
-        n = config.eval_subset
-        split.val_images, split.val_labels = split.val_images[:n], split.val_labels[:n]
-        split.val_indices = split.val_indices[:n]
-        split.test_images, split.test_labels = split.test_images[:n], split.test_labels[:n]
-        split.test_indices = split.test_indices[:n]
-    return split, make_normalizer(config.normalization, split.train_images)
-
-
-def build_optimizer(config: TrainConfig, params, fused: bool = True) -> torch.optim.Optimizer:
-    """The configured optimiser. `fused`: Adam and AdamW use PyTorch's single-kernel update
-    (`fused=True`) where it has one for the parameters' device, else its default.
-
-    Why fused: the default CPU implementation makes one pass over memory per arithmetic step
-    (lerp, mul, addcmul, sqrt, div, addcdiv). On the 2-core CPU that was about 17% of an s0-m1
-    bf16 step (its 9216x128 layer is 1.2M parameters); fused, the whole step ran 8-18%
-    faster (ad hoc A/Bs on the trainer). It computes the same update; its results match the
-    default's except for rare last-bit differences, which a long run amplifies into a
-    different (equally good) trajectory. SGD keeps PyTorch's default: fused, it was only 2-4%
-    faster on `fast` (its one user), not worth changing the speed-run results' trajectories."""
-    if config.optimizer in ("adam", "adamw"):
-        cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
-        params = list(params)
-        kwargs = {"lr": config.lr, "weight_decay": config.weight_decay}
-        if fused:
-            # PyTorch refuses `fused` for devices or dtypes it has no kernel for.
-            with contextlib.suppress(RuntimeError, ValueError):
-                return cls(params, fused=True, **kwargs)
-        return cls(params, **kwargs)
-    return torch.optim.SGD(
-        params,
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=config.nesterov and config.momentum > 0,
-        weight_decay=config.weight_decay,
-    )
-
-
-def build_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):
-    if config.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience
-        )
-    if config.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    if config.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch
-        )
-    if config.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, config.step_size, config.step_gamma)
-    return None
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes in bf16 natively (so bf16 autocast is faster, not emulated)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        cpu = torch.cpu
-        return any(
-            bool(getattr(cpu, probe, lambda: False)())
-            for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        )
-    return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' becomes 'bf16' on devices with native bf16 and 'fp32' elsewhere."""
-    if precision == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
-    return precision
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast when asked for (or 'auto' on a bf16 device); a no-op context for fp32."""
-    if resolve_precision(precision, device) == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def has_conv(model: torch.nn.Module) -> bool:
-    return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-
-
-def apply_memory_format(model: torch.nn.Module, memory_format: str) -> bool:
-    """Put a conv model's weights in channels-last layout when asked; True if it did."""
-    if memory_format != "channels_last" or not has_conv(model):
-        return False
-    model.to(memory_format=torch.channels_last)
-    return True
-
-
-def _uses_channels_last(model: torch.nn.Module) -> bool:
-    # Any conv whose weights are NHWC and not NCHW (a 1-channel first conv is both).
-    return any(
-        isinstance(m, torch.nn.Conv2d)
-        and m.weight.is_contiguous(memory_format=torch.channels_last)
-        and not m.weight.is_contiguous()
-        for m in model.modules()
-    )
-
-
-@torch.inference_mode()
-def predict_logits(
-    model: torch.nn.Module,
-    images: torch.Tensor,
-    normalizer: Normalizer,
-    device: torch.device,
-    batch_size: int = EVAL_BATCH,
-    precision: str = "fp32",
-    tta_flip: bool = False,
-    tta_shift: bool = False,
-) -> torch.Tensor:
-    """Logits (float32, CPU) for uint8 images, in eval mode, in fixed-size batches (the input
-    follows the model's memory format). Test-time augmentation: `tta_flip` adds the mirrored
-    images; `tta_shift` adds each view moved one pixel up-left and one down-right, at half
-    weight (airbench's scheme); the logits are the weighted mean over the views."""
-    model.eval()
-    layout = torch.channels_last if _uses_channels_last(model) else torch.contiguous_format
-    chunks = []
-    for i in range(0, len(images), batch_size):
-        x = normalizer(images[i : i + batch_size]).to(device)
-        if x.dim() == 4:
-            x = x.contiguous(memory_format=layout)
-        views = tta_views(x, tta_flip, tta_shift)
-        with autocast(device, precision):
-            logits = tta_average(views, lambda v: model(v.contiguous(memory_format=layout)).float())
-        chunks.append(logits.cpu())
-    return torch.cat(chunks) if chunks else torch.empty(0, len(CLASS_NAMES))
 
 
 def _loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
@@ -251,9 +85,6 @@ class Trainer:
         dist_ctx: DistContext | None = None,
         stop_after: int | None = None,
     ) -> None:
-        from fashionlab.models import create_model
-        from fashionlab.models.fusion import training_view
-
         # Train at most this many epochs in this invocation, checkpoint and return unfinished:
         # for wall-time-limited (cluster, preemptible) jobs that continue with --resume.
         self.stop_after = stop_after
@@ -279,8 +110,8 @@ class Trainer:
         if self.dist.enabled:
             self.augment_generator = torch.Generator().manual_seed(self._rank_seed())
         self.split, self.normalizer = prepare_data(config, data_dir)
-        self.has_validation = len(self.split.val_labels) > 0
-        if len(self.split.train_labels) == 0:
+        self.has_validation = len(self.split.val.labels) > 0
+        if len(self.split.train.labels) == 0:
             raise ConfigError("the training split is empty; check train_subset / val_fraction")
         if self.dist.enabled and config.batch_size < self.dist.world_size:
             raise ConfigError(
@@ -290,6 +121,7 @@ class Trainer:
         self.model = create_model(config.model, **config.model_args).to(self.device)
         self.channels_last = apply_memory_format(self.model, config.memory_format)
         self.precision = resolve_precision(config.precision, self.device)
+        self.predict_settings = PredictSettings(self.precision, config.tta_flip, config.tta_shift)
         if self.dist.enabled:
             torch.manual_seed(self._rank_seed())  # after the (identical) init: dropout masks
         # The training loop runs an exact rewrite of the model (same values and gradients,
@@ -303,8 +135,8 @@ class Trainer:
                 self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True
             )
         self.batches = BatchIterator(
-            self.split.train_images,
-            self.split.train_labels,
+            self.split.train.images,
+            self.split.train.labels,
             config.batch_size,
             shuffle=True,
             generator=self.generator,
@@ -362,19 +194,10 @@ class Trainer:
         }
         if self.dist.enabled:
             payload["rank_states"] = rank_states
-        atomic_write_with(self.run_dir / "checkpoint.pt", lambda tmp: torch.save(payload, tmp))
+        write_checkpoint(self.run_dir / CHECKPOINT, payload)
 
     def load_checkpoint(self) -> None:
-        path = self.run_dir / "checkpoint.pt"
-        try:
-            # weights_only: a checkpoint is tensors and plain containers; never unpickle code.
-            payload = torch.load(path, map_location=self.device, weights_only=True)
-        except FileNotFoundError:
-            raise RunError(f"{path}: missing; nothing to resume (start the run again)") from None
-        except Exception as exc:  # torch raises many types for a damaged file
-            raise RunError(
-                f"{path}: corrupt checkpoint ({type(exc).__name__}); start again with --overwrite"
-            ) from None
+        payload = read_checkpoint(self.run_dir / CHECKPOINT, self.device)
         # Compare as configs, so a checkpoint written before a new field existed still matches.
         if TrainConfig(**payload["config"]) != self.config:
             raise RunError(
@@ -454,23 +277,16 @@ class Trainer:
         """On one process, the whole validation split; with several, each rank scores its
         shard and the sums are all-reduced, so every rank gets the same numbers (and makes the
         same early-stopping and scheduler decisions)."""
-        cfg = self.config
         if not self.dist.enabled:
             val_logits = predict_logits(
-                self.eval_model, self.split.val_images, self.normalizer, self.device,
-                precision=cfg.precision, tta_flip=cfg.tta_flip, tta_shift=cfg.tta_shift,
+                self.eval_model, self.split.val.images, self.normalizer, self.device,
+                self.predict_settings,
             )  # fmt: skip
-            return _loss_and_accuracy(val_logits, self.split.val_labels)
-        images = self.dist.shard(self.split.val_images)
-        labels = self.dist.shard(self.split.val_labels)
+            return _loss_and_accuracy(val_logits, self.split.val.labels)
+        images = self.dist.shard(self.split.val.images)
+        labels = self.dist.shard(self.split.val.labels)
         logits = predict_logits(
-            self.eval_model,
-            images,
-            self.normalizer,
-            self.device,
-            precision=cfg.precision,
-            tta_flip=cfg.tta_flip,
-            tta_shift=cfg.tta_shift,
+            self.eval_model, images, self.normalizer, self.device, self.predict_settings
         )
         loss_sum = F.cross_entropy(logits, labels, reduction="sum").item() if len(labels) else 0
         correct = (logits.argmax(1) == labels).sum().item()
@@ -546,8 +362,6 @@ class Trainer:
 
     def finish(self) -> dict[str, Any]:
         """Evaluate on the test split with the chosen weights and write the remaining files."""
-        from fashionlab.evaluation import summarize
-
         cfg, st = self.config, self.state
         model = self.eval_model
         if cfg.use_best_weights and st.best_state is not None:
@@ -555,17 +369,11 @@ class Trainer:
         if not self.dist.is_main:  # rank 0 alone evaluates the test split and writes
             return {}
         logits = predict_logits(
-            model,
-            self.split.test_images,
-            self.normalizer,
-            self.device,
-            precision=cfg.precision,
-            tta_flip=cfg.tta_flip,
-            tta_shift=cfg.tta_shift,
+            model, self.split.test.images, self.normalizer, self.device, self.predict_settings
         )
-        labels = self.split.test_labels
+        labels = self.split.test.labels
         self.writer.write_predictions(
-            labels.numpy(), logits.numpy(), self.split.test_indices, self.split.test_pool
+            labels.numpy(), logits.numpy(), self.split.test.indices, self.split.test_pool
         )
         metrics = summarize(labels.numpy(), logits.numpy(), CLASS_NAMES)
         metrics.update(
@@ -583,7 +391,7 @@ class Trainer:
                 "channels_last": self.channels_last,
             }
         )
-        save_weights(model, self.run_dir / "model.safetensors")
+        save_weights(model, self.run_dir / WEIGHTS_FILE)
         self.writer.write_model_info(model_info(cfg, model, self.normalizer))
         self.writer.write_metrics(metrics)
         self.writer.mark_complete()
@@ -619,7 +427,7 @@ class Trainer:
         return self.run_dir
 
 
-def _execute_and_release(trainer: Trainer) -> Path:
+def execute_and_release(trainer: Trainer) -> Path:
     """Run `trainer` and drop its DistributedDataParallel wrapper before the caller destroys
     the process group.
 
@@ -644,179 +452,3 @@ def _execute_and_release(trainer: Trainer) -> Path:
         if trainer.dist.enabled:
             trainer.train_model = trainer.model
             gc.collect()  # DDP's hooks form reference cycles; free the Reducer now, not later
-
-
-def _start(
-    config: TrainConfig,
-    run_dir: Path,
-    quiet: bool,
-    data_dir,
-    epoch_callback,
-    dist_ctx: DistContext,
-    stop_after: int | None,
-) -> Trainer:
-    trainer = Trainer(
-        config,
-        run_dir,
-        quiet=quiet,
-        data_dir=data_dir,
-        epoch_callback=epoch_callback,
-        dist_ctx=dist_ctx,
-        stop_after=stop_after,
-    )
-    if dist_ctx.is_main:
-        RunWriter(run_dir).write_config(config)
-        RunWriter(run_dir).write_env(
-            config.seed, str(trainer.device), torch.get_num_threads(), dist_ctx.world_size
-        )
-        notice = unused_kernels_notice() if trainer.device.type == "cpu" else None
-        if notice and not quiet:
-            print(notice, file=sys.stderr)  # the same numbers either way, but slower
-    return trainer
-
-
-def train(
-    config: TrainConfig,
-    runs_dir: str | Path = "runs",
-    overwrite: bool = False,
-    quiet: bool = False,
-    data_dir: str | Path | None = None,
-    epoch_callback: EpochCallback | None = None,
-    stop_after: int | None = None,
-) -> Path:
-    """Train `config` into `runs_dir/<name>/` and return that folder.
-
-    Under torchrun (WORLD_SIZE > 1) this is one rank of a data-parallel job. `stop_after`
-    ends this invocation after that many epochs, checkpointed, for `resume` to continue."""
-    from fashionlab.models import get_model_spec
-
-    run_dir = Path(runs_dir) / config.run_name()
-    spec = get_model_spec(config.model)
-    dist_ctx = init_distributed(config.device)
-    if spec.framework == "numpy":
-        if dist_ctx.enabled:
-            raise ConfigError("numpy-mlp trains in one process; run it without torchrun/--nproc")
-        prepare_run_dir(run_dir, overwrite)
-        from fashionlab.numpy_train import train_numpy_run
-
-        return train_numpy_run(config, run_dir, quiet=quiet, data_dir=data_dir)
-    try:
-        # Rank 0 alone creates (or clears) the folder; the others wait, then share its outcome.
-        error = None
-        if dist_ctx.is_main:
-            try:
-                prepare_run_dir(run_dir, overwrite)
-            except FashionlabError as exc:
-                error = exc
-        error = dist_ctx.broadcast_object(str(error) if error else None)
-        if error:
-            raise RunError(error)
-        trainer = _start(config, run_dir, quiet, data_dir, epoch_callback, dist_ctx, stop_after)
-        return _execute_and_release(trainer)
-    finally:
-        shutdown_distributed()
-
-
-def resume(
-    run_dir: str | Path,
-    quiet: bool = False,
-    data_dir: str | Path | None = None,
-    epoch_callback: EpochCallback | None = None,
-    expected_config: TrainConfig | None = None,
-    stop_after: int | None = None,
-) -> Path:
-    """Continue an interrupted run from its last finished epoch (a finished run is left as is).
-    A data-parallel run resumes under torchrun with the same number of processes."""
-    run_dir = Path(run_dir)
-    config = load_config(run_dir)
-    if expected_config is not None and expected_config != config:
-        changed = sorted(
-            k for k, v in expected_config.model_dump().items() if config.model_dump().get(k) != v
-        )
-        raise RunError(
-            f"{run_dir}: cannot resume with a changed config ({', '.join(changed)}); "
-            "drop those options or start again with --overwrite"
-        )
-    if (run_dir / "complete").exists():
-        if not quiet:
-            print(f"{run_dir} is already complete", file=sys.stderr)
-        return run_dir
-    from fashionlab.models import get_model_spec
-
-    if get_model_spec(config.model).framework == "numpy":
-        # The NumPy MLP keeps no per-epoch checkpoint; it is fast and deterministic, so an
-        # interrupted run is trained again from the start with the same config.
-        from fashionlab.numpy_train import train_numpy_run
-
-        prepare_run_dir(run_dir, overwrite=True)
-        return train_numpy_run(config, run_dir, quiet=quiet, data_dir=data_dir)
-    dist_ctx = init_distributed(config.device)
-    try:
-        trainer = Trainer(
-            config,
-            run_dir,
-            quiet=quiet,
-            data_dir=data_dir,
-            epoch_callback=epoch_callback,
-            dist_ctx=dist_ctx,
-            stop_after=stop_after,
-        )
-        if (run_dir / "checkpoint.pt").exists():
-            trainer.load_checkpoint()
-        return _execute_and_release(trainer)
-    finally:
-        shutdown_distributed()
-
-
-def run_is_complete(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / "complete").exists()
-
-
-def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dict[str, Any]:
-    """Reload the saved weights, recompute the test metrics, and compare with the stored ones."""
-    from fashionlab.model_io import load_model
-    from fashionlab.models import get_model_spec
-
-    config = load_config(run_dir)
-    if get_model_spec(config.model).framework == "numpy":
-        from fashionlab.numpy_train import recompute_logits
-
-        labels, logits = recompute_logits(run_dir, config, data_dir)
-        return _compare_with_stored(run_dir, labels, logits)
-    loaded = load_model(run_dir)
-    split, _ = prepare_data(loaded.config, data_dir)
-    logits = predict_logits(
-        loaded.model,
-        split.test_images,
-        loaded.normalizer,
-        torch.device("cpu"),
-        precision=loaded.config.precision,
-        tta_flip=loaded.config.tta_flip,
-        tta_shift=loaded.config.tta_shift,
-    )
-    return _compare_with_stored(run_dir, split.test_labels.numpy(), logits.numpy())
-
-
-def _compare_with_stored(run_dir, labels: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
-    from fashionlab.evaluation import summarize
-    from fashionlab.runs import load_metrics
-
-    metrics = summarize(labels, logits, CLASS_NAMES)
-    stored = load_metrics(run_dir)
-    mismatches = {
-        k: (stored.get(k), metrics[k])
-        for k in ("test_accuracy", "test_loss", "macro_f1", "weighted_f1")
-        if k in stored and not np.isclose(stored[k], metrics[k], rtol=0, atol=1e-6)
-    }
-    metrics["matches_stored"] = not mismatches
-    metrics["mismatches"] = mismatches
-    return metrics
-
-
-with contextlib.suppress(Exception):
-    # Deterministic kernels where PyTorch has them, so that one seed gives one history on CPU.
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    # ...but without its debugging aid of filling every new tensor with NaN: each step's
-    # fresh activations and gradients were written twice (s2-cnn bf16 steps ~10% slower).
-    # Every kernel writes its whole output, so no result depends on that fill.
-    torch.utils.deterministic.fill_uninitialized_memory = False

@@ -1,4 +1,4 @@
-"""Export a trained model to ONNX and run it with onnxruntime.
+"""Export a trained model to ONNX, run it with onnxruntime, and check it against PyTorch.
 
 Contract of an exported file: one input `input`, float32 (N, 1, 28, 28), already normalised
 exactly as in training; one output `logits`, float32 (N, 10); N is a dynamic axis.
@@ -12,6 +12,7 @@ which the project pins.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -21,14 +22,22 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from fashionlab.atomic import atomic_write_with
-from fashionlab.errors import RunError
+from fashionlab._io import atomic_write_with
+from fashionlab.data import prepare_data
+from fashionlab.errors import RunError, one_line
+from fashionlab.models.base import INPUT_SHAPE, NUM_CLASSES
+from fashionlab.runs.weights import WEIGHTS_FILE, LoadedModel
+from fashionlab.train.predict import predict_logits
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
-NUM_CLASSES = 10
-INPUT_SHAPE = (1, 28, 28)
 DEFAULT_OPSET = 17
+ONNX_FILENAME = "model.onnx"
+# The metadata entry that ties an exported file to the weights it was exported from.
+WEIGHTS_SHA256 = "fashionlab.weights_sha256"
+# float32 kernels of onnxruntime and PyTorch sum in different orders; for our models that moves
+# logits by ~1e-6. A wrong graph (batch norm in train mode, a missing layer) is off by ~0.1.
+CHECK_ATOL = 1e-4
 # Export-time self check: onnxruntime vs torch on a random batch. Float32 kernels differ in
 # summation order, so exact equality is not expected; 1e-3 still catches any real mismatch
 # (wrong batch-norm mode, a dropped layer), which shows up as errors of order 0.1.
@@ -41,13 +50,15 @@ def export_onnx(
     path: str | os.PathLike,
     opset: int = DEFAULT_OPSET,
     verify: bool = True,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Write `model` as ONNX to `path` (atomically) and return the path.
 
     The model is exported in eval mode (batch norm uses its running statistics, dropout is
     off) and its train/eval mode is restored afterwards. The file is checked with
     `onnx.checker` and, if `verify`, run once with onnxruntime against torch before it
-    replaces `path`, so a bad export never overwrites a good file.
+    replaces `path`, so a bad export never overwrites a good file. `metadata` goes into the
+    file's metadata_props.
     """
     path = Path(path)
     was_training = model.training
@@ -79,6 +90,10 @@ def export_onnx(
                     dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                     do_constant_folding=True,
                 )
+            if metadata:
+                exported = onnx.load(tmp)
+                onnx.helper.set_model_props(exported, metadata)
+                onnx.save(exported, tmp)
             # Path form: the checker then also handles models stored with external data.
             onnx.checker.check_model(tmp, full_check=True)
             if verify:
@@ -114,7 +129,7 @@ class OnnxPredictor:
                 str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own Exception subclasses
-            raise RunError(f"cannot load ONNX model {self.path}: {_one_line(exc)}") from None
+            raise RunError(f"cannot load ONNX model {self.path}: {one_line(exc)}") from None
 
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -144,16 +159,77 @@ class OnnxPredictor:
         try:
             (out,) = self._session.run([self.output_name], {self.input_name: x})
         except Exception as exc:
-            raise RunError(f"ONNX model {self.path} failed to run: {_one_line(exc)}") from None
+            raise RunError(f"ONNX model {self.path} failed to run: {one_line(exc)}") from None
         return np.asarray(out, dtype=np.float32)
 
     def __repr__(self) -> str:
         return f"OnnxPredictor({str(self.path)!r})"
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+def weights_digest(run_dir: Path) -> str:
+    """SHA-256 of the run's weights file: what an exported ONNX file records it came from."""
+    digest = hashlib.sha256()
+    with open(run_dir / WEIGHTS_FILE, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-__all__ = ["DEFAULT_OPSET", "INPUT_NAME", "OUTPUT_NAME", "OnnxPredictor", "export_onnx"]
+def recorded_digest(path: Path) -> str | None:
+    """The weights digest an ONNX file records, or None (not ours, older, or unreadable)."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # onnx raises DecodeError and others for a damaged file
+        return None
+    return next((p.value for p in model.metadata_props if p.key == WEIGHTS_SHA256), None)
+
+
+def ensure_onnx(loaded: LoadedModel, path: Path | None = None) -> Path:
+    """RUN/model.onnx (or `path`), exported from `loaded.model` unless the file there was
+    exported from these very weights (the SHA-256 of model.safetensors in its metadata): a
+    re-trained run, or a file planted beside the weights, never answers for them."""
+    path = Path(path) if path is not None else loaded.run_dir / ONNX_FILENAME
+    digest = weights_digest(loaded.run_dir)
+    if path.is_file() and recorded_digest(path) == digest:
+        return path
+    try:
+        return export_onnx(loaded.model, path, metadata={WEIGHTS_SHA256: digest})
+    except OSError as exc:
+        raise RunError(
+            f"cannot write the ONNX model to {path} ({exc.strerror or exc}); "
+            "export it elsewhere with 'fashionlab export RUN --output PATH' or use the "
+            "torch backend"
+        ) from None
+
+
+def compare_on_test_set(
+    loaded: LoadedModel, onnx_path: Path, data_dir: str | Path | None = None
+) -> tuple[float, int]:
+    """(max |onnx - torch| over all logits, number of images) on the run's whole test split,
+    both through `predict_logits` in float32 (the exported graph is float32), with the run's
+    saved normaliser (the one the exported model is used with).
+
+    The run's `eval_subset` is dropped: it only shortens evaluation during training, while an
+    export check should see every test image of the split."""
+    config = loaded.config.model_copy(update={"eval_subset": None})
+    split, _ = prepare_data(config, data_dir)
+    images, normalizer = split.test.images, loaded.normalizer
+    expected = predict_logits(loaded.model, images, normalizer)
+    predictor = OnnxPredictor(onnx_path)
+    got = predict_logits(
+        lambda x: torch.from_numpy(predictor.logits(x.numpy())), images, normalizer
+    )
+    return float((got - expected).abs().max()), len(images)
+
+
+__all__ = [
+    "CHECK_ATOL",
+    "DEFAULT_OPSET",
+    "INPUT_NAME",
+    "ONNX_FILENAME",
+    "OUTPUT_NAME",
+    "OnnxPredictor",
+    "compare_on_test_set",
+    "ensure_onnx",
+    "export_onnx",
+]

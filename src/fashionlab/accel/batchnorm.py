@@ -23,7 +23,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.profiler import record_function
 
-from fashionlab.native.build import checked_kernel_status, load_kernel
+from fashionlab.accel.build import checked_kernel_status, load_kernel
 
 _DTYPES = (torch.bfloat16, torch.float32)
 
@@ -155,14 +155,18 @@ def batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, relu: bool = False) -> torch
     )  # fmt: skip
 
 
-class BatchNorm2d(nn.BatchNorm2d):
-    """`nn.BatchNorm2d` that trains through the compiled kernel where it applies: the same
-    module (name, repr, state dict, eval-mode and export behaviour), the same values."""
+class KernelBatchNorm(nn.Module):
+    """The training view's stand-in for a BatchNorm2d: `bn(x)` through the compiled kernel
+    where it applies, on the BatchNorm's own parameters and statistics; `bn` itself elsewhere."""
+
+    def __init__(self, bn: nn.BatchNorm2d) -> None:
+        super().__init__()
+        self.bn = bn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if native_batch_norm_applies(x, self):
-            return batch_norm(self, x)
-        return super().forward(x)
+        if native_batch_norm_applies(x, self.bn):
+            return batch_norm(self.bn, x)
+        return self.bn(x)
 
 
 class BatchNormReLU(nn.Module):

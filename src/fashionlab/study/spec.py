@@ -1,10 +1,5 @@
-"""Studies: a YAML file of runs (model + overrides, optional grid axes) x seeds.
-
-`run_study(path)` validates everything first (unknown keys, bad values, unknown models are
-reported with the file, the line and what is allowed), trains every run that is not already
-complete (so an interrupted study resumes where it stopped), then aggregates: mean ± std over
-seeds, the study's reported numbers beside ours, McNemar tests for the claimed comparisons,
-and identical architectures. The report module renders the result.
+"""A study file and its plan: the schema (with the `tune:` section), parsing with file:line
+errors, and `plan_study`, which resolves every run's config before anything runs.
 
 File format (see studies/*.yaml):
 
@@ -26,23 +21,61 @@ from __future__ import annotations
 
 import itertools
 import re
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from fashionlab.atomic import atomic_write_json, atomic_write_text
-from fashionlab.config import TrainConfig, build_config
-from fashionlab.errors import ConfigError, FashionlabError, RunError
-from fashionlab.runs import load_config, load_metrics, load_predictions
-from fashionlab.tuning import TuneSpec
+from fashionlab.config import TrainConfig
+from fashionlab.errors import ConfigError
+from fashionlab.models import build_config
 
-METRIC_KEYS = ("test_accuracy", "macro_f1", "weighted_f1", "test_loss")
+DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
+
+
+class TuneSpec(BaseModel):
+    """The `tune:` section of a study file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: str | None = None
+    metric: Literal["val_loss", "val_accuracy"] = "val_loss"
+    num_samples: int = Field(8, ge=1)
+    max_concurrent: int | None = Field(None, ge=1)
+    scheduler: Literal["asha", "none"] = "asha"
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: int = Field(2, ge=2)
+    seed: int = 0
+    space: dict[str, dict[str, list[Any]]]
+
+    @field_validator("space")
+    @classmethod
+    def _known_fields_and_distributions(cls, space: dict[str, dict[str, list[Any]]]):
+        if not space:
+            raise ValueError("give at least one field to search")
+        fields = set(TrainConfig.model_fields) - {"model", "name", "seed"}
+        for name, dist in space.items():
+            if name not in fields:
+                raise ValueError(f"{name!r} is not a config field; searchable: {sorted(fields)}")
+            if len(dist) != 1 or next(iter(dist)) not in DISTRIBUTIONS:
+                raise ValueError(
+                    f"{name}: give exactly one of {', '.join(DISTRIBUTIONS)}, e.g. "
+                    "{loguniform: [1.0e-4, 1.0e-2]}"
+                )
+            kind, values = next(iter(dist.items()))
+            if kind != "choice" and (len(values) != 2 or not values[0] < values[1]):
+                raise ValueError(f"{name}: {kind} needs [low, high] with low < high")
+            if kind == "loguniform" and values[0] <= 0:
+                raise ValueError(f"{name}: loguniform needs low > 0")
+            if kind == "choice" and not values:
+                raise ValueError(f"{name}: choice needs at least one value")
+        return space
+
+    @property
+    def mode(self) -> str:
+        return "min" if self.metric == "val_loss" else "max"
 
 
 class RunSpec(BaseModel):
@@ -307,199 +340,3 @@ def plan_study(
     # after the CNN runs they read).
     seed_rank = {seed: k for k, seed in enumerate(dict.fromkeys(p.seed for p in planned))}
     return sorted(planned, key=lambda p: seed_rank[p.seed])
-
-
-# ---------------------------------------------------------------- running
-
-
-def _features_run_dir(planned: list[PlannedRun], run: PlannedRun) -> Path:
-    for other in planned:
-        if other.label == run.features_from and other.seed == run.seed:
-            return other.run_dir
-    raise ConfigError(f"features_from {run.features_from!r} has no run with seed {run.seed}")
-
-
-def resolve_features_source(run: PlannedRun, planned: list[PlannedRun]) -> None:
-    """Point a features_from run's config at its CNN run's folder (idempotent)."""
-    if run.features_from:
-        source_run = _features_run_dir(planned, run)
-        args = {**run.config.model_args, "features_run": str(source_run)}
-        run.config = run.config.model_copy(update={"model_args": args})
-
-
-def execute_run(
-    run: PlannedRun, planned: list[PlannedRun], quiet: bool, data_dir: str | Path | None
-) -> str:
-    """Train one planned run unless it is complete; resume it if it was interrupted.
-    Returns 'done' (was complete), 'resumed' or 'trained'."""
-    from fashionlab.training import resume, train
-
-    resolve_features_source(run, planned)
-    config = run.config
-    if (run.run_dir / "complete").exists():
-        if load_config(run.run_dir) != config:
-            raise RunError(
-                f"{run.run_dir} was made with a different config; pass --overwrite "
-                "to re-run it or choose another --out folder"
-            )
-        return "done"
-    if (run.run_dir / "checkpoint.pt").exists() and load_config(run.run_dir) == config:
-        resume(run.run_dir, quiet=quiet, data_dir=data_dir)
-        return "resumed"
-    train(config, run.run_dir.parent, overwrite=True, quiet=quiet, data_dir=data_dir)
-    return "trained"
-
-
-def run_study(
-    path: str | Path,
-    out_dir: str | Path | None = None,
-    overrides: dict[str, Any] | None = None,
-    quiet: bool = False,
-    data_dir: str | Path | None = None,
-    overwrite: bool = False,
-    make_report: bool = True,
-    seeds: list[int] | None = None,
-    backend: str = "local",
-    workers: int = 1,
-    address: str | None = None,
-) -> Path:
-    """Run (or resume) a study and write its aggregate and report; returns the study folder.
-
-    `seeds` replaces the seeds given in the file, for every run. `backend` 'local' runs the
-    runs one after another (workers=1) or in a process pool of `workers`; 'ray' runs them as
-    Ray Tune trials on a local Ray instance or the cluster at `address`. Every backend writes
-    the same run folders, so the aggregate and report do not depend on it."""
-    from fashionlab.backends import check_backend, run_planned
-
-    check_backend(backend, workers, address)
-    study = load_study(path)
-    if seeds:
-        study.seeds = list(seeds)
-        for spec in study.runs:
-            spec.seeds = None
-    out = Path(out_dir) if out_dir else Path("runs") / study.name
-    planned = plan_study(study, out, overrides, source=str(path))
-    if overwrite and out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "study.yaml", Path(path).read_text())
-    started = time.perf_counter()
-    run_planned(planned, backend, workers, address, quiet, data_dir)
-    summary = aggregate(study, planned)
-    summary["wall_seconds_this_invocation"] = time.perf_counter() - started
-    summary["backend"] = {"name": backend, "workers": workers, "address": address}
-    atomic_write_json(out / "study.json", summary)
-    if make_report:
-        from fashionlab.report import write_report
-
-        html = write_report(out, data_dir=data_dir)
-        if not quiet:
-            print(f"report: {html}", file=sys.stderr)
-    return out
-
-
-# ---------------------------------------------------------------- aggregation
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    from fashionlab.evaluation import mean_std as _mean_std
-
-    return _mean_std(values)
-
-
-def aggregate(study: StudySpec, planned: list[PlannedRun]) -> dict[str, Any]:
-    """The comparison table, reproduction table, McNemar tests and identical architectures."""
-    from fashionlab.evaluation import mcnemar
-
-    by_label: dict[str, list[PlannedRun]] = {}
-    for run in planned:
-        by_label.setdefault(run.label, []).append(run)
-    rows = []
-    for label, runs in by_label.items():
-        metrics = [load_metrics(r.run_dir) for r in runs]
-        row: dict[str, Any] = {
-            "label": label,
-            "model": runs[0].config.model,
-            "grid": runs[0].grid_point,
-            "seeds": [r.seed for r in runs],
-            "runs": [r.run_dir.name for r in runs],
-        }
-        for key in (*METRIC_KEYS, "params", "train_seconds", "seconds_per_epoch", "best_epoch"):
-            values = [m[key] for m in metrics if m.get(key) is not None]
-            if values:
-                mean, std = mean_std(values)
-                row[key] = {"mean": mean, "std": std, "n": len(values), "values": values}
-        reported = runs[0].reported
-        row["reported"] = reported
-        row["difference"] = {
-            key: row[key]["mean"] - value
-            for key, value in reported.items()
-            if key in row and isinstance(value, (int, float))
-        }
-        rows.append(row)
-    comparisons = []
-    for cmp in study.compare:
-        per_seed = []
-        for ra in by_label[cmp.a]:
-            rb = next((r for r in by_label[cmp.b] if r.seed == ra.seed), None)
-            if rb is None:
-                continue
-            pa, pb = load_predictions(ra.run_dir), load_predictions(rb.run_dir)
-            if not np.array_equal(pa["labels"], pb["labels"]):
-                raise RunError(
-                    f"{ra.run_dir.name} and {rb.run_dir.name} were tested on "
-                    "different items; McNemar needs the same test set"
-                )
-            result = mcnemar(pa["labels"], pa["logits"], pb["logits"])
-            per_seed.append({"seed": ra.seed, **_as_dict(result)})
-        comparisons.append({"a": cmp.a, "b": cmp.b, "claim": cmp.claim, "per_seed": per_seed})
-    return {
-        "name": study.name,
-        "title": study.title,
-        "description": study.description,
-        "source": study.source,
-        "seeds": study.seeds,
-        "rows": rows,
-        "comparisons": comparisons,
-        "identical_architectures": identical_architectures(planned),
-    }
-
-
-def _as_dict(result: Any) -> dict[str, Any]:
-    if hasattr(result, "_asdict"):
-        return dict(result._asdict())
-    if hasattr(result, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        return asdict(result)
-    return dict(result)
-
-
-def identical_architectures(planned: list[PlannedRun]) -> list[dict[str, str]]:
-    """Pairs of differently named models in the study that build the very same network."""
-    from fashionlab.models import create_model, get_model_spec
-    from fashionlab.models.summary import architecture_signature
-
-    signatures: dict[str, tuple[str, str]] = {}
-    found = []
-    for run in planned:
-        if run.label in signatures or get_model_spec(run.config.model).framework != "torch":
-            continue
-        try:
-            sig = architecture_signature(create_model(run.config.model, **run.config.model_args))
-        except FashionlabError:
-            continue
-        for other, (other_sig, other_model) in signatures.items():
-            if sig == other_sig and other_model != run.config.model:
-                found.append(
-                    {
-                        "a": other,
-                        "b": run.label,
-                        "note": f"{run.label} ({run.config.model}) is the same network as "
-                        f"{other} ({other_model}): identical layers and shapes",
-                    }
-                )
-        signatures[run.label] = (sig, run.config.model)
-    return found

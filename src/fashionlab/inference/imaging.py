@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from fashionlab.errors import ImageError
+from fashionlab.errors import ImageError, one_line
 
 SIZE = 28
 # 40 megapixels: well above any phone photo (a 48 MP sensor saves 12 MP by default) and far
@@ -102,7 +102,7 @@ def _load_npy(data: bytes) -> np.ndarray:
         else:
             shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
     except Exception as exc:  # numpy raises ValueError, SyntaxError, ... on a bad header
-        raise ImageError(f"corrupt .npy file: {_one_line(exc)}") from None
+        raise ImageError(f"corrupt .npy file: {one_line(exc)}") from None
     if dtype.hasobject:
         raise ImageError(".npy holds Python objects (pickled data), which are not accepted")
     if tuple(shape) != (SIZE, SIZE):
@@ -110,7 +110,7 @@ def _load_npy(data: bytes) -> np.ndarray:
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as exc:
-        raise ImageError(f"corrupt .npy file: {_one_line(exc)}") from None
+        raise ImageError(f"corrupt .npy file: {one_line(exc)}") from None
     return _to_unit_float(array, ".npy array")
 
 
@@ -129,7 +129,7 @@ def _load_pil(data: bytes, max_pixels: int) -> tuple[np.ndarray, list[str]]:
     # (warnings.catch_warnings is not thread-safe and the web server decodes in threads).
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(
-            f"image too large (possible decompression bomb): {_one_line(exc)}"
+            f"image too large (possible decompression bomb): {one_line(exc)}"
         ) from None
     except Exception:
         if _declares_zero_size(data):  # Pillow refuses these as "cannot identify"; say why
@@ -151,7 +151,7 @@ def _load_pil(data: bytes, max_pixels: int) -> tuple[np.ndarray, list[str]]:
             notes.append(f"animated {im.format}: used the first frame")
         im.load()
     except Exception as exc:
-        raise ImageError(f"corrupt or truncated {im.format} image: {_one_line(exc)}") from None
+        raise ImageError(f"corrupt or truncated {im.format} image: {one_line(exc)}") from None
     notes.append(f"decoded {im.format} {width}x{height} ({im.mode})")
 
     im = _exif_upright(im, notes)
@@ -388,11 +388,6 @@ def _to_unit_float(array: np.ndarray, what: str) -> np.ndarray:
 
 def _to_uint8(g: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(g * 255.0), 0, 255).astype(np.uint8)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 __all__ = ["DEFAULT_MAX_PIXELS", "SIZE", "as_is", "load_image", "prepare_image", "preprocess"]

@@ -1,0 +1,24 @@
+"""Studies: a YAML file of runs (model + overrides, optional grid axes) x seeds.
+
+Modules, bottom up: `spec` (the file's schema, the `tune:` section, `plan_study`), `execute`
+(one planned run), `backends` (sequential, process pool, Ray Tune), `aggregate` (the tables
+and tests from the run folders), `runner` (`run_study`), `tune` (`fashionlab tune`).
+"""
+
+from fashionlab.study.aggregate import aggregate, identical_architectures
+from fashionlab.study.execute import execute_run, resolve_features_source
+from fashionlab.study.runner import run_study
+from fashionlab.study.spec import PlannedRun, StudySpec, TuneSpec, load_study, plan_study
+
+__all__ = [
+    "PlannedRun",
+    "StudySpec",
+    "TuneSpec",
+    "aggregate",
+    "execute_run",
+    "identical_architectures",
+    "load_study",
+    "plan_study",
+    "resolve_features_source",
+    "run_study",
+]

@@ -1,0 +1,66 @@
+"""`run_study(path)`: validate, plan, train what is missing, aggregate, report.
+
+Everything is validated first (unknown keys, bad values, unknown models are reported with the
+file, the line and what is allowed); every run that is not already complete is trained (so an
+interrupted study resumes where it stopped); then the aggregate (mean ± std over seeds, the
+study's reported numbers beside ours, McNemar tests for the claimed comparisons, identical
+architectures) goes to study.json and the report module renders it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fashionlab._io import atomic_write_json, atomic_write_text
+from fashionlab.report import write_report
+from fashionlab.study.aggregate import aggregate
+from fashionlab.study.backends import check_backend, run_planned
+from fashionlab.study.spec import load_study, plan_study
+
+
+def run_study(
+    path: str | Path,
+    out_dir: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    quiet: bool = False,
+    data_dir: str | Path | None = None,
+    overwrite: bool = False,
+    make_report: bool = True,
+    seeds: list[int] | None = None,
+    backend: str = "local",
+    workers: int = 1,
+    address: str | None = None,
+) -> Path:
+    """Run (or resume) a study and write its aggregate and report; returns the study folder.
+
+    `seeds` replaces the seeds given in the file, for every run. `backend` 'local' runs the
+    runs one after another (workers=1) or in a process pool of `workers`; 'ray' runs them as
+    Ray Tune trials on a local Ray instance or the cluster at `address`. Every backend writes
+    the same run folders, so the aggregate and report do not depend on it."""
+    check_backend(backend, workers, address)
+    study = load_study(path)
+    if seeds:
+        study.seeds = list(seeds)
+        for spec in study.runs:
+            spec.seeds = None
+    out = Path(out_dir) if out_dir else Path("runs") / study.name
+    planned = plan_study(study, out, overrides, source=str(path))
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "study.yaml", Path(path).read_text())
+    started = time.perf_counter()
+    run_planned(planned, backend, workers, address, quiet, data_dir)
+    summary = aggregate(study, planned)
+    summary["wall_seconds_this_invocation"] = time.perf_counter() - started
+    summary["backend"] = {"name": backend, "workers": workers, "address": address}
+    atomic_write_json(out / "study.json", summary)
+    if make_report:
+        html = write_report(out, data_dir=data_dir)
+        if not quiet:
+            print(f"report: {html}", file=sys.stderr)
+    return out

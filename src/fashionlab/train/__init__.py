@@ -1,0 +1,23 @@
+"""Training: the PyTorch trainer and the NumPy MLP's, the one prediction path, and the entry
+points `train`, `resume` and `evaluate_run`.
+
+Modules, bottom up: `device` (device, precision, determinism), `optim` (optimisers and
+schedules), `predict` (`predict_logits`, the path every prediction takes), `checkpoint`,
+`distributed` (torchrun + DDP), `trainer` (the loop), `numpy_trainer`, `api`.
+"""
+
+from fashionlab.train.api import evaluate_run, resume, train
+from fashionlab.train.predict import EVAL_BATCH, PredictSettings, predict_logits
+from fashionlab.train.trainer import EpochCallback, RunInterrupted, Trainer
+
+__all__ = [
+    "EVAL_BATCH",
+    "EpochCallback",
+    "PredictSettings",
+    "RunInterrupted",
+    "Trainer",
+    "evaluate_run",
+    "predict_logits",
+    "resume",
+    "train",
+]

@@ -1,0 +1,190 @@
+"""Entry points: train a config into a run folder, resume one, re-evaluate one from disk.
+
+These dispatch on the model's framework (the PyTorch `Trainer` or the NumPy MLP's trainer),
+set up and tear down data-parallel runs under torchrun, and switch on deterministic
+algorithms for the run they are doing only.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fashionlab.accel import unused_kernels_notice
+from fashionlab.config import TrainConfig
+from fashionlab.data import CLASS_NAMES, prepare_data
+from fashionlab.errors import ConfigError, FashionlabError, RunError
+from fashionlab.evaluation import summarize
+from fashionlab.models import get_model_spec
+from fashionlab.runs import RunWriter, is_complete, load_config, load_metrics, prepare_run_dir
+from fashionlab.runs.weights import load_model
+from fashionlab.train.checkpoint import CHECKPOINT
+from fashionlab.train.device import deterministic_algorithms, resolve_device
+from fashionlab.train.distributed import DistContext, init_distributed, shutdown_distributed
+from fashionlab.train.numpy_trainer import recompute_logits, train_numpy_run
+from fashionlab.train.predict import PredictSettings, predict_logits
+from fashionlab.train.trainer import EpochCallback, Trainer, execute_and_release
+
+
+def _is_numpy(model: str) -> bool:
+    return get_model_spec(model).framework == "numpy"
+
+
+def _start(
+    config: TrainConfig,
+    run_dir: Path,
+    quiet: bool,
+    data_dir: str | Path | None,
+    epoch_callback: EpochCallback | None,
+    dist_ctx: DistContext,
+    stop_after: int | None,
+) -> Trainer:
+    trainer = Trainer(
+        config,
+        run_dir,
+        quiet=quiet,
+        data_dir=data_dir,
+        epoch_callback=epoch_callback,
+        dist_ctx=dist_ctx,
+        stop_after=stop_after,
+    )
+    if dist_ctx.is_main:
+        writer = RunWriter(run_dir)
+        writer.write_config(config)
+        writer.write_env(
+            config.seed, str(trainer.device), torch.get_num_threads(), dist_ctx.world_size
+        )
+        notice = unused_kernels_notice() if trainer.device.type == "cpu" else None
+        if notice and not quiet:
+            print(notice, file=sys.stderr)  # the same numbers either way, but slower
+    return trainer
+
+
+def train(
+    config: TrainConfig,
+    runs_dir: str | Path = "runs",
+    overwrite: bool = False,
+    quiet: bool = False,
+    data_dir: str | Path | None = None,
+    epoch_callback: EpochCallback | None = None,
+    stop_after: int | None = None,
+) -> Path:
+    """Train `config` into `runs_dir/<name>/` and return that folder.
+
+    Under torchrun (WORLD_SIZE > 1) this is one rank of a data-parallel job. `stop_after`
+    ends this invocation after that many epochs, checkpointed, for `resume` to continue."""
+    run_dir = Path(runs_dir) / config.run_name()
+    dist_ctx = init_distributed(config.device)
+    if _is_numpy(config.model):
+        if dist_ctx.enabled:
+            raise ConfigError("numpy-mlp trains in one process; run it without torchrun/--nproc")
+        prepare_run_dir(run_dir, overwrite)
+        return train_numpy_run(config, run_dir, quiet=quiet, data_dir=data_dir)
+    try:
+        # Rank 0 alone creates (or clears) the folder; the others wait, then share its outcome.
+        error = None
+        if dist_ctx.is_main:
+            try:
+                prepare_run_dir(run_dir, overwrite)
+            except FashionlabError as exc:
+                error = exc
+        error = dist_ctx.broadcast_object(str(error) if error else None)
+        if error:
+            raise RunError(error)
+        with deterministic_algorithms():
+            trainer = _start(config, run_dir, quiet, data_dir, epoch_callback, dist_ctx, stop_after)
+            return execute_and_release(trainer)
+    finally:
+        shutdown_distributed()
+
+
+def resume(
+    run_dir: str | Path,
+    quiet: bool = False,
+    data_dir: str | Path | None = None,
+    epoch_callback: EpochCallback | None = None,
+    expected_config: TrainConfig | None = None,
+    stop_after: int | None = None,
+) -> Path:
+    """Continue an interrupted run from its last finished epoch (a finished run is left as is).
+    A data-parallel run resumes under torchrun with the same number of processes."""
+    run_dir = Path(run_dir)
+    config = load_config(run_dir)
+    if expected_config is not None and expected_config != config:
+        changed = sorted(
+            k for k, v in expected_config.model_dump().items() if config.model_dump().get(k) != v
+        )
+        raise RunError(
+            f"{run_dir}: cannot resume with a changed config ({', '.join(changed)}); "
+            "drop those options or start again with --overwrite"
+        )
+    if is_complete(run_dir):
+        if not quiet:
+            print(f"{run_dir} is already complete", file=sys.stderr)
+        return run_dir
+    if _is_numpy(config.model):
+        # The NumPy MLP keeps no per-epoch checkpoint; it is fast and deterministic, so an
+        # interrupted run is trained again from the start with the same config.
+        prepare_run_dir(run_dir, overwrite=True)
+        return train_numpy_run(config, run_dir, quiet=quiet, data_dir=data_dir)
+    dist_ctx = init_distributed(config.device)
+    try:
+        with deterministic_algorithms():
+            trainer = Trainer(
+                config,
+                run_dir,
+                quiet=quiet,
+                data_dir=data_dir,
+                epoch_callback=epoch_callback,
+                dist_ctx=dist_ctx,
+                stop_after=stop_after,
+            )
+            if (run_dir / CHECKPOINT).exists():
+                trainer.load_checkpoint()
+            return execute_and_release(trainer)
+    finally:
+        shutdown_distributed()
+
+
+def evaluate_run(
+    run_dir: str | Path, data_dir: str | Path | None = None, device: str = "cpu"
+) -> dict[str, Any]:
+    """Reload the saved weights, recompute the test metrics with the settings the run recorded
+    (precision, test-time augmentation), and compare them with the stored ones."""
+    config = load_config(run_dir)
+    stored = load_metrics(run_dir)
+    if _is_numpy(config.model):
+        labels, logits = recompute_logits(run_dir, config, data_dir)
+        return _compare_with_stored(stored, labels, logits)
+    target = resolve_device(device)
+    loaded = load_model(run_dir, device=target)
+    split, _ = prepare_data(loaded.config, data_dir)
+    with deterministic_algorithms():
+        logits = predict_logits(
+            loaded.model,
+            split.test.images,
+            loaded.normalizer,
+            target,
+            PredictSettings.of_run(loaded.config, stored, target),
+        )
+    return _compare_with_stored(stored, split.test.labels.numpy(), logits.numpy())
+
+
+def _compare_with_stored(
+    stored: dict[str, Any], labels: np.ndarray, logits: np.ndarray
+) -> dict[str, Any]:
+    metrics = summarize(labels, logits, CLASS_NAMES)
+    compared = [k for k in ("test_accuracy", "test_loss", "macro_f1", "weighted_f1") if k in stored]
+    mismatches = {
+        k: (stored.get(k), metrics[k])
+        for k in compared
+        if not np.isclose(stored[k], metrics[k], rtol=0, atol=1e-6)
+    }
+    metrics["matches_stored"] = bool(compared) and not mismatches
+    metrics["compared"] = compared
+    metrics["mismatches"] = mismatches
+    return metrics

@@ -1,0 +1,161 @@
+"""The package layout as tests: no import cycles inside fashionlab, and imports only downwards.
+
+The graph is built from the modules' own import statements (module level and inside functions;
+imports under `if TYPE_CHECKING:` are left out, they never run), so a function-level import
+cannot hide a cycle.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "src"
+
+# Bottom to top: a module may import from its own layer's packages or any layer below.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("errors", "_io", "allocator"),
+    ("config",),
+    ("data", "numpy_nn", "evaluation"),
+    ("models",),
+    ("accel",),
+    ("runs",),
+    ("train",),
+    ("viz",),
+    ("report",),
+    ("study",),
+    ("inference",),
+    ("serve",),
+    ("cli",),
+)
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+@functools.cache
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted((ROOT / "fashionlab").rglob("*.py"))}
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(path: Path, name: str, modules: dict[str, Path]) -> set[str]:
+    """The fashionlab modules that `name` (at `path`) imports, resolved to module names."""
+    found: set[str] = set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child):
+                for other in child.orelse:
+                    visit(other)
+                continue
+            if isinstance(child, ast.Import):
+                found.update(a.name for a in child.names if a.name.startswith("fashionlab"))
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:
+                    anchor = package.split(".")[: len(package.split(".")) - child.level + 1]
+                    base = ".".join([*anchor, base] if base else anchor)
+                if not base.startswith("fashionlab"):
+                    continue
+                for alias in child.names:
+                    sub = f"{base}.{alias.name}"
+                    found.add(sub if sub in modules else base)
+            visit(child)
+
+    visit(ast.parse(path.read_text(), str(path)))
+    found.discard(name)
+    return {m for m in found if m in modules}
+
+
+@functools.cache
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _imports(path, name, modules) for name, path in modules.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def connect(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                connect(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            connect(v)
+    return out
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    if len(parts) < 2:
+        return None  # the fashionlab package itself: the lazy public API, above everything
+    for rank, packages in enumerate(LAYERS):
+        if parts[1] in packages:
+            return rank
+    return None
+
+
+def test_the_graph_sees_function_level_imports() -> None:
+    # Guards the test itself: trainer.py imports the model registry inside a function.
+    graph = _graph()
+    assert "fashionlab.models" in graph["fashionlab.train.trainer"]
+    assert "fashionlab.errors" in graph["fashionlab.config"]
+
+
+def test_no_import_cycles() -> None:
+    cycles = _cycles(_graph())
+    assert not cycles, "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def test_every_module_belongs_to_a_layer() -> None:
+    unplaced = [m for m in _modules() if m != "fashionlab" and _layer(m) is None]
+    unplaced = [m for m in unplaced if m != "fashionlab.__main__"]
+    assert not unplaced, f"add these to LAYERS: {unplaced}"
+
+
+@pytest.mark.parametrize("module", sorted(_modules()))
+def test_imports_only_go_downwards(module: str) -> None:
+    mine = _layer(module)
+    if mine is None:
+        return
+    # `fashionlab` itself (for __version__) is every module's parent package: always loaded.
+    upward = [m for m in _graph()[module] if _layer(m) is not None and _layer(m) > mine]
+    assert not upward, f"{module} (layer {mine}) imports from above: {sorted(upward)}"
