@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from fashionlab import atomic
+from fashionlab import _io as atomic
 from fashionlab.data import encode_idx, load_fashion_mnist
 from fashionlab.data import sources as sources_module
 from fashionlab.data.sources import FILES, FIX_COMMAND, download_to_cache

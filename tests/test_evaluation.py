@@ -60,13 +60,6 @@ def test_report_matches_sklearn(small):
     assert rep["weighted"]["f1"] == pytest.approx(skm.f1_score(labels, pred, average="weighted"))
     json.dumps(rep)  # plain Python numbers only
 
-    text = ev.format_report(rep)
-    assert "macro avg" in text and "weighted avg" in text and "0.6250" in text
-    md = ev.format_report(rep, "markdown")
-    assert md.startswith("| class | precision |") and md.count("\n") == 2 + 3 + 3
-    with pytest.raises(ConfigError):
-        ev.format_report(rep, "html")
-
 
 def test_absent_class_gets_zero_row_not_warning():
     labels = np.array([0, 0, 1])
@@ -141,7 +134,6 @@ def test_mcnemar_chi2_large_table_and_logits():
     stat = (abs(b_ - c_) - 1) ** 2 / (b_ + c_)
     assert res.statistic == pytest.approx(stat)
     assert res.p_value == pytest.approx(math.erfc(math.sqrt(stat / 2)), rel=1e-9)
-    assert res.p_value == pytest.approx(ev.chi2_1_sf(stat), rel=1e-9)
     assert 0.01 < res.p_value < 0.02  # stat = 6.063
 
 

@@ -111,14 +111,23 @@ def test_onnx_backend_exports_once_and_matches_torch(run_dir, classifier, test_i
     assert onnx.classify(test_images[3])["label"] == classifier.classify(test_images[3])["label"]
     assert onnx.gradcam(test_images[3]).shape == (28, 28)  # from the torch model
 
-    # An up-to-date file is reused; one older than the weights is exported again.
+    # A file exported from these weights is reused, whatever its age.
     mtime = onnx_path.stat().st_mtime_ns
-    Classifier.from_run(run_dir, backend="onnx")
-    assert onnx_path.stat().st_mtime_ns == mtime
     weights_mtime = (run_dir / "model.safetensors").stat().st_mtime
     os.utime(onnx_path, (weights_mtime - 100, weights_mtime - 100))
     Classifier.from_run(run_dir, backend="onnx")
-    assert onnx_path.stat().st_mtime >= weights_mtime
+    assert onnx_path.stat().st_mtime < weights_mtime
+    # One from other weights (planted beside them, newer than them) is exported again.
+    from fashionlab.inference.onnx import export_onnx
+
+    export_onnx(create_model(classifier.model_name).eval(), onnx_path)
+    planted = onnx_path.read_bytes()
+    assert onnx_path.stat().st_mtime_ns > mtime
+    again = Classifier.from_run(run_dir, backend="onnx")
+    assert onnx_path.read_bytes() != planted
+    np.testing.assert_allclose(
+        again.probabilities(test_images[:20]), classifier.probabilities(test_images[:20]), atol=1e-5
+    )
 
 
 def test_bad_run_and_backend(tmp_path, run_dir):
@@ -157,7 +166,7 @@ def test_a_run_tested_with_tta_is_classified_with_the_same_views(tmp_path):
     config = build_config("fast", {**overrides, **tta})
     run = train(config, tmp_path, quiet=True)
     clf = Classifier.from_run(run)
-    images = prepare_data(clf.loaded.config)[0].test_images.numpy()
+    images = prepare_data(clf.loaded.config)[0].test.images.numpy()
     got = clf.logits(images)
     np.testing.assert_allclose(got, load_predictions(run)["logits"], atol=1e-4)
     with torch.inference_mode():
@@ -165,3 +174,50 @@ def test_a_run_tested_with_tta_is_classified_with_the_same_views(tmp_path):
     assert np.abs(got - plain).max() > 1e-3  # the views do change the logits
     onnx = Classifier.from_run(run, backend="onnx")
     np.testing.assert_allclose(onnx.logits(images), got, atol=1e-4)
+
+
+def test_a_bf16_run_is_classified_with_the_logits_of_its_own_test_pass(tmp_path, capsys):
+    """`fast` trains and tests in bf16 where the CPU has it (`precision: auto`); the classifier
+    behind predict and serve must take the same path, not an fp32 forward pass."""
+    from fashionlab.inference.imaging import prepare_image
+    from fashionlab.models import build_config
+    from fashionlab.serve import create_app
+    from fashionlab.train import PredictSettings, predict_logits, train
+
+    overrides = {"epochs": 1, "train_subset": 256, "eval_subset": 100, "precision": "bf16"}
+    config = build_config("fast", {**overrides, "model_args": {"logit_scale": 1.0}})
+    run = train(config, tmp_path, quiet=True)
+    clf = Classifier.from_run(run)
+    assert clf.settings == PredictSettings("bf16", True, False)  # fast's recipe: flip TTA
+    images = prepare_data(clf.loaded.config)[0].test.images.numpy()
+    saved = load_predictions(run)["logits"]
+    assert np.array_equal(clf.logits(images), saved)  # bit for bit
+    fp32 = dataclasses.replace(clf.settings, precision="fp32")
+    plain = predict_logits(
+        clf.loaded.model, torch.from_numpy(images), clf.loaded.normalizer, settings=fp32
+    )
+    assert not np.array_equal(plain.numpy(), saved)  # an fp32 pass is not the run's own
+
+    # predict (the CLI) and serve classify one image through that classifier.
+    from fashionlab.cli import main
+
+    item = images[7]
+    np.save(tmp_path / "item.npy", item)
+    prepared, _ = prepare_image(tmp_path.joinpath("item.npy").read_bytes())
+    expected = clf.classify(prepared, top_k=10)
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(run)) as client:
+        served = client.post(
+            "/api/predict",
+            files={"file": ("item.npy", (tmp_path / "item.npy").read_bytes(), "x")},
+            data={"top_k": "10"},
+        ).json()
+    assert served["probabilities"] == expected["probabilities"]
+    capsys.readouterr()
+    args = ["predict", str(run), str(tmp_path / "item.npy"), "--json", "--top-k", "10"]
+    assert main(args) == 0
+    import json
+
+    printed = json.loads(capsys.readouterr().out)
+    assert printed[0]["predictions"] == expected["top"]

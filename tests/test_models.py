@@ -234,7 +234,7 @@ def test_the_training_flatten_returns_a_channels_last_gradient_with_the_same_val
 
 @pytest.mark.parametrize("name", ["s2-cnn", "s0-m1", "s1-cnn5", "s0-m2", "s3-deep"])
 def test_training_view_pools_before_the_relu_with_the_same_values_and_gradients(name) -> None:
-    from fashionlab.accel.training_view import PoolThenAct, training_view
+    from fashionlab.accel.view import PoolThenAct, training_view
 
     model = create_model(name).to(memory_format=torch.channels_last)
     view = training_view(model)

@@ -117,12 +117,12 @@ def _tta_case():
 
 
 def test_tta_flip_averages_the_mirrored_logits():
-    from fashionlab.train import predict_logits
+    from fashionlab.train import PredictSettings, predict_logits
 
     model, images, norm, cpu = _tta_case()
     plain = predict_logits(model, images, norm, cpu)
     mirrored = predict_logits(model, images.flip(-1), norm, cpu)
-    both = predict_logits(model, images, norm, cpu, tta_flip=True)
+    both = predict_logits(model, images, norm, cpu, PredictSettings(tta_flip=True))
     torch.testing.assert_close(both, (plain + mirrored) / 2)
 
 
@@ -137,7 +137,7 @@ def test_translate_moves_pixels_and_fills_zeros():
 
 def test_tta_shift_is_the_weighted_mean_of_the_translated_views():
     from fashionlab.data import translate
-    from fashionlab.train import predict_logits
+    from fashionlab.train import PredictSettings, predict_logits
 
     model, images, norm, cpu = _tta_case()
     x = norm(images)
@@ -146,9 +146,9 @@ def test_tta_shift_is_the_weighted_mean_of_the_translated_views():
         full = sum(model(v) for v in views)
         half = sum(model(translate(v, d, d)) for v in views for d in (-1, 1))
     expected = (full + half / 2) / 4
-    got = predict_logits(model, images, norm, cpu, tta_flip=True, tta_shift=True)
+    got = predict_logits(model, images, norm, cpu, PredictSettings(tta_flip=True, tta_shift=True))
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    only_shift = predict_logits(model, images, norm, cpu, tta_shift=True)
+    only_shift = predict_logits(model, images, norm, cpu, PredictSettings(tta_shift=True))
     with torch.inference_mode():
         manual = (model(x) + (model(translate(x, -1, -1)) + model(translate(x, 1, 1))) / 2) / 2
     torch.testing.assert_close(only_shift, manual, rtol=1e-5, atol=1e-5)
@@ -344,7 +344,7 @@ def test_the_rewritten_training_graph_trains_bit_identically(tmp_path, monkeypat
     # PyTorch's pool and ReLU, and on the model as built, must give the same history and the
     # same weights, to the bit.
     import fashionlab.accel.pooling as pooling
-    import fashionlab.accel.training_view as fusion
+    import fashionlab.accel.view as fusion
 
     config = tiny_config(model, precision="bf16")
     calls = []
@@ -354,7 +354,9 @@ def test_the_rewritten_training_graph_trains_bit_identically(tmp_path, monkeypat
     assert calls or pooling._kernel() is None  # the kernel ran wherever it is in use
     monkeypatch.setattr(fusion, "native_pool_applies", lambda x, pool: False)
     runs["view"] = train(config.model_copy(update={"name": "view"}), tmp_path, quiet=True)
-    monkeypatch.setattr(fusion, "training_view", lambda model: model)
+    import fashionlab.train.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "training_view", lambda model: model)
     runs["plain"] = train(config.model_copy(update={"name": "plain"}), tmp_path, quiet=True)
     _assert_same_runs(runs)
 

@@ -3,11 +3,9 @@
 glibc's malloc serves large requests (above M_MMAP_THRESHOLD: 128 KiB at start, then adapting)
 with fresh mmap'd pages and unmaps them on free. A training step allocates and frees the same
 multi-MB activation and gradient buffers every step, so every step paid a page fault per 4 KiB
-on first touch. Profiled on the 2-core machine, that showed up as `fill_` (max-pool backward
-zeroing its gradient) and `copy_` (autocast casts) taking about a third of an s0-m1 bf16 step;
-with the thresholds below, a 1-thread probe ran s0-m1 and `fast` bf16 steps about 1.4x faster
-(s0-m2 fp32: unchanged), and benchmarks/train_speed.py's s0-m1 bf16 row rose from 1,659 to
-2,301 images/s.
+on first touch; in a profile that showed up as `fill_` and `copy_` taking a large share of a
+bf16 step. The thresholds below keep those pages mapped (docs/performance.md has the
+measurements).
 
 The cost is resident memory: pages freed by one step stay mapped for the next (up to the
 trim threshold), which is what a training process wants. Set FASHIONLAB_SYSTEM_MALLOC=1 to

@@ -83,7 +83,7 @@ class TrainConfig(BaseModel):
     # validating and testing, and in predict/serve (fashionlab.data.tta_views).
     tta_flip: bool = False
     # ... and each view moved 1 pixel up-left and down-right at half weight (airbench's TTA;
-    # +0.1-0.3 points on four fast runs here, for 3x the evaluation work).
+    # 3x the evaluation work; its effect on accuracy: docs/performance.md).
     tta_shift: bool = False
 
     # Execution
@@ -95,7 +95,7 @@ class TrainConfig(BaseModel):
     # bf16 where the device runs it natively, fp32 elsewhere.
     precision: Precision = "fp32"
     # Conv models train and evaluate in NHWC ("channels_last"): oneDNN's fast path on CPUs
-    # (measured 1.2-2.2x faster per step here) and Tensor Cores' layout on GPUs.
+    # (docs/performance.md) and Tensor Cores' layout on GPUs.
     memory_format: MemoryFormat = "channels_last"
 
     @field_validator("model")

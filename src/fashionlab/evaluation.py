@@ -11,7 +11,6 @@ Array problems (lengths that disagree, logits that are not (N, C), empty arrays)
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -170,33 +169,6 @@ def classification_report(
     }
 
 
-def format_report(report: dict[str, Any], style: str = "text", digits: int = 4) -> str:
-    """Render `classification_report`'s dict as a plain-text table or a Markdown table."""
-    if style not in ("text", "markdown"):
-        raise ConfigError(f"report style must be 'text' or 'markdown', got {style!r}")
-    header = ["class", "precision", "recall", "f1", "support"]
-
-    def cells(name: str, m: dict[str, Any]) -> list[str]:
-        scores = [f"{m[k]:.{digits}f}" for k in ("precision", "recall", "f1")]
-        return [name, *scores, str(m["support"])]
-
-    rows = [cells(c["name"], c) for c in report["per_class"]]
-    tail = [["accuracy", "", "", f"{report['accuracy']:.{digits}f}", str(report["support"])]]
-    tail += [cells(f"{avg} avg", report[avg]) for avg in ("macro", "weighted")]
-    if style == "markdown":
-        lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-        lines += ["| " + " | ".join(r) + " |" for r in rows + tail]
-        return "\n".join(lines) + "\n"
-    width0 = max(len(r[0]) for r in [header, *rows, *tail])
-    widths = [width0] + [max(9, digits + 2)] * (len(header) - 1)
-
-    def line(row: list[str]) -> str:
-        right = [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
-        return "  ".join([row[0].ljust(widths[0]), *right]).rstrip()
-
-    return "\n".join([line(header), "", *map(line, rows), "", *map(line, tail)]) + "\n"
-
-
 def confusion_matrix(labels: Any, logits: Any, normalize: bool = False) -> np.ndarray:
     """(C, C) matrix, rows = true class, columns = predicted class.
 
@@ -295,15 +267,6 @@ def mcnemar(labels: Any, scores_a: Any, scores_b: Any, exact: bool | None = None
     # Edwards' correction; max(0, .) keeps b == c at statistic 0 (p = 1) instead of 1/n
     statistic = max(0.0, abs(b - c) - 1.0) ** 2 / n
     return McNemarResult(b, c, statistic, float(stats.chi2.sf(statistic, df=1)), "chi2-continuity")
-
-
-def chi2_1_sf(x: float) -> float:
-    """Survival function of chi-square with 1 degree of freedom: P(X > x) = erfc(sqrt(x/2)).
-
-    scipy (a dependency of scikit-learn, so always present) is what `mcnemar` uses; this closed
-    form is kept for callers and tests that want the formula itself.
-    """
-    return math.erfc(math.sqrt(max(x, 0.0) / 2.0))
 
 
 # --------------------------------------------------------------------------- summaries

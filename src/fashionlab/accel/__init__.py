@@ -18,7 +18,7 @@ from fashionlab.accel.build import kernel_status, load_kernel, native_cache_dir
 from fashionlab.accel.layout import LayoutKeepingFlatten
 from fashionlab.accel.pooling import KernelMaxPool, max_pool_2x2, native_pool_applies, pool_relu
 from fashionlab.accel.status import kernel_statuses, unused_kernels_notice
-from fashionlab.accel.training_view import PoolThenAct, training_view
+from fashionlab.accel.view import PoolThenAct, training_view
 
 __all__ = [
     "BatchNormReLU",

@@ -1,10 +1,9 @@
 """Training-mode BatchNorm, and BatchNorm + ReLU, in compiled passes (see batchnorm.c).
 
-PyTorch's channels-last BatchNorm and ReLU ran far below memory speed on the 2-core CPU:
-forward + backward of a 128x32x28x28 bf16 map took 5.6 ms against 0.22 ms to copy it, and
-S0-M2 has six of them. The kernel computes the same values with ATen's own arithmetic, in its
-order, so outputs, gradients and running statistics are bit-identical and seeded runs
-reproduce exactly with or without it.
+PyTorch's channels-last BatchNorm and ReLU run far below memory speed on a 2-core CPU
+(docs/performance.md), and S0-M2 has six of them. The kernel computes the same values with
+ATen's own arithmetic, in its order, so outputs, gradients and running statistics are bit-
+identical and seeded runs reproduce exactly with or without it.
 
 That equality rests on how this PyTorch build compiled its kernels (where its compiler fused a
 multiply and an add, which lanes it vectorised), so before the kernel is first trusted,

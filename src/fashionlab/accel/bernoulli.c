@@ -4,7 +4,7 @@
  * at a time through a locked, type-dispatched call per draw (about 6 ns an element here): on
  * S0-M2 that was a fifth of a bf16 training step. This file runs the same Mersenne Twister
  * over the same state in tight loops, so the mask, the values that follow from it and the
- * generator's state afterwards are bit-identical to PyTorch's (tests/test_native.py).
+ * generator's state afterwards are bit-identical to PyTorch's (tests/test_accel.py).
  *
  * What PyTorch does per element (ATen's bernoulli_distribution<double> on CPUGeneratorImpl):
  *   hi = mt(); lo = mt();                 two 32-bit draws of at::mt19937, hi first

@@ -1,12 +1,11 @@
 """Dropout with PyTorch's own random mask, drawn about 6x faster (see bernoulli.c).
 
 PyTorch's CPU dropout is `x * empty_like(x).bernoulli_(1 - p).div_(1 - p)`, and its
-`bernoulli_` draws one element at a time: 5.3 ms for a 128x128x7x7 mask on the 2-core CPU,
-against 0.8 ms here, and S0-M2's three feature-map dropouts cost about 13 ms of its 68 ms bf16
-step. `dropout` below is that same formula with the mask drawn by the compiled kernel from the
-default generator's Mersenne Twister state, so the mask, the output, the gradient and the
-generator's state afterwards are bit-identical to `torch.nn.functional.dropout`: seeded runs
-and their checkpoints reproduce exactly with or without the kernel.
+`bernoulli_` draws one element at a time (timings: docs/performance.md). `dropout` below is
+that same formula with the mask drawn by the compiled kernel from the default generator's
+Mersenne Twister state, so the mask, the output, the gradient and the generator's state
+afterwards are bit-identical to `torch.nn.functional.dropout`: seeded runs and their
+checkpoints reproduce exactly with or without the kernel.
 
 The generator state crosses into C through `torch.get_rng_state()` bytes (PyTorch's
 CPUGeneratorImplState layout). Before the kernel is first trusted, `_kernel` checks it against

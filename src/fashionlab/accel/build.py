@@ -36,8 +36,8 @@ from fashionlab._io import user_cache_dir
 
 HERE = Path(__file__).resolve().parent
 # GCC's -march=native prefers 256-bit vectors even on AVX-512 CPUs; for these short, memory-bound
-# loops 512-bit ones were faster here (pool+ReLU forward of a 128x64x24x24 bf16 map 0.72 -> 0.39
-# ms, a 128x128x7x7 dropout mask 0.78 -> 0.61 ms). Only a preference: no effect without AVX-512.
+# loops 512-bit ones were faster (docs/performance.md). Only a preference: no effect without
+# AVX-512.
 # -ffp-contract=off: the BatchNorm kernel repeats ATen's float arithmetic step by step, and a
 # contracted multiply-add (GCC's default in GNU C) rounds once where ATen rounds twice.
 FLAGS = (

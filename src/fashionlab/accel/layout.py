@@ -24,8 +24,8 @@ class LayoutKeepingFlatten(nn.Module):
 
     Flattening an NHWC map copies it into NCHW order, so autograd hands the layer below an
     NCHW gradient. Max-pool's backward then sees a channels-last input with an NCHW gradient
-    and takes its NCHW path, copying its input and gradient into NCHW first (about 30% of a
-    bf16 s0-m1 training step in a profile). Returning the gradient channels-last costs one
+    and takes its NCHW path, copying its input and gradient into NCHW first (a large share of
+    a bf16 s0-m1 step: docs/performance.md). Returning the gradient channels-last costs one
     copy of the small flattened map."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,14 +1,12 @@
 """ReLU(max_pool2d(x, 2, 2)), or max_pool2d(x, 2, 2) alone, in one compiled pass each way
 (see pool_relu.c).
 
-`pool_relu` serves the training view's conv -> max-pool -> ReLU stages
-(fashionlab.accel.training_view); `MaxPool2d` is the speed-run net's pool, which comes before its
-BatchNorm. PyTorch's channels-last max-pool writes int64 indices as large as its output and
-zero-fills the whole input gradient before scattering into it. On the 2-core CPU, forward +
-backward of a 128x64x24x24 bf16 map took 0.9 ms against 2.8 ms for PyTorch's max-pool and
-ReLU, and s0-m1 bf16 trained at 9,200-9,300 img/s against 7,100-7,300 (an A/B on the
-trainer); `fast` bf16 at 4,556 / 4,765 img/s against 4,153 / 4,031 with PyTorch's pool.
-Values and gradients are bit-identical to PyTorch's operators."""
+`pool_relu` serves the training view's conv -> max-pool -> ReLU stages; `KernelMaxPool` is the
+training view's stand-in for any other 2x2 max-pool (the speed-run net pools before its
+BatchNorm). PyTorch's channels-last max-pool writes int64 indices as large as its output and
+zero-fills the whole input gradient before scattering into it; this kernel keeps a one-byte
+code per output instead (timings: docs/performance.md). Values and gradients are
+bit-identical to PyTorch's operators."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fashionlab.cli.data import add_data_options
 from fashionlab.config import parse_set_options
+from fashionlab.runs import is_complete
 from fashionlab.study import load_study, plan_study, run_study
 
 
@@ -72,7 +73,7 @@ def cmd_study(args: argparse.Namespace) -> int:
                 spec.seeds = None
         out = args.out or Path("runs") / study.name
         for run in plan_study(study, out, overrides, source=str(args.file)):
-            state = "complete" if (run.run_dir / "complete").exists() else "to run"
+            state = "complete" if is_complete(run.run_dir) else "to run"
             print(f"{run.label:<48} seed {run.seed:<6} {state:<9} {run.run_dir}")
         return 0
     out = run_study(

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from fashionlab.errors import ConfigError, ImageError
+from fashionlab.errors import ConfigError, ImageError, RunError
 from fashionlab.evaluation import softmax
 from fashionlab.inference.imaging import SIZE
 from fashionlab.models import gradcam_layer
@@ -59,7 +59,10 @@ class Classifier:
         self.class_names: tuple[str, ...] = tuple(loaded.class_names)
         self._lock = threading.Lock()
         self.device = next(loaded.model.parameters()).device
-        metrics = load_metrics(loaded.run_dir)
+        try:
+            metrics = load_metrics(loaded.run_dir)
+        except RunError:  # a damaged metrics.json: the config's precision, resolved here
+            metrics = {}
         # As the run's test pass computed its logits: its recorded precision and TTA views.
         self.settings = PredictSettings.of_run(loaded.config, metrics, self.device)
         self._onnx = None

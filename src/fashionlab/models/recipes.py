@@ -1,9 +1,9 @@
 """Training recipes of the reference studies, as data (keys are `TrainConfig` fields).
 
-Each comes from /work/shared/STUDIES.md (the "Train:" lines and split decisions); a value the
-study leaves unstated keeps the `TrainConfig` default, except where named here. The registry
-attaches one to every model, so `fashionlab train --model s0-m1` reproduces the study setting.
-"""
+Each comes from the reference study's "Train:" lines and split decisions (the studies are
+summarised in the README's results section); a value the study leaves unstated keeps the
+`TrainConfig` default, except where named here. The registry attaches one to every model, so
+`fashionlab train --model s0-m1` reproduces the study setting."""
 
 from __future__ import annotations
 

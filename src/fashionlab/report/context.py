@@ -11,6 +11,9 @@ from typing import Any
 
 from fashionlab.data import CLASS_NAMES
 from fashionlab.errors import ConfigError, FashionlabError
+from fashionlab.evaluation import classification_report
+from fashionlab.models import create_model, get_model_spec
+from fashionlab.models.summary import format_count, format_layer_table, summarize
 from fashionlab.report.blocks import (
     Block,
     ReportContext,
@@ -30,7 +33,7 @@ from fashionlab.report.blocks import (
     verdict,
 )
 from fashionlab.report.figures import Collected, RunFigures
-from fashionlab.runs import load_config, load_metrics, load_predictions
+from fashionlab.runs import is_complete, load_config, load_metrics, load_predictions
 
 ALPHA = 0.05
 SECTION_TITLES = {
@@ -56,8 +59,6 @@ METRIC_NAMES = {
 def architectures_section(models: list[tuple[str, str, dict, Any]], notes: list[dict]) -> Section:
     """`models`: (label, registry name, model_args, parameter count from metrics.json) per
     label; the count is shown for models that cannot be rebuilt here (the NumPy MLP)."""
-    from fashionlab.models import get_model_spec
-
     section = Section("architectures", SECTION_TITLES["architectures"])
     if notes:
         section.blocks.append(h3("Identical architectures"))
@@ -85,8 +86,6 @@ def architectures_section(models: list[tuple[str, str, dict, Any]], notes: list[
         )
         key = (name, json.dumps(args, sort_keys=True, default=str))
         if summary and key not in seen:
-            from fashionlab.models.summary import format_layer_table
-
             seen.add(key)
             layer_tables.append(pre(f"Layers of {label} ({name})", format_layer_table(summary)))
     section.blocks.append(
@@ -102,9 +101,6 @@ def architectures_section(models: list[tuple[str, str, dict, Any]], notes: list[
 
 
 def _model_summary(name: str, args: dict):
-    from fashionlab.models import create_model
-    from fashionlab.models.summary import summarize
-
     try:
         return summarize(create_model(name, **args))
     except (FashionlabError, TypeError, ValueError, RuntimeError):
@@ -114,8 +110,6 @@ def _model_summary(name: str, args: dict):
 
 
 def _fmt_flops(flops: int) -> str:
-    from fashionlab.models.summary import format_count
-
     return format_count(flops)
 
 
@@ -183,8 +177,6 @@ def classification_table(run_dir: Path) -> dict[str, Any]:
                 for avg in ("macro", "weighted")
             },
         }
-    from fashionlab.evaluation import classification_report
-
     pred = load_predictions(run_dir)
     return classification_report(pred["labels"], pred["logits"], CLASS_NAMES)
 
@@ -513,7 +505,7 @@ def run_context(run_dir: Path, collected: Collected) -> ReportContext:
         ("folder", str(run_dir)),
         ("model", config.model),
         ("seed", str(config.seed)),
-        ("complete", "yes" if (run_dir / "complete").exists() else "no"),
+        ("complete", "yes" if is_complete(run_dir) else "no"),
     ]
     return ReportContext(
         title=f"Run {run_dir.name}",

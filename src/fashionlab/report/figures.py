@@ -22,10 +22,15 @@ from typing import Any
 
 import numpy as np
 
+from fashionlab import viz
 from fashionlab._io import atomic_write_bytes, atomic_write_text
 from fashionlab.config import TrainConfig
+from fashionlab.data import prepare_data
 from fashionlab.errors import ConfigError, FashionlabError
+from fashionlab.evaluation import confusion_matrix, most_confident_mistakes, per_class_accuracy
+from fashionlab.models import feature_layers, get_model_spec, gradcam_layer
 from fashionlab.runs import load_config, load_history, load_metrics, load_predictions
+from fashionlab.runs.weights import load_model
 
 FIGURES_DIR = "figures"
 PCA_POINTS = 2000  # a scatter of 2,000 points looks like one of 60,000, at a tenth of the time
@@ -101,8 +106,6 @@ class DataCache:
         self._splits: dict[tuple, Any] = {}
 
     def split(self, config: TrainConfig):
-        from fashionlab.data import prepare_data
-
         key = data_key(config)
         if key not in self._splits:
             # the normaliser is not cached: a run's own comes from model.json
@@ -136,8 +139,6 @@ def example_indices(labels: np.ndarray, k: int) -> np.ndarray:
 
 def torch_weights(run_dir: Path) -> bool:
     """Whether the run has a PyTorch model with weights (a NumPy MLP run has neither)."""
-    from fashionlab.models import get_model_spec
-
     info_path = run_dir / "model.json"
     if not (run_dir / "model.safetensors").exists() or not info_path.exists():
         return False
@@ -201,8 +202,6 @@ def run_figures(run_dir: str | Path, data: DataCache) -> RunFigures:
     )
 
     def draw_mistakes(path: Path) -> Path | None:
-        from fashionlab.evaluation import most_confident_mistakes
-
         images = aligned()
         if images is None:
             result.notes.append(
@@ -241,7 +240,6 @@ def run_figures(run_dir: str | Path, data: DataCache) -> RunFigures:
 
 def _model_figures(run_dir, add, loaded, split, aligned, sources) -> None:
     """Figures that look inside the network: they need the weights."""
-    from fashionlab.models import feature_layers, gradcam_layer
 
     def filters(path: Path):
         return _viz().plot_first_layer_filters(loaded().model, path, max_filters=MAX_FILTERS)
@@ -424,26 +422,18 @@ def _try_draw(draw: Callable[[Path], Any], path: Path, title: str, notes: list[s
 
 def _viz():
     # imported on first use: matplotlib costs about a second, wasted when every figure is fresh
-    from fashionlab import viz
-
     return viz
 
 
 def _load(run_dir: Path):
-    from fashionlab.runs.weights import load_model
-
     return load_model(run_dir)
 
 
 def _confusion(pred: dict[str, np.ndarray]) -> np.ndarray:
-    from fashionlab.evaluation import confusion_matrix
-
     return confusion_matrix(pred["labels"], pred["logits"])
 
 
 def _per_class(pred: dict[str, np.ndarray]) -> np.ndarray:
-    from fashionlab.evaluation import per_class_accuracy
-
     return per_class_accuracy(pred["labels"], pred["logits"])
 
 

@@ -184,6 +184,8 @@ def _model_summary(clf: Classifier, run_dir: Path, max_upload_bytes: int) -> dic
         "normalization": {"preset": norm.get("preset"), **scalar},
         "class_names": list(clf.class_names),
         "backend": clf.backend,
+        # The run's own test-pass precision, which every prediction here uses too.
+        "precision": clf.settings.precision,
         "gradcam": clf.has_gradcam,
         "max_upload_bytes": max_upload_bytes,
         "input": "28x28 grayscale, light object on black (uploads are preprocessed to match)",

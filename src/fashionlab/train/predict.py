@@ -40,7 +40,7 @@ class PredictSettings:
         metrics.json (`precision_used`), so a run is evaluated as it was tested whatever the
         current machine would pick for `precision: auto`; older runs without the record get
         their config's precision resolved for `device`."""
-        recorded = metrics.get("precision_used")
+        recorded = metrics.get("precision_used") if isinstance(metrics, dict) else None
         precision = recorded if recorded in ("fp32", "bf16") else None
         return cls(
             precision or resolve_precision(config.precision, device),

@@ -125,7 +125,7 @@ class Trainer:
         if self.dist.enabled:
             torch.manual_seed(self._rank_seed())  # after the (identical) init: dropout masks
         # The training loop runs an exact rewrite of the model (same values and gradients,
-        # same parameters; see models.fusion); everything else sees the model as built.
+        # same parameters; see accel.training_view); everything else sees the model as built.
         self.train_model = self._wrap_for_data_parallel(training_view(self.model))
         self.ema = None
         if config.ema_decay > 0:
