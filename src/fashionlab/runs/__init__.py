@@ -1,0 +1,23 @@
+"""The run folder: the contract between training and everything that reads a run.
+
+`folder` claims the folder and knows the `complete` marker, `writer` writes its files
+atomically, `readers` reads them back with one-line errors, `weights` saves and rebuilds the
+trained PyTorch model.
+"""
+
+from fashionlab.runs.folder import COMPLETE_MARKER, is_complete, prepare_run_dir
+from fashionlab.runs.readers import load_config, load_history, load_metrics, load_predictions
+from fashionlab.runs.writer import HISTORY_FIELDS, RunWriter, environment
+
+__all__ = [
+    "COMPLETE_MARKER",
+    "HISTORY_FIELDS",
+    "RunWriter",
+    "environment",
+    "is_complete",
+    "load_config",
+    "load_history",
+    "load_metrics",
+    "load_predictions",
+    "prepare_run_dir",
+]

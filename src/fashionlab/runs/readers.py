@@ -1,0 +1,75 @@
+"""Reading a run folder back: config, history, metrics, predictions, each with one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import ValidationError
+
+from fashionlab.config import TrainConfig, describe_validation_error
+from fashionlab.errors import RunError
+
+
+def load_config(run_dir: str | Path) -> TrainConfig:
+    path = Path(run_dir) / "config.yaml"
+    if not Path(run_dir).is_dir():
+        raise RunError(f"{run_dir}: no such run folder")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{path}: missing; is {run_dir} a fashionlab run folder?") from None
+    except yaml.YAMLError as exc:
+        raise RunError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise RunError(f"{path}: expected a mapping of config keys")
+    try:
+        return TrainConfig(**raw)
+    except ValidationError as exc:
+        raise RunError(describe_validation_error(exc, str(path))) from None
+
+
+def load_history(run_dir: str | Path) -> list[dict[str, float]]:
+    path = Path(run_dir) / "history.csv"
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        return [
+            {
+                k: (int(v) if k == "epoch" else float(v))
+                for k, v in row.items()
+                if v not in ("", None)
+            }
+            for row in csv.DictReader(handle)
+        ]
+
+
+def load_metrics(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / "metrics.json"
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path}: corrupt JSON ({exc})") from None
+
+
+def load_predictions(run_dir: str | Path) -> dict[str, np.ndarray]:
+    path = Path(run_dir) / "predictions.npz"
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            out = {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise RunError(f"{path}: missing; the run did not finish (try --resume)") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise RunError(f"{path}: corrupt ({exc}); re-run 'fashionlab evaluate'") from None
+    for key in ("labels", "logits"):
+        if key not in out:
+            raise RunError(f"{path}: has no '{key}' array")
+    return out
+
