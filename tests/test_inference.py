@@ -207,7 +207,7 @@ def test_a_bf16_run_is_classified_with_the_logits_of_its_own_test_pass(tmp_path,
     expected = clf.classify(prepared, top_k=10)
     from fastapi.testclient import TestClient
 
-    with TestClient(create_app(run)) as client:
+    with TestClient(create_app(run), base_url="http://localhost") as client:
         served = client.post(
             "/api/predict",
             files={"file": ("item.npy", (tmp_path / "item.npy").read_bytes(), "x")},

@@ -7,25 +7,37 @@ never sees a half-written file; the destination holds the old content or the new
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from fashionlab.errors import FashionlabError
+
+
+class DiskFull(FashionlabError):
+    """A write failed for lack of space; the previous file, if any, is untouched."""
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]:
-    """Open a temp file beside `path`; on clean exit it replaces `path`, on error it is removed."""
+    """Open a temp file beside `path`; on clean exit it replaces `path` (file and folder
+    fsynced), on error it is removed. A full disk is a one-line `DiskFull`."""
     path = Path(path)
     fd, tmp = _make_temp(path)
     try:
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        with _disk_errors(path):
+            with os.fdopen(fd, mode) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+            _fsync_folder(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -47,16 +59,71 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def atomic_write_with(path: str | os.PathLike, writer: Callable[[str], None]) -> None:
     """For libraries that insist on writing to a path themselves (torch.save, np.savez, ...):
-    `writer(tmp_path)` writes the temp file, which then replaces `path`."""
-    fd, tmp = _make_temp(Path(path))
+    `writer(tmp_path)` writes the temp file, which is fsynced and then replaces `path`."""
+    path = Path(path)
+    fd, tmp = _make_temp(path)
     os.close(fd)
     try:
-        writer(tmp)
-        os.replace(tmp, path)
+        with _disk_errors(path):
+            writer(tmp)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+            _fsync_folder(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def _disk_errors(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(
+                f"{path}: no space left on the device; free some space, then run the "
+                "command again (an interrupted run continues with --resume)"
+            ) from None
+        raise
+    except RuntimeError as exc:  # torch.save reports a failed write as a RuntimeError
+        if "No space left" in str(exc) or "file write failed" in str(exc):
+            raise DiskFull(
+                f"{path}: the write failed (is the disk full?); free some space, then run "
+                "the command again (an interrupted run continues with --resume)"
+            ) from None
+        raise
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename durable: the folder's entry, not only the file's bytes."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return  # not every file system lets a folder be opened; the rename still happened
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Remove what a killed atomic write left in `folder` (our `.<name>.<random>.tmp` files);
+    call it only while holding the folder, so no live write is touched."""
+    removed = []
+    for path in folder.glob(".*.tmp"):
+        if path.is_file() and not path.is_symlink() and _TEMP_NAME.fullmatch(path.name):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+# mkstemp's names: "." + the destination's name + "." + 8 random characters + ".tmp".
+_TEMP_NAME = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")
 
 
 def _make_temp(path: Path) -> tuple[int, str]:
@@ -86,3 +153,92 @@ def user_cache_dir(name: str, override_env: str) -> Path:
         return Path(os.environ[override_env]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "fashionlab" / name
+
+
+# YAML read from files a user may have been handed: a few hundred bytes of nested aliases can
+# stand for billions of values once anything walks them, so the composed document is measured
+# (aliases counted every time they are used) before a Python object is built from it.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_VALUES = 100_000
+
+
+class YamlTooLarge(ValueError):
+    """A YAML document over the size limits; the message says which."""
+
+
+def load_yaml(text: str) -> Any:
+    """`yaml.safe_load(text)` within bounds: at most MAX_YAML_BYTES of text and MAX_YAML_VALUES
+    values with every alias expanded (else `YamlTooLarge`); syntax errors are yaml.YAMLError."""
+    import yaml
+
+    if len(text) > MAX_YAML_BYTES:
+        raise YamlTooLarge(f"larger than {MAX_YAML_BYTES // 1024} KiB")
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            root = loader.get_single_node()
+        except RecursionError:
+            raise YamlTooLarge("nested too deeply") from None
+        if root is None:
+            return None
+        if _expanded_values(root, {}) > MAX_YAML_VALUES:
+            raise YamlTooLarge(
+                f"more than {MAX_YAML_VALUES:,} values once its aliases are expanded"
+            )
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()
+
+
+def _expanded_values(node: Any, seen: dict[int, int]) -> int:
+    """Values in `node` with aliases expanded, counted in time linear in the document (a node
+    reached again through an alias adds its known count) and capped just over the limit."""
+    import yaml
+
+    key = id(node)
+    if key in seen:
+        return seen[key]
+    seen[key] = MAX_YAML_VALUES + 1  # a node that contains itself counts as too large
+    count = 1
+    if isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            count += _expanded_values(child, seen)
+            if count > MAX_YAML_VALUES:
+                break
+    elif isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            count += _expanded_values(k, seen) + _expanded_values(v, seen)
+            if count > MAX_YAML_VALUES:
+                break
+    seen[key] = min(count, MAX_YAML_VALUES + 1)
+    return seen[key]
+
+
+def read_text_bounded(path: str | os.PathLike, limit: int = MAX_YAML_BYTES) -> str:
+    """A small text file's content (UTF-8), refusing anything but a regular file of at most
+    `limit` bytes (ValueError) before reading more than that: a FIFO, a device or a huge file
+    handed over as a config must not hang or fill memory."""
+    path = Path(path)
+    with open(path, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ValueError("not a regular file")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit // 1024} KiB")
+    return data.decode("utf-8")
+
+
+_PATH_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def check_path_component(name: str) -> str:
+    """`name` if it is one safe folder name (letters, digits, '_', '.', '-'; not starting with
+    '.' or '-'; at most 128 characters), else ValueError: names from configs and study files
+    become folders, and must never climb out of, or replace, the folder they go in."""
+    if not isinstance(name, str) or not _PATH_COMPONENT.fullmatch(name):
+        shown = name if isinstance(name, str) and len(name) <= 60 else f"{str(name)[:57]}..."
+        raise ValueError(
+            f"{shown!r} is not a safe folder name: use letters, digits, '_', '.' and '-' "
+            "(not first), at most 128 characters"
+        )
+    return name

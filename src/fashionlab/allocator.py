@@ -54,3 +54,20 @@ def _apply() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(
         mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
     )
+
+
+def release_freed_memory() -> bool:
+    """Hand freed heap pages back to the OS now (glibc's `malloc_trim(0)`); True if it ran.
+
+    For long-lived servers after a large, rare allocation (a big upload's decode): glibc keeps
+    freed heap memory for reuse, so without this a burst of big decodes would leave the
+    process at its peak size. Never called while training, which wants the opposite."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True

@@ -21,7 +21,8 @@ from pydantic import (
     model_validator,
 )
 
-from fashionlab.errors import ConfigError
+from fashionlab._io import YamlTooLarge, check_path_component, load_yaml
+from fashionlab.errors import ConfigError, one_line
 
 Optimizer = Literal["adam", "adamw", "sgd"]
 Scheduler = Literal["none", "plateau", "cosine", "onecycle", "step"]
@@ -43,8 +44,10 @@ class TrainConfig(BaseModel):
     name: str | None = None  # run folder name; default derived from model and seed
 
     # Optimisation
-    epochs: int = Field(10, gt=0)
-    batch_size: int = Field(128, gt=0)
+    # Upper bounds keep a typo from allocating without limit: no split has more than 70,000
+    # items, and no study trains for more than a few hundred epochs.
+    epochs: int = Field(10, gt=0, le=100_000)
+    batch_size: int = Field(128, gt=0, le=70_000)
     lr: float = Field(1e-3, gt=0)
     optimizer: Optimizer = "adam"
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -52,8 +55,8 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     scheduler: Scheduler = "none"
     plateau_factor: float = Field(0.5, gt=0, lt=1)
-    plateau_patience: int = Field(2, ge=0)
-    step_size: int = Field(5, gt=0)
+    plateau_patience: int = Field(2, ge=0, le=100_000)
+    step_size: int = Field(5, gt=0, le=100_000)
     step_gamma: float = Field(0.1, gt=0, le=1)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     early_stopping_patience: int | None = Field(None, gt=0)
@@ -70,7 +73,7 @@ class TrainConfig(BaseModel):
     eval_subset: int | None = Field(None, gt=0)  # use only the first N val/test items (tests)
 
     # Augmentation (batched, on tensors)
-    crop_padding: int = Field(0, ge=0)
+    crop_padding: int = Field(0, ge=0, le=28)
     crop_mode: CropMode = "zero"
     hflip: bool = False
     erasing: float = Field(0.0, ge=0, le=1)  # probability of random erasing per image
@@ -89,7 +92,7 @@ class TrainConfig(BaseModel):
     # Execution
     seed: int = 42
     device: DeviceName = "auto"
-    threads: int | None = Field(None, gt=0)
+    threads: int | None = Field(None, gt=0, le=1024)
     # bf16 autocast for the forward pass (weights, optimiser and loss stay fp32): about 2x
     # faster convolutions on CPUs with AVX-512 BF16 or AMX, and on recent GPUs. "auto" picks
     # bf16 where the device runs it natively, fp32 elsewhere.
@@ -97,6 +100,11 @@ class TrainConfig(BaseModel):
     # Conv models train and evaluate in NHWC ("channels_last"): oneDNN's fast path on CPUs
     # (docs/performance.md) and Tensor Cores' layout on GPUs.
     memory_format: MemoryFormat = "channels_last"
+
+    @field_validator("name")
+    @classmethod
+    def _one_folder_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_path_component(value)
 
     @field_validator("model")
     @classmethod
@@ -147,14 +155,17 @@ def describe_validation_error(exc: ValidationError, source: str = "config") -> s
         elif not err["loc"]:  # a rule across fields: its message names them; the input is all
             parts.append(str(err["msg"]).removeprefix("Value error, "))
         else:
-            parts.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+            # The input may be anything a file held: quoted short, never whole.
+            parts.append(f"{key}: {err['msg']} (got {one_line(repr(err.get('input')), 80)})")
     return f"{source}: " + "; ".join(parts)
 
 
 def parse_set_value(text: str) -> Any:
     """`--set key=value`: the value is read as YAML, so numbers, booleans, lists and null work."""
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
+    except YamlTooLarge as exc:
+        raise ConfigError(f"--set value refused: the YAML is {exc}") from None
     except yaml.YAMLError:
         return text
 

@@ -13,7 +13,6 @@ import importlib
 import sys
 
 from fashionlab import __version__
-from fashionlab.allocator import retain_freed_memory
 from fashionlab.errors import FashionlabError
 
 # Order is the order shown in --help.
@@ -59,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    retain_freed_memory()  # faster tensor work for every command; see fashionlab.allocator
     try:
         return int(args.func(args) or 0)
     except FashionlabError as exc:

@@ -46,6 +46,29 @@ def register(subparsers) -> None:
         help="threads per inference call, PyTorch and onnxruntime (default 1: requests are "
         "single images, and concurrent requests already keep the cores busy)",
     )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name clients may use besides localhost and --host (repeatable), e.g. the "
+        "machine's name when listening on 0.0.0.0; others get 400 (no DNS rebinding)",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="close a connection that has not sent a whole request within this time "
+        "(default 30)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=64,
+        metavar="N",
+        help="connections at once; more are answered 503 (default 64)",
+    )
     add_data_options(parser)
     parser.set_defaults(func=cmd_serve)
 
@@ -55,6 +78,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from fashionlab.serve import create_app
+    from fashionlab.serve.app import LOCAL_HOSTS
+    from fashionlab.serve.limits import deadline_protocol
 
     if not args.max_upload_mb > 0:
         raise ConfigError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
@@ -62,6 +87,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port must be 0..65535, got {args.port}")
     if args.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+    if not args.request_timeout > 0:
+        raise ConfigError(f"--request-timeout must be positive, got {args.request_timeout}")
+    if args.max_connections < 1:
+        raise ConfigError(f"--max-connections must be at least 1, got {args.max_connections}")
+    hosts = [*LOCAL_HOSTS, *args.allow_host]
+    if args.host not in ("0.0.0.0", "::"):
+        hosts.append(f"[{args.host}]" if ":" in args.host else args.host)
     # One 28x28 image is far too little work to split across threads: waking idle OpenMP
     # workers costs more than the forward pass (10x slower on a busy 2-core machine).
     torch.set_num_threads(args.threads)
@@ -72,6 +104,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         backend=args.backend,
         data_dir=args.data_dir,
         onnx_threads=args.threads,
+        allowed_hosts=hosts,
     )
     if not is_loopback(args.host):
         print(
@@ -82,7 +115,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"starting the server for {args.run} on http://{host}:{args.port}/", flush=True)
     # server_header=False: no "server: uvicorn" banner advertising versions to clients.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", server_header=False)
+    # limit_concurrency: connections beyond it get 503; the deadline protocol closes those that
+    # trickle; timeout_keep_alive closes idle ones.
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        server_header=False,
+        limit_concurrency=args.max_connections,
+        timeout_keep_alive=5,
+        http=deadline_protocol(args.request_timeout),
+    )
     return 0
 
 

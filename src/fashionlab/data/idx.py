@@ -7,8 +7,9 @@ well-formed and the file must hold exactly the bytes it declares.
 
 from __future__ import annotations
 
-import gzip
 import math
+import os
+import stat
 import struct
 import zlib
 from pathlib import Path
@@ -28,27 +29,85 @@ IDX_DTYPES = {
 }
 
 
-def read_idx_bytes(path: str | Path) -> bytes:
-    """The decompressed bytes of an IDX file (gzip is detected by its magic, not its name)."""
+# The largest IDX file a user may load with --no-verify (Fashion-MNIST's largest is 47 MB).
+MAX_IDX_BYTES = 1 << 30
+_CHUNK = 1 << 20
+
+
+def read_idx_bytes(path: str | Path, max_bytes: int = MAX_IDX_BYTES) -> bytes:
+    """The decompressed bytes of an IDX file (gzip is detected by its magic, not its name).
+
+    Bounded: only a regular file is read (not a FIFO, a device, or a link to one), a gzip is
+    decompressed as a stream, and reading stops one byte past the size its header declares or
+    at `max_bytes`, whichever is smaller, so a small file cannot expand into gigabytes."""
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected an IDX file")
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise DataError(f"{path}: not a regular file; expected an IDX file")
+            return _read_bounded(handle, path, max_bytes)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if not raw:
+
+
+def _read_bounded(handle, path: Path, max_bytes: int) -> bytes:
+    first = handle.read(2)
+    if not first:
         raise DataError(f"{path}: file is empty")
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (EOFError, OSError, zlib.error) as exc:
-            raise DataError(
-                f"{path}: corrupt or truncated gzip ({exc}); delete it and fetch the data again"
-            ) from None
-    return raw
+    gz = first == b"\x1f\x8b"
+    inflate = zlib.decompressobj(wbits=31) if gz else None
+    out = bytearray() if gz else bytearray(first)
+    pending = first if gz else b""
+    limit = max_bytes + 1  # until the header says how much there should be
+    while len(out) < limit:
+        chunk = pending or handle.read(_CHUNK)
+        pending = b""
+        if not chunk:
+            break
+        if inflate is None:
+            out += chunk[: limit - len(out)]
+        else:
+            try:
+                out += inflate.decompress(chunk, limit - len(out))
+                while inflate.unconsumed_tail and len(out) < limit:
+                    out += inflate.decompress(inflate.unconsumed_tail, limit - len(out))
+            except zlib.error as exc:
+                raise DataError(
+                    f"{path}: corrupt or truncated gzip ({exc}); delete it and fetch the data "
+                    "again"
+                ) from None
+        declared = _declared_size(bytes(out[:1028]))
+        if declared is not None:
+            if declared > max_bytes:
+                raise DataError(
+                    f"{path}: its header declares {declared:,} bytes, more than the "
+                    f"{max_bytes:,} allowed for this file"
+                )
+            limit = declared + 1  # one more: enough to tell "trailing bytes" apart
+    if inflate is not None and len(out) < limit and not inflate.eof:
+        raise DataError(
+            f"{path}: corrupt or truncated gzip (the stream ends early); delete it and fetch "
+            "the data again"
+        )
+    if len(out) > max_bytes:
+        raise DataError(f"{path}: larger than the {max_bytes:,} bytes allowed for this file")
+    return bytes(out)
+
+
+def _declared_size(head: bytes) -> int | None:
+    """The total size an IDX header declares, once enough of it is there (None before, or for
+    a malformed header, which `parse_idx` then reports)."""
+    if len(head) < 4 or head[:2] != b"\x00\x00" or head[2] not in IDX_DTYPES or head[3] == 0:
+        return None
+    header_size = 4 + 4 * head[3]
+    if len(head) < header_size:
+        return None
+    shape = struct.unpack(f">{head[3]}I", head[4:header_size])
+    return header_size + math.prod(shape) * IDX_DTYPES[head[2]].itemsize
 
 
 def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:

@@ -120,12 +120,19 @@ class Classifier:
             onnx = self._onnx
             settings = PredictSettings("fp32", self.settings.tta_flip, self.settings.tta_shift)
             forward = lambda x: torch.from_numpy(onnx.logits(x.numpy()))  # noqa: E731
-            return predict_logits(forward, batch, normalizer, settings=settings).numpy()
-        with self._lock:
-            # Under the lock: Grad-CAM switches the module's mode and hooks it meanwhile.
-            return predict_logits(
-                self.loaded.model, batch, normalizer, self.device, self.settings
-            ).numpy()
+            logits = predict_logits(forward, batch, normalizer, settings=settings).numpy()
+        else:
+            with self._lock:
+                # Under the lock: Grad-CAM switches the module's mode and hooks it meanwhile.
+                logits = predict_logits(
+                    self.loaded.model, batch, normalizer, self.device, self.settings
+                ).numpy()
+        if not np.isfinite(logits).all():
+            raise RunError(
+                f"{self.loaded.run_dir}: the model gave NaN or infinite scores; its weights "
+                "are unusable: re-train the run"
+            )
+        return logits
 
     def probabilities(self, images: Any) -> np.ndarray:
         """float64 (N, 10) softmax probabilities."""

@@ -16,7 +16,10 @@ Every problem with the input raises `ImageError` with a one-line message.
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Literal
 
@@ -53,10 +56,35 @@ Invert = bool | Literal["auto"]
 # loading
 
 
-def load_image(source: bytes | str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+# Reserve memory for a decode: called with the bytes it will need at its peak, before the
+# first pixel is decoded; the context is held until the image is reduced to working size.
+MemoryGate = Callable[[int], AbstractContextManager]
+
+# Bytes per pixel of the frame Pillow decodes, by mode (anything else: 4).
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "La": 2, "PA": 2, "RGB": 3, "YCbCr": 3}
+_BYTES_PER_PIXEL.update({mode: 2 for mode in ("I;16", "I;16L", "I;16B", "I;16N")})
+
+
+def decode_cost(width: int, height: int, mode: str) -> int:
+    """Peak bytes of decoding an image of this size and mode: the decoded frame, and the one
+    full-size working copy the conversion below makes (premultiplied alpha, 16-bit samples);
+    everything after the reduction to at most WORK_MAX_SIDE pixels is small beside it."""
+    pixels = width * height
+    frame = pixels * _BYTES_PER_PIXEL.get(mode, 4)
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La", "P")
+    copy = pixels * 4 if has_alpha else (pixels * 2 if mode in _SIXTEEN_BIT_MODES else 0)
+    return frame + copy
+
+
+def load_image(
+    source: bytes | str | Path,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    memory_gate: MemoryGate | None = None,
+) -> np.ndarray:
     """Decode `source` (encoded bytes, or a path to an image / .npy file) into a 2-D float32
-    array in [0, 1], 0 = black. Raises ImageError for anything that is not a usable image."""
-    return _load(source, max_pixels)[0]
+    array in [0, 1], 0 = black. Raises ImageError for anything that is not a usable image.
+    `memory_gate` (a server's decode budget) is entered with `decode_cost` before decoding."""
+    return _load(source, max_pixels, memory_gate)[0]
 
 
 def prepare_image(
@@ -65,15 +93,18 @@ def prepare_image(
     preprocessing: bool = True,
     invert: Invert = "auto",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    memory_gate: MemoryGate | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """`load_image` then `preprocess` (or `as_is` when `preprocessing` is False): the 28x28
     uint8 image and every step taken, loading included."""
-    gray, notes = _load(source, max_pixels)
+    gray, notes = _load(source, max_pixels, memory_gate)
     image, steps = preprocess(gray, invert=invert) if preprocessing else as_is(gray)
     return image, notes + steps
 
 
-def _load(source: bytes | str | Path, max_pixels: int) -> tuple[np.ndarray, list[str]]:
+def _load(
+    source: bytes | str | Path, max_pixels: int, memory_gate: MemoryGate | None = None
+) -> tuple[np.ndarray, list[str]]:
     if isinstance(source, (str, Path)):
         path = Path(source)
         try:
@@ -88,7 +119,7 @@ def _load(source: bytes | str | Path, max_pixels: int) -> tuple[np.ndarray, list
         raise ImageError("empty input: the image has no bytes")
     if data.startswith(_NPY_MAGIC):
         return _load_npy(data), ["read a 28x28 .npy array"]
-    return _load_pil(data, max_pixels)
+    return _load_pil(data, max_pixels, memory_gate)
 
 
 def _load_npy(data: bytes) -> np.ndarray:
@@ -114,7 +145,9 @@ def _load_npy(data: bytes) -> np.ndarray:
     return _to_unit_float(array, ".npy array")
 
 
-def _load_pil(data: bytes, max_pixels: int) -> tuple[np.ndarray, list[str]]:
+def _load_pil(
+    data: bytes, max_pixels: int, memory_gate: MemoryGate | None = None
+) -> tuple[np.ndarray, list[str]]:
     notes: list[str] = []
     # Untrusted input: Pillow's plugins raise many exception types on malformed files
     # (OSError, SyntaxError, ValueError, struct.error, EOFError, ...), so every failure while
@@ -145,17 +178,26 @@ def _load_pil(data: bytes, max_pixels: int) -> tuple[np.ndarray, list[str]]:
             f"image is {width}x{height} = {width * height:,} pixels, more than the limit of "
             f"{max_pixels:,} (possible decompression bomb)"
         )
-    try:
-        if getattr(im, "is_animated", False):
-            im.seek(0)
-            notes.append(f"animated {im.format}: used the first frame")
-        im.load()
-    except Exception as exc:
-        raise ImageError(f"corrupt or truncated {im.format} image: {one_line(exc)}") from None
-    notes.append(f"decoded {im.format} {width}x{height} ({im.mode})")
-
-    im = _exif_upright(im, notes)
-    gray = _pil_to_gray(im, notes)
+    if im.format == "JPEG" and max(width, height) > WORK_MAX_SIDE:
+        # JPEG decodes at 1/2, 1/4 or 1/8 scale directly (DCT scaling): the full-size frame is
+        # never in memory. draft() keeps the result at least as large as asked.
+        im.draft(im.mode, _shrink_size(width, height))
+        if im.size != (width, height):
+            notes.append(f"decoded at reduced scale {im.size[0]}x{im.size[1]} (JPEG)")
+    gate = memory_gate(decode_cost(*im.size, im.mode)) if memory_gate else contextlib.nullcontext()
+    with gate:
+        try:
+            if getattr(im, "is_animated", False):
+                im.seek(0)
+                notes.append(f"animated {im.format}: used the first frame")
+            im.load()
+        except Exception as exc:
+            raise ImageError(
+                f"corrupt or truncated {im.format} image: {one_line(exc)}"
+            ) from None
+        notes.append(f"decoded {im.format} {width}x{height} ({im.mode})")
+        im = _exif_upright(im, notes)
+        gray = _pil_to_gray(im, notes)
     return gray, notes
 
 
@@ -185,14 +227,38 @@ def _exif_upright(im: Image.Image, notes: list[str]) -> Image.Image:
 def _pil_to_gray(im: Image.Image, notes: list[str]) -> np.ndarray:
     if im.mode in _SIXTEEN_BIT_MODES:
         # 16-bit grayscale PNG. Pillow's convert("L") would clip values above 255 rather than
-        # scale them, so scale in NumPy.
-        gray = np.clip(np.asarray(im, dtype=np.float32) / 65535.0, 0.0, 1.0)
+        # scale them, so scale in NumPy, after an integer box reduction of the uint16 samples
+        # (one full-size copy, not three float32 ones).
+        samples = np.asarray(im)
+        factor = _reduce_factor(*im.size)
+        if factor > 1:
+            h, w = (samples.shape[0] // factor) * factor, (samples.shape[1] // factor) * factor
+            blocks = samples[:h, :w].reshape(h // factor, factor, w // factor, factor)
+            notes.append(f"reduced {im.width}x{im.height} -> {w // factor}x{h // factor} (box)")
+            gray = blocks.mean(axis=(1, 3), dtype=np.float32)
+        else:
+            gray = samples.astype(np.float32)
+        del samples
+        gray = np.clip(gray / 65535.0, 0.0, 1.0)
         notes.append("16-bit grayscale scaled to 0..1")
         return _shrink_float(gray, notes)
     if im.mode == "F":  # not produced by FORMATS today; kept for completeness
         return _shrink_float(_to_unit_float(np.asarray(im), "image"), notes)
 
     has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+    factor = _reduce_factor(*im.size)
+    if factor > 1:
+        # A large image is reduced by a whole factor first, in a mode whose box average is
+        # right (premultiplied alpha), so the conversions below work on a small copy.
+        size = im.size
+        if has_alpha:
+            im = im.convert("RGBA").convert("RGBa")
+        elif im.mode not in ("L", "RGB", "LA", "La", "RGBa", "CMYK", "YCbCr", "I", "F"):
+            im = im.convert("RGB")
+        im = im.reduce(factor)
+        if has_alpha:
+            im = im.convert("RGBA")
+        notes.append(f"reduced {size[0]}x{size[1]} -> {im.width}x{im.height} (box)")
     if has_alpha:
         # Premultiplied grayscale + alpha: area-averaging premultiplied values is correct at
         # transparent edges, and the composite below is then one multiply-add.
@@ -223,6 +289,11 @@ def _pil_to_gray(im: Image.Image, notes: list[str]) -> np.ndarray:
         + ("black (the content is light)" if background == 0.0 else "white (the content is dark)")
     )
     return premultiplied + background * (1.0 - alpha)
+
+
+def _reduce_factor(width: int, height: int) -> int:
+    """The whole factor that brings the longer side to at most 2 x WORK_MAX_SIDE (1: none)."""
+    return max(1, -(-max(width, height) // (2 * WORK_MAX_SIDE)))
 
 
 def _shrink_size(width: int, height: int) -> tuple[int, int] | None:

@@ -28,6 +28,7 @@ from fashionlab.models._registry import (
     create_model,
     get_model_spec,
     list_models,
+    model_skeleton,
     register_model,
 )
 from fashionlab.models.base import (
@@ -51,6 +52,7 @@ __all__ = [
     "get_model_spec",
     "gradcam_layer",
     "list_models",
+    "model_skeleton",
     "penultimate_features",
     "register_model",
     "trunk_features",

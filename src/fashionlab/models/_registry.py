@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from fashionlab.errors import ConfigError
 
 
@@ -72,12 +74,40 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+# Far above every study's network (the largest has 1.7M), far below what would exhaust memory.
+MAX_MODEL_PARAMS = 50_000_000
+
+
+def model_skeleton(name: str, **model_args: Any) -> torch.nn.Module:
+    """The PyTorch model's structure on the `meta` device: shapes, no memory."""
+    with torch.device("meta"):
+        return _build(get_model_spec(name), model_args)
+
+
 def create_model(name: str, **model_args: Any) -> Any:
-    """Build a fresh model; bad `model_args` are a `ConfigError` naming the model."""
+    """Build a fresh model; bad `model_args` are a `ConfigError` naming the model, and so is
+    a PyTorch model over MAX_MODEL_PARAMS parameters (counted before anything is allocated)."""
     spec = get_model_spec(name)
+    if spec.framework == "torch":
+        count = sum(p.numel() for p in model_skeleton(name, **model_args).parameters())
+        if count > MAX_MODEL_PARAMS:
+            raise ConfigError(
+                f"model {name!r} with model_args {_short(model_args)} has {count:,} "
+                f"parameters, more than the {MAX_MODEL_PARAMS:,} allowed; use smaller layers"
+            )
+    return _build(spec, model_args)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _build(spec: ModelSpec, model_args: dict[str, Any]) -> Any:
+    name = spec.name
     try:
         return spec.builder(**model_args)
     except TypeError as exc:
-        raise ConfigError(f"model {name!r}: bad model_args {model_args}: {exc}") from None
+        raise ConfigError(f"model {name!r}: bad model_args {_short(model_args)}: {exc}") from None
     except ValueError as exc:
         raise ConfigError(f"model {name!r}: {exc}") from None

@@ -5,19 +5,27 @@ atomically, `readers` reads them back with one-line errors, `weights` saves and 
 trained PyTorch model.
 """
 
-from fashionlab.runs.folder import COMPLETE_MARKER, is_complete, prepare_run_dir
+from fashionlab.runs.folder import (
+    COMPLETE_MARKER,
+    STUDY_MARKER,
+    claim_folder,
+    is_complete,
+    prepare_folder,
+)
 from fashionlab.runs.readers import load_config, load_history, load_metrics, load_predictions
 from fashionlab.runs.writer import HISTORY_FIELDS, RunWriter, environment
 
 __all__ = [
     "COMPLETE_MARKER",
     "HISTORY_FIELDS",
+    "STUDY_MARKER",
     "RunWriter",
+    "claim_folder",
     "environment",
     "is_complete",
     "load_config",
     "load_history",
     "load_metrics",
     "load_predictions",
-    "prepare_run_dir",
+    "prepare_folder",
 ]

@@ -1,35 +1,99 @@
-"""The run folder as a place on disk: claiming it, and knowing when a run in it is finished.
+"""The run (or study) folder as a place on disk: claiming it, replacing it, knowing it is done.
 
-The `complete` marker is written last, after every other file, so its presence is the one
-test of a finished run that every reader (study, evaluate, report, serve) uses.
+- A folder is *claimed* by the command working in it: an exclusive, non-blocking `flock` on its
+  `.lock` file, held until the command ends (the kernel releases it if the process dies), so of
+  two commands started on one folder exactly one proceeds and the other is told which process
+  holds it.
+- fashionlab marks each folder it makes (`.fashionlab-run`, `.fashionlab-study`); `--overwrite`
+  only ever empties a folder with that marker (or one laid out as an earlier version left it),
+  never anything else a mistyped name points at.
+- The `complete` marker is written last, after every other file, so its presence is the one
+  test of a finished run that every reader (study, evaluate, report, serve) uses.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
+from fashionlab._io import remove_stale_temp_files
 from fashionlab.errors import RunError
 
 COMPLETE_MARKER = "complete"
+LOCK_FILE = ".lock"
+RUN_MARKER = ".fashionlab-run"
+STUDY_MARKER = ".fashionlab-study"
+# What an earlier version's folders hold, for recognising them without a marker.
+_LEGACY_SIGNS = {RUN_MARKER: "config.yaml", STUDY_MARKER: "study.yaml"}
 
 
 def is_complete(run_dir: str | Path) -> bool:
     """Whether the run in `run_dir` finished training and evaluation."""
     return (Path(run_dir) / COMPLETE_MARKER).exists()
 
-def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Refuse to silently reuse a folder that holds a run; `overwrite` empties it first."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunError(f"{run_dir}: exists and is not a folder")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            state = (
-                "a finished run" if is_complete(run_dir) else "an unfinished run"
-            )
+
+@contextlib.contextmanager
+def claim_folder(folder: Path, what: str = "run") -> Iterator[Path]:
+    """Hold `folder` (created if missing) for this process until the block ends."""
+    if folder.exists() and not folder.is_dir():
+        raise RunError(f"{folder}: exists and is not a folder; choose another name")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise RunError(f"{folder}: cannot use it ({exc.strerror or exc})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
             raise RunError(
-                f"{run_dir} already holds {state}; pass --overwrite to replace it"
-                + ("" if state == "a finished run" else " or --resume to continue it")
+                f"{folder} is in use by process {holder} (a {what} is running there); "
+                "wait for it to finish or choose another name"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        remove_stale_temp_files(folder)  # a killed write's leftovers; nobody else writes here
+        yield folder
+    finally:
+        os.close(fd)
+
+
+def prepare_folder(folder: Path, overwrite: bool, marker: str = RUN_MARKER) -> None:
+    """Make a claimed `folder` ready for a new run: refuse to reuse one that holds a run unless
+    `overwrite`, and then empty it only if fashionlab made it; mark it as ours."""
+    contents = [p for p in folder.iterdir() if p.name != LOCK_FILE]
+    if contents and not overwrite:
+        state = "a finished run" if is_complete(folder) else "an unfinished run"
+        raise RunError(
+            f"{folder} already holds {state}; pass --overwrite to replace it"
+            + ("" if state == "a finished run" else " or --resume to continue it")
+        )
+    if contents:
+        if not is_ours(folder, marker):
+            raise RunError(
+                f"{folder}: not a folder fashionlab made (no {marker} marker); --overwrite "
+                "only replaces those; move it away or choose another name"
             )
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+        for path in contents:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    mark(folder, marker)
+
+
+def is_ours(folder: Path, marker: str = RUN_MARKER) -> bool:
+    """Whether fashionlab made `folder`: its marker, or an earlier version's layout."""
+    return (folder / marker).is_file() or (folder / _LEGACY_SIGNS[marker]).is_file()
+
+
+def mark(folder: Path, marker: str) -> None:
+    (folder / marker).touch()

@@ -12,8 +12,9 @@ import numpy as np
 import yaml
 from pydantic import ValidationError
 
+from fashionlab._io import YamlTooLarge, load_yaml, read_text_bounded
 from fashionlab.config import TrainConfig, describe_validation_error
-from fashionlab.errors import RunError
+from fashionlab.errors import RunError, one_line
 
 
 def load_config(run_dir: str | Path) -> TrainConfig:
@@ -21,11 +22,15 @@ def load_config(run_dir: str | Path) -> TrainConfig:
     if not Path(run_dir).is_dir():
         raise RunError(f"{run_dir}: no such run folder")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(read_text_bounded(path))
     except FileNotFoundError:
         raise RunError(f"{path}: missing; is {run_dir} a fashionlab run folder?") from None
+    except YamlTooLarge as exc:
+        raise RunError(f"{path}: refused: the YAML is {exc}") from None
     except yaml.YAMLError as exc:
-        raise RunError(f"{path}: not valid YAML ({exc})") from None
+        raise RunError(f"{path}: not valid YAML ({one_line(exc, 200)})") from None
+    except (OSError, ValueError) as exc:  # not a regular file, too large, not UTF-8
+        raise RunError(f"{path}: cannot read it ({one_line(exc)})") from None
     if not isinstance(raw, dict):
         raise RunError(f"{path}: expected a mapping of config keys")
     try:
@@ -54,9 +59,12 @@ def load_metrics(run_dir: str | Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise RunError(f"{path}: corrupt JSON ({exc})") from None
+        metrics = json.loads(read_text_bounded(path))
+    except (json.JSONDecodeError, OSError, ValueError) as exc:
+        raise RunError(f"{path}: not readable JSON ({one_line(exc, 120)})") from None
+    if not isinstance(metrics, dict):
+        raise RunError(f"{path}: expected a JSON object of metrics, got {type(metrics).__name__}")
+    return metrics
 
 
 def load_predictions(run_dir: str | Path) -> dict[str, np.ndarray]:
@@ -72,4 +80,3 @@ def load_predictions(run_dir: str | Path) -> dict[str, np.ndarray]:
         if key not in out:
             raise RunError(f"{path}: has no '{key}' array")
     return out
-

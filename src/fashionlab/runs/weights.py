@@ -10,17 +10,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
-from safetensors import SafetensorError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
-from fashionlab._io import atomic_write_bytes
-from fashionlab.config import TrainConfig
+from fashionlab._io import atomic_write_bytes, read_text_bounded
+from fashionlab.config import TrainConfig, describe_validation_error
 from fashionlab.data import CLASS_NAMES, Normalizer
-from fashionlab.errors import RunError
-from fashionlab.models import create_model, get_model_spec
+from fashionlab.errors import ConfigError, RunError, one_line
+from fashionlab.models import create_model, get_model_spec, model_skeleton
 from fashionlab.models.memory_format import apply_memory_format
 from fashionlab.runs.readers import load_config
 
@@ -56,41 +57,117 @@ class LoadedModel:
     run_dir: Path
 
 
-def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild the run's model in eval mode; every failure is a one-line `RunError`."""
-    run_dir = Path(run_dir)
-    config = load_config(run_dir)
-    info_path, weights_path = run_dir / "model.json", run_dir / WEIGHTS_FILE
+class _Normalization(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    preset: Literal["dataset", "half", "unit", "zscore"]
+    mean: float | list[list[float]] | list[list[list[float]]]
+    std: float | list[list[float]] | list[list[list[float]]]
+
+
+class _ModelInfo(BaseModel):
+    """model.json, validated before anything it names is built."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    model_args: dict[str, Any] = Field(default_factory=dict)
+    class_names: list[str] = Field(default_factory=lambda: list(CLASS_NAMES))
+    normalization: _Normalization
+
+
+def _read_info(path: Path) -> _ModelInfo:
     try:
-        info = json.loads(info_path.read_text())
+        raw = json.loads(read_text_bounded(path))
     except FileNotFoundError:
-        raise RunError(
-            f"{info_path}: missing; the run has no saved model (did it finish?)"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise RunError(f"{info_path}: corrupt JSON ({exc})") from None
-    if get_model_spec(info["model"]).framework != "torch":
-        raise RunError(f"{run_dir}: model {info['model']!r} is not a PyTorch model")
-    model = create_model(info["model"], **info.get("model_args", {}))
+        raise RunError(f"{path}: missing; the run has no saved model (did it finish?)") from None
+    except (json.JSONDecodeError, OSError, ValueError) as exc:
+        raise RunError(f"{path}: not a readable model.json ({one_line(exc, 120)})") from None
+    if not isinstance(raw, dict):
+        raise RunError(f"{path}: expected a JSON object with 'model' and 'normalization'")
     try:
-        state = load_file(weights_path)
+        info = _ModelInfo(**raw)
+    except ValidationError as exc:
+        raise RunError(one_line(describe_validation_error(exc, str(path)), 400)) from None
+    if len(info.class_names) != len(CLASS_NAMES):
+        raise RunError(f"{path}: class_names must list {len(CLASS_NAMES)} classes")
+    return info
+
+
+def _normalizer(info: _ModelInfo, path: Path) -> Normalizer:
+    norm = info.normalization
+    mean, std = torch.tensor(norm.mean), torch.tensor(norm.std)
+    for name, t in (("mean", mean), ("std", std)):
+        if t.dim() not in (0, 2, 3) or (t.dim() > 0 and tuple(t.shape[-2:]) != (28, 28)):
+            raise RunError(f"{path}: normalization {name} must be a number or 28x28 values")
+    if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+        raise RunError(f"{path}: normalization mean/std must be finite and std > 0")
+    return Normalizer(norm.preset, mean, std)
+
+
+def _check_against_header(weights_path: Path, name: str, model_args: dict[str, Any]) -> None:
+    """The safetensors header's tensor names and shapes against the model's, before either
+    is allocated: a model.json naming a huge model, or weights of another one, stop here."""
+    try:
+        skeleton = model_skeleton(name, **model_args)
+    except ConfigError as exc:
+        raise RunError(f"{weights_path.parent / 'model.json'}: {exc}") from None
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    try:
+        with safe_open(str(weights_path), framework="pt") as handle:
+            stored = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
     except FileNotFoundError:
         raise RunError(f"{weights_path}: missing; re-train or restore the file") from None
     except (SafetensorError, OSError, ValueError) as exc:
-        raise RunError(f"{weights_path}: corrupt safetensors file ({exc})") from None
+        raise RunError(f"{weights_path}: corrupt safetensors file ({one_line(exc, 120)})") from None
+    if stored != expected:
+        missing = sorted(expected.keys() - stored.keys())[:3]
+        unexpected = sorted(stored.keys() - expected.keys())[:3]
+        shapes = [k for k in expected.keys() & stored.keys() if expected[k] != stored[k]][:3]
+        raise RunError(
+            f"{weights_path}: does not match model {name!r} (missing {missing}, unexpected "
+            f"{unexpected}, other shapes {shapes}); re-train or restore the run's files"
+        )
+
+
+def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the run's model in eval mode; every failure is a one-line `RunError`.
+
+    Nothing in the folder is trusted before it is checked: model.json is validated, the
+    model it names is built on the `meta` device and compared with the safetensors header,
+    and only then are the model and the weights allocated; non-finite weights are refused."""
+    run_dir = Path(run_dir)
+    config = load_config(run_dir)
+    info_path, weights_path = run_dir / "model.json", run_dir / WEIGHTS_FILE
+    info = _read_info(info_path)
+    try:
+        spec = get_model_spec(info.model)
+    except ConfigError as exc:
+        raise RunError(f"{info_path}: {exc}") from None
+    if spec.framework != "torch":
+        raise RunError(f"{run_dir}: model {info.model!r} is not a PyTorch model")
+    normalizer = _normalizer(info, info_path)
+    _check_against_header(weights_path, info.model, info.model_args)
+    model = create_model(info.model, **info.model_args)
+    try:
+        state = load_file(weights_path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RunError(f"{weights_path}: corrupt safetensors file ({one_line(exc, 120)})") from None
+    bad = [k for k, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise RunError(
+            f"{weights_path}: {len(bad)} tensor(s) hold NaN or infinite values ({bad[0]}, ...); "
+            "the run diverged or the file is damaged: re-train it"
+        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:3])
         raise RunError(
-            f"{weights_path}: does not match model {info['model']!r} ({detail[:300]})"
+            f"{weights_path}: does not match model {info.model!r} ({one_line(exc, 300)})"
         ) from None
-    norm = info["normalization"]
-    normalizer = Normalizer(norm["preset"], torch.tensor(norm["mean"]), torch.tensor(norm["std"]))
     model.to(device).eval()
     # The layout it was evaluated in during training: the same kernels, the same logits.
     apply_memory_format(model, config.memory_format)
     return LoadedModel(
-        model, config, normalizer, tuple(info.get("class_names", CLASS_NAMES)), info, run_dir
+        model, config, normalizer, tuple(info.class_names), info.model_dump(), run_dir
     )

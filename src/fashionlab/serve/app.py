@@ -7,29 +7,34 @@ Endpoints:
 * `POST /api/predict`: multipart with `file` (the image) and optional `top_k`, `preprocess`;
   returns the class probabilities, the top-k, the preprocessing steps, the 28x28 image the
   model saw and a Grad-CAM overlay, both as PNG data URLs.
-* `GET /api/health`, `GET /api/model`, `GET /api/examples` (a few test images), and FastAPI's
-  `/docs` and `/openapi.json`.
+* `GET /api/health`, `GET /api/model`, `GET /api/examples` (a few test images), and
+  `/openapi.json` (no `/docs` page: FastAPI's loads its scripts from a public CDN, which an
+  offline machine cannot reach and this page's policy would not allow).
 
 Untrusted uploads: bodies over the limit get 413 (see `middleware.BodySizeLimit`); anything
 that is not a usable image gets 400 with a one-line `detail` (decoding is
 `fashionlab.inference.imaging`, which checks the declared size before decoding a pixel); every
 request is independent, so the server keeps serving after a bad one.
 
-Concurrency: endpoints are plain `def`, so Starlette runs them in its thread pool; the
-`Classifier` serialises torch calls itself, and decoding is bounded by a semaphore so that a
-burst of large photos cannot hold many decoded frames in memory at once.
+Concurrency: `/api/predict` is a plain `def`, so Starlette runs it in its thread pool; the
+`Classifier` serialises torch calls itself. What a burst of uploads may hold is bounded
+(`serve.limits`): decodes reserve their peak memory from a budget before decoding, at most a
+fixed number of predictions wait at once (the rest get 503), and the health, model and example
+endpoints are `async`, so they answer from the event loop without queueing behind decodes.
+Only the Host names given are served (`TrustedHostMiddleware`: no DNS rebinding), and no
+response names a file or folder of the server.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from fashionlab import __version__
 from fashionlab.data import CLASS_NAMES
@@ -44,15 +49,20 @@ from fashionlab.inference import (
 from fashionlab.runs import load_metrics
 from fashionlab.serve.encoding import png_data_url
 from fashionlab.serve.examples import ExampleImages
+from fashionlab.serve.limits import (
+    DEFAULT_DECODE_BUDGET_BYTES,
+    DEFAULT_MAX_WAITING,
+    DecodeBudget,
+    WaitingRoom,
+)
 from fashionlab.serve.middleware import BodySizeLimit, SecurityHeaders, format_bytes
 
 DEFAULT_MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 # Room for the multipart framing and the small form fields around the file itself; the file
 # alone is then checked against max_upload_bytes exactly.
 FORM_OVERHEAD_BYTES = 64 * 1024
-# Decodes allowed at once. A 40-megapixel upload decodes to ~160 MB; more parallel decodes than
-# cores would not be faster anyway.
-DECODE_SLOTS = 4
+# Host names served by default; `fashionlab serve --host` adds the one it listens on.
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
 STATIC_DIR = Path(__file__).parent / "static"
 # The page needs nothing outside this server; images are data: URLs (results) or blob: URLs
 # (the local preview of the picked file).
@@ -86,6 +96,9 @@ def create_app(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     onnx_threads: int | None = None,
     classifier: Classifier | None = None,
+    allowed_hosts: tuple[str, ...] | list[str] = LOCAL_HOSTS,
+    decode_budget_bytes: int = DEFAULT_DECODE_BUDGET_BYTES,
+    max_waiting: int = DEFAULT_MAX_WAITING,
 ) -> FastAPI:
     """The app for one run; its model is loaded here, once (a bad run folder fails now, before
     a server starts). `classifier` lets a caller share one already loaded."""
@@ -95,7 +108,8 @@ def create_app(
     clf = classifier or Classifier.from_run(run_dir, backend=backend, onnx_threads=onnx_threads)
     model_summary = _model_summary(clf, run_dir, max_upload_bytes)
     examples = ExampleImages(data_dir, clf.class_names)
-    decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
+    budget = DecodeBudget(decode_budget_bytes)
+    waiting = WaitingRoom(max_waiting)
     index_html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
 
     app = FastAPI(
@@ -103,6 +117,8 @@ def create_app(
         version=__version__,
         description=f"Classify clothing images with the Fashion-MNIST model of run "
         f"`{run_dir.name}` ({clf.model_name}).",
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.classifier = clf
     # The size limit wraps the whole app, so nothing reads a body before it has counted it;
@@ -111,6 +127,7 @@ def create_app(
     app.add_middleware(
         BodySizeLimit, max_body_bytes=max_upload_bytes + FORM_OVERHEAD_BYTES, detail=too_large
     )
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
@@ -126,11 +143,11 @@ def create_app(
         return HTMLResponse(index_html, headers={"Content-Security-Policy": PAGE_CSP})
 
     @app.get("/api/health", summary="Liveness: the model is loaded and answering")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:
         return {"status": "ok", "model": clf.model_name, "backend": clf.backend}
 
     @app.get("/api/model", summary="The served model: name, size, test accuracy, input format")
-    def model() -> dict[str, Any]:
+    async def model() -> dict[str, Any]:
         return model_summary
 
     @app.get("/api/examples", summary="A few Fashion-MNIST test images as PNG data URLs")
@@ -145,10 +162,13 @@ def create_app(
         data = file.file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise HTTPException(status_code=413, detail=too_large)
-        with decode_slots:
-            image, steps = prepare_image(data, preprocessing=preprocess, max_pixels=max_pixels)
-        result = clf.classify(image, top_k=top_k)
-        cam = clf.gradcam(image, target_class=clf.class_names.index(result["label"]))
+        with waiting.enter():
+            image, steps = prepare_image(
+                data, preprocessing=preprocess, max_pixels=max_pixels, memory_gate=budget.reserve
+            )
+            del data
+            result = clf.classify(image, top_k=top_k)
+            cam = clf.gradcam(image, target_class=clf.class_names.index(result["label"]))
         return {
             **result,
             "steps": steps,

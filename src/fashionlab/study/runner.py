@@ -9,17 +9,25 @@ architectures) goes to study.json and the report module renders it.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from fashionlab._io import atomic_write_json, atomic_write_text
+from fashionlab._io import atomic_write_json, atomic_write_text, read_text_bounded
+from fashionlab.errors import RunError
 from fashionlab.report import write_report
+from fashionlab.runs.folder import (
+    LOCK_FILE,
+    STUDY_MARKER,
+    claim_folder,
+    is_ours,
+    mark,
+    prepare_folder,
+)
 from fashionlab.study.aggregate import aggregate
 from fashionlab.study.backends import check_backend, run_planned
-from fashionlab.study.spec import load_study, plan_study
+from fashionlab.study.spec import PlannedRun, StudySpec, load_study, plan_study
 
 
 def run_study(
@@ -49,10 +57,32 @@ def run_study(
             spec.seeds = None
     out = Path(out_dir) if out_dir else Path("runs") / study.name
     planned = plan_study(study, out, overrides, source=str(path))
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "study.yaml", Path(path).read_text())
+    with claim_folder(out, "study"):
+        if overwrite:
+            prepare_folder(out, overwrite=True, marker=STUDY_MARKER)
+        elif any(p.name != LOCK_FILE for p in out.iterdir()) and not is_ours(out, STUDY_MARKER):
+            raise RunError(
+                f"{out}: not a study folder (no {STUDY_MARKER} marker) and not empty; "
+                "choose another --out folder"
+            )
+        mark(out, STUDY_MARKER)
+        return _run_in(out, study, planned, path, backend, workers, address, quiet, data_dir,
+                       make_report)  # fmt: skip
+
+
+def _run_in(
+    out: Path,
+    study: StudySpec,
+    planned: list[PlannedRun],
+    path: str | Path,
+    backend: str,
+    workers: int,
+    address: str | None,
+    quiet: bool,
+    data_dir: str | Path | None,
+    make_report: bool,
+) -> Path:
+    atomic_write_text(out / "study.yaml", read_text_bounded(path))
     started = time.perf_counter()
     run_planned(planned, backend, workers, address, quiet, data_dir)
     summary = aggregate(study, planned)

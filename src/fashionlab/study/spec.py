@@ -20,6 +20,7 @@ File format (see studies/*.yaml):
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +29,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from fashionlab._io import YamlTooLarge, check_path_component, load_yaml, read_text_bounded
 from fashionlab.config import TrainConfig
-from fashionlab.errors import ConfigError
+from fashionlab.errors import ConfigError, one_line
 from fashionlab.models import build_config
 
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
@@ -98,6 +100,9 @@ class CompareSpec(BaseModel):
     claim: str = ""
 
 
+DEFAULT_MAX_RUNS = 1_000
+
+
 class StudySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -110,6 +115,8 @@ class StudySpec(BaseModel):
     runs: list[RunSpec]
     compare: list[CompareSpec] = Field(default_factory=list)
     tune: TuneSpec | None = None  # search space for `fashionlab tune`
+    # A plan larger than this is refused before it is expanded (a typo in a grid multiplies).
+    max_runs: int = Field(DEFAULT_MAX_RUNS, ge=1)
     _lines: dict[tuple, int] = PrivateAttr(default_factory=dict)  # YAML path -> line number
 
     def where(self, source: str, *path: Any) -> str:
@@ -120,9 +127,7 @@ class StudySpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
-            raise ValueError("use letters, digits, '.', '_' and '-' only")
-        return value
+        return check_path_component(value)
 
     @field_validator("seeds")
     @classmethod
@@ -183,13 +188,15 @@ def _line_for(lines: dict[tuple, int], loc: tuple) -> int | None:
 def load_study(path: str | Path) -> StudySpec:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = read_text_bounded(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: study file not found") from None
-    except (IsADirectoryError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read study file ({exc})") from None
+    except (OSError, ValueError) as exc:  # a folder, not UTF-8, not a regular file, too large
+        raise ConfigError(f"{path}: cannot read study file ({one_line(exc)})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
+    except YamlTooLarge as exc:
+        raise ConfigError(f"{path}: refused: the YAML is {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
@@ -217,11 +224,12 @@ def load_study(path: str | Path) -> StudySpec:
                 )
                 allowed = f" (allowed: {', '.join(model.model_fields)})"
             problems.append(f"{path}:{line or '?'}: {key}: {what}{allowed}")
-        raise ConfigError("; ".join(problems)) from None
+        raise ConfigError(one_line("; ".join(problems), 2000)) from None
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
+    """A run label as the start of a folder name (its safety is checked with the config)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).lstrip(".-").rstrip("-")[:100] or "run"
 
 
 def _grid_points(grid: dict[str, Any]) -> list[tuple[dict[str, str], dict[str, Any]]]:
@@ -281,6 +289,15 @@ def plan_study(
     source: str = "study",
 ) -> list[PlannedRun]:
     """Resolve every run's config (all errors before anything runs)."""
+    planned_count = sum(
+        math.prod(len(v) for v in spec.grid.values()) * len(spec.seeds or study.seeds)
+        for spec in study.runs
+    )
+    if planned_count > study.max_runs:
+        raise ConfigError(
+            f"{source}: the study plans {planned_count:,} runs, more than max_runs "
+            f"{study.max_runs:,}; shrink its grid or seeds, or raise max_runs in the file"
+        )
     planned: list[PlannedRun] = []
     errors: list[str] = []
     labels_seen: set[str] = set()
@@ -334,7 +351,7 @@ def plan_study(
                     f"(labels: {', '.join(sorted(known))})"
                 )
     if errors:
-        raise ConfigError("; ".join(dict.fromkeys(errors)))
+        raise ConfigError(one_line("; ".join(dict.fromkeys(errors)), 2000))
     # Seed-major order: every model's first seed finishes before any second seed starts, so a
     # study cut short still compares all models; within a seed, file order (feature runs come
     # after the CNN runs they read).

@@ -7,7 +7,9 @@ algorithms for the run they are doing only.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,14 @@ from fashionlab.data import CLASS_NAMES, prepare_data
 from fashionlab.errors import ConfigError, FashionlabError, RunError
 from fashionlab.evaluation import summarize
 from fashionlab.models import get_model_spec
-from fashionlab.runs import RunWriter, is_complete, load_config, load_metrics, prepare_run_dir
+from fashionlab.runs import (
+    RunWriter,
+    claim_folder,
+    is_complete,
+    load_config,
+    load_metrics,
+    prepare_folder,
+)
 from fashionlab.runs.weights import load_model
 from fashionlab.train.checkpoint import CHECKPOINT
 from fashionlab.train.device import deterministic_algorithms, resolve_device
@@ -82,14 +91,17 @@ def train(
     if _is_numpy(config.model):
         if dist_ctx.enabled:
             raise ConfigError("numpy-mlp trains in one process; run it without torchrun/--nproc")
-        prepare_run_dir(run_dir, overwrite)
-        return train_numpy_run(config, run_dir, quiet=quiet, data_dir=data_dir)
-    try:
-        # Rank 0 alone creates (or clears) the folder; the others wait, then share its outcome.
+        with claim_folder(run_dir):
+            prepare_folder(run_dir, overwrite)
+            return train_numpy_run(config, run_dir, quiet=quiet, data_dir=data_dir)
+    with contextlib.ExitStack() as held, _distributed(dist_ctx):
+        # Rank 0 alone claims and prepares the folder, and holds it until the run ends; the
+        # others wait, then share its outcome.
         error = None
         if dist_ctx.is_main:
             try:
-                prepare_run_dir(run_dir, overwrite)
+                held.enter_context(claim_folder(run_dir))
+                prepare_folder(run_dir, overwrite)
             except FashionlabError as exc:
                 error = exc
         error = dist_ctx.broadcast_object(str(error) if error else None)
@@ -98,6 +110,12 @@ def train(
         with deterministic_algorithms():
             trainer = _start(config, run_dir, quiet, data_dir, epoch_callback, dist_ctx, stop_after)
             return execute_and_release(trainer)
+
+
+@contextlib.contextmanager
+def _distributed(dist_ctx: DistContext) -> Iterator[DistContext]:
+    try:
+        yield dist_ctx
     finally:
         shutdown_distributed()
 
@@ -129,10 +147,20 @@ def resume(
     if _is_numpy(config.model):
         # The NumPy MLP keeps no per-epoch checkpoint; it is fast and deterministic, so an
         # interrupted run is trained again from the start with the same config.
-        prepare_run_dir(run_dir, overwrite=True)
-        return train_numpy_run(config, run_dir, quiet=quiet, data_dir=data_dir)
+        with claim_folder(run_dir):
+            prepare_folder(run_dir, overwrite=True)
+            return train_numpy_run(config, run_dir, quiet=quiet, data_dir=data_dir)
     dist_ctx = init_distributed(config.device)
-    try:
+    with contextlib.ExitStack() as held, _distributed(dist_ctx):
+        error = None
+        if dist_ctx.is_main:
+            try:
+                held.enter_context(claim_folder(run_dir))
+            except FashionlabError as exc:
+                error = exc
+        error = dist_ctx.broadcast_object(str(error) if error else None)
+        if error:
+            raise RunError(error)
         with deterministic_algorithms():
             trainer = Trainer(
                 config,
@@ -146,8 +174,6 @@ def resume(
             if (run_dir / CHECKPOINT).exists():
                 trainer.load_checkpoint()
             return execute_and_release(trainer)
-    finally:
-        shutdown_distributed()
 
 
 def evaluate_run(
