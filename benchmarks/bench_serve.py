@@ -13,6 +13,13 @@ measure what a user waits for:
    one. Reported: requests, errors, requests/s, p50/p99 latency. A request here is the whole
    pipeline: upload, decode, preprocess, classify, Grad-CAM, two PNG data URLs back.
 
+3. Hostile load: `--hostile-rounds` rounds (default 4) of 16 concurrent maximum-size uploads
+   (40-megapixel RGBA and 16-bit grayscale PNGs, each far under the upload limit), with the
+   server's resident memory sampled from /proc and /api/health polled every 100 ms meanwhile.
+   Reported: the server's idle, peak and settled (2 s after the last round) resident memory,
+   the responses by status (200, or 503 when the server is busy), and health latency. Targets
+   (issue 17): peak <= 1.5 GB, settled within 300 MB of idle, health <= 100 ms.
+
 Without `--run` a tiny s0-m1 run (1 epoch on 256 images) is trained into a temporary folder:
 latency does not depend on accuracy, only on the architecture. The ONNX file for the in-process
 measurement is written to a temporary folder, never into the run.
@@ -202,6 +209,108 @@ def load_test(base: str, upload: bytes, clients: int, duration: float, max_reque
         raise SystemExit(1)
 
 
+def max_size_pngs(pixels: int = 40_000_000) -> dict[str, bytes]:
+    """A uniform RGBA PNG and a 16-bit grayscale PNG of `pixels` pixels: tiny files that
+    decode to the most memory an upload may cost."""
+    side = int(pixels**0.5)
+    out = {}
+    for name, image in (
+        ("rgba", Image.new("RGBA", (side, side), (200, 120, 40, 255))),
+        ("gray16", Image.new("I;16", (side, side), 40_000)),
+    ):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        out[name] = buffer.getvalue()
+    return out
+
+
+def resident_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def hostile_load(base: str, pid: int, rounds: int, concurrent: int = 16) -> None:
+    uploads = max_size_pngs()
+    sizes = ", ".join(f"{k} {len(v) // 1024:,} KiB" for k, v in uploads.items())
+    time.sleep(1.0)
+    idle = resident_bytes(pid)
+    peak = [idle]
+    health: list[float] = []
+    statuses: dict[str, int] = {}
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], resident_bytes(pid))
+            time.sleep(0.02)
+
+    def poll_health() -> None:
+        with httpx.Client(timeout=30) as http:
+            while not stop.is_set():
+                started = time.perf_counter()
+                http.get(f"{base}/api/health").raise_for_status()
+                health.append(time.perf_counter() - started)
+                time.sleep(0.1)
+
+    def upload(kind: str) -> None:
+        files = {"file": (f"{kind}.png", uploads[kind], "image/png")}
+        try:
+            with httpx.Client(timeout=120) as http:
+                status = str(http.post(f"{base}/api/predict", files=files).status_code)
+        except httpx.TransportError as exc:
+            status = type(exc).__name__
+        with lock:
+            statuses[status] = statuses.get(status, 0) + 1
+
+    watchers = [threading.Thread(target=sample), threading.Thread(target=poll_health)]
+    for t in watchers:
+        t.start()
+    started = time.perf_counter()
+    try:
+        for _ in range(rounds):
+            burst = [
+                threading.Thread(target=upload, args=("rgba" if i % 2 else "gray16",))
+                for i in range(concurrent)
+            ]
+            for t in burst:
+                t.start()
+            for t in burst:
+                t.join()
+    finally:
+        wall = time.perf_counter() - started
+        time.sleep(2.0)
+        stop.set()
+        for t in watchers:
+            t.join()
+    settled = resident_bytes(pid)
+    mb = 1 / 2**20
+    print(
+        f"\nHostile load: {rounds} rounds of {concurrent} concurrent 40-megapixel uploads "
+        f"({sizes}), {wall:.1f} s:"
+    )
+    print(f"  responses    {dict(sorted(statuses.items()))}")
+    print(f"  server RSS   idle {idle * mb:,.0f} MB, peak {peak[0] * mb:,.0f} MB, settled "
+          f"{settled * mb:,.0f} MB ({(settled - idle) * mb:+,.0f} MB)")  # fmt: skip
+    if health:
+        print(
+            f"  /api/health  p50 {1e3 * percentile(health, 50):.1f} ms, p99 "
+            f"{1e3 * percentile(health, 99):.1f} ms, max {1e3 * max(health):.1f} ms "
+            f"({len(health)} polls)"
+        )
+    checks = {
+        "peak <= 1.5 GB": peak[0] <= 1.5e9,
+        "settled within 300 MB of idle": settled - idle <= 300 * 2**20,
+        "health <= 100 ms (max)": bool(health) and max(health) <= 0.1,
+        "every response 200 or 503": set(statuses) <= {"200", "503"},
+    }
+    for name, ok in checks.items():
+        print(f"  {'met' if ok else 'MISSED':<6} {name}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="run folder (default: train a tiny s0-m1)")
@@ -211,6 +320,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=300, help="in-process timed calls")
     parser.add_argument(
         "--threads", type=int, default=1, help="inference threads (default 1, as fashionlab serve)"
+    )
+    parser.add_argument(
+        "--hostile-rounds", type=int, default=4, help="rounds of max-size uploads (0: skip)"
     )
     args = parser.parse_args()
 
@@ -229,6 +341,8 @@ def main() -> None:
         proc, base = start_server(run, scratch / "server.log", args.threads)
         try:
             load_test(base, upload, args.clients, args.duration, args.max_requests)
+            if args.hostile_rounds:
+                hostile_load(base, proc.pid, args.hostile_rounds)
         finally:
             stop_server(proc)
     print(f"load average {os.getloadavg()[0]:.2f} at the end")

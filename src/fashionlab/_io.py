@@ -214,14 +214,25 @@ def _expanded_values(node: Any, seen: dict[int, int]) -> int:
     return seen[key]
 
 
+def open_regular(path: str | os.PathLike) -> BinaryIO:
+    """`open(path, "rb")` for a regular file only (ValueError otherwise). Opened without
+    blocking, so a FIFO handed over as a file fails at once instead of waiting for a writer."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def read_text_bounded(path: str | os.PathLike, limit: int = MAX_YAML_BYTES) -> str:
     """A small text file's content (UTF-8), refusing anything but a regular file of at most
     `limit` bytes (ValueError) before reading more than that: a FIFO, a device or a huge file
     handed over as a config must not hang or fill memory."""
-    path = Path(path)
-    with open(path, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise ValueError("not a regular file")
+    with open_regular(path) as handle:
         data = handle.read(limit + 1)
     if len(data) > limit:
         raise ValueError(f"larger than {limit // 1024} KiB")

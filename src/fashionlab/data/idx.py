@@ -8,14 +8,13 @@ well-formed and the file must hold exactly the bytes it declares.
 from __future__ import annotations
 
 import math
-import os
-import stat
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from fashionlab._io import open_regular
 from fashionlab.errors import DataError
 
 # IDX type byte -> big-endian NumPy dtype.
@@ -32,6 +31,7 @@ IDX_DTYPES = {
 # The largest IDX file a user may load with --no-verify (Fashion-MNIST's largest is 47 MB).
 MAX_IDX_BYTES = 1 << 30
 _CHUNK = 1 << 20
+_HEAD = 4 + 4 * 255  # the longest IDX header
 
 
 def read_idx_bytes(path: str | Path, max_bytes: int = MAX_IDX_BYTES) -> bytes:
@@ -44,10 +44,10 @@ def read_idx_bytes(path: str | Path, max_bytes: int = MAX_IDX_BYTES) -> bytes:
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected an IDX file")
     try:
-        with open(path, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise DataError(f"{path}: not a regular file; expected an IDX file")
+        with open_regular(path) as handle:
             return _read_bounded(handle, path, max_bytes)
+    except ValueError:
+        raise DataError(f"{path}: not a regular file; expected an IDX file") from None
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except OSError as exc:
@@ -63,25 +63,32 @@ def _read_bounded(handle, path: Path, max_bytes: int) -> bytes:
     out = bytearray() if gz else bytearray(first)
     pending = first if gz else b""
     limit = max_bytes + 1  # until the header says how much there should be
+    known = False
     while len(out) < limit:
-        chunk = pending or handle.read(_CHUNK)
-        pending = b""
-        if not chunk:
-            break
+        if inflate is not None and inflate.unconsumed_tail:
+            chunk = inflate.unconsumed_tail
+        else:
+            chunk = pending or handle.read(_CHUNK)
+            pending = b""
+            if not chunk:
+                break
         if inflate is None:
             out += chunk[: limit - len(out)]
         else:
             try:
-                out += inflate.decompress(chunk, limit - len(out))
-                while inflate.unconsumed_tail and len(out) < limit:
-                    out += inflate.decompress(inflate.unconsumed_tail, limit - len(out))
+                # At most a chunk of output per step: the header, read first, sets the limit.
+                step = _CHUNK if known else _HEAD
+                out += inflate.decompress(chunk, min(limit - len(out), step))
             except zlib.error as exc:
                 raise DataError(
                     f"{path}: corrupt or truncated gzip ({exc}); delete it and fetch the data "
                     "again"
                 ) from None
-        declared = _declared_size(bytes(out[:1028]))
+        if inflate is not None and inflate.eof:
+            break
+        declared = None if known else _declared_size(bytes(out[:_HEAD]))
         if declared is not None:
+            known = True
             if declared > max_bytes:
                 raise DataError(
                     f"{path}: its header declares {declared:,} bytes, more than the "
@@ -95,7 +102,7 @@ def _read_bounded(handle, path: Path, max_bytes: int) -> bytes:
         )
     if len(out) > max_bytes:
         raise DataError(f"{path}: larger than the {max_bytes:,} bytes allowed for this file")
-    return bytes(out)
+    return bytes(out[:limit])
 
 
 def _declared_size(head: bytes) -> int | None:

@@ -21,6 +21,11 @@ def build_config(
     spec = get_model_spec(model)
     values: dict[str, Any] = {"model": spec.name, **spec.recipe}
     overrides = dict(overrides or {})
+    if not isinstance(overrides.get("model_args", {}), dict):
+        raise ConfigError(
+            f"{source}: model_args must be a mapping (e.g. {{hidden: [256]}}), got "
+            f"{type(overrides['model_args']).__name__}"
+        )
     model_args = {**values.pop("model_args", {}), **overrides.pop("model_args", {})}
     values.update(overrides)
     values["model"] = spec.name

@@ -39,9 +39,18 @@ def is_complete(run_dir: str | Path) -> bool:
 
 @contextlib.contextmanager
 def claim_folder(folder: Path, what: str = "run") -> Iterator[Path]:
-    """Hold `folder` (created if missing) for this process until the block ends."""
+    """Hold `folder` (created if missing) for this process until the block ends. A folder
+    that holds anything fashionlab did not make is refused before anything is written in it."""
+    marker = STUDY_MARKER if what == "study" else RUN_MARKER
     if folder.exists() and not folder.is_dir():
         raise RunError(f"{folder}: exists and is not a folder; choose another name")
+    if folder.is_dir() and not is_ours(folder, marker) and any(
+        p.name != LOCK_FILE for p in folder.iterdir()
+    ):
+        raise RunError(
+            f"{folder}: not a folder fashionlab made (no {marker} marker) and not empty; "
+            "choose another name or folder"
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)

@@ -15,13 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from fashionlab._io import atomic_write_json, atomic_write_text, read_text_bounded
-from fashionlab.errors import RunError
 from fashionlab.report import write_report
 from fashionlab.runs.folder import (
-    LOCK_FILE,
     STUDY_MARKER,
     claim_folder,
-    is_ours,
     mark,
     prepare_folder,
 )
@@ -60,11 +57,6 @@ def run_study(
     with claim_folder(out, "study"):
         if overwrite:
             prepare_folder(out, overwrite=True, marker=STUDY_MARKER)
-        elif any(p.name != LOCK_FILE for p in out.iterdir()) and not is_ours(out, STUDY_MARKER):
-            raise RunError(
-                f"{out}: not a study folder (no {STUDY_MARKER} marker) and not empty; "
-                "choose another --out folder"
-            )
         mark(out, STUDY_MARKER)
         return _run_in(out, study, planned, path, backend, workers, address, quiet, data_dir,
                        make_report)  # fmt: skip

@@ -197,7 +197,21 @@ class Trainer:
         write_checkpoint(self.run_dir / CHECKPOINT, payload)
 
     def load_checkpoint(self) -> None:
-        payload = read_checkpoint(self.run_dir / CHECKPOINT, self.device)
+        path = self.run_dir / CHECKPOINT
+        payload = read_checkpoint(path, self.device)
+        try:
+            self._restore(payload)
+        except FashionlabError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            # A payload of the right kind with the wrong contents (another model's weights, a
+            # hand-made file): nothing of it is used.
+            raise RunError(
+                f"{path}: not a usable checkpoint for this run ({type(exc).__name__}); start "
+                "again with --overwrite"
+            ) from None
+
+    def _restore(self, payload: dict[str, Any]) -> None:
         # Compare as configs, so a checkpoint written before a new field existed still matches.
         if TrainConfig(**payload["config"]) != self.config:
             raise RunError(
