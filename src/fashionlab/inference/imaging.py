@@ -66,14 +66,19 @@ _BYTES_PER_PIXEL.update({mode: 2 for mode in ("I;16", "I;16L", "I;16B", "I;16N")
 
 
 def decode_cost(width: int, height: int, mode: str) -> int:
-    """Peak bytes of decoding an image of this size and mode: the decoded frame, and the one
-    full-size working copy the conversion below makes (premultiplied alpha, 16-bit samples);
-    everything after the reduction to at most WORK_MAX_SIDE pixels is small beside it."""
+    """Peak bytes of decoding an image of this size and mode: the decoded frame, the one
+    full-size working copy the conversion below makes (premultiplied alpha, 32-bit samples),
+    and a margin for the decoder's own buffers (measured: a 40-megapixel RGBA PNG peaked at
+    1.08x this without the margin); everything after the reduction to at most WORK_MAX_SIDE
+    pixels is small beside it."""
     pixels = width * height
     frame = pixels * _BYTES_PER_PIXEL.get(mode, 4)
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La", "P")
-    copy = pixels * 4 if has_alpha else (pixels * 2 if mode in _SIXTEEN_BIT_MODES else 0)
-    return frame + copy
+    # The working copy per pixel: premultiplied RGBa, int32 samples, or the L (luma) image
+    # of a colour frame; 16-bit samples are reduced in place, with the decoder's buffers.
+    copy_bytes = 4 if has_alpha or mode == "I" else (0 if mode == "L" else 1)
+    copy = pixels * copy_bytes
+    return int((frame + copy) * 1.15)
 
 
 def load_image(
@@ -227,19 +232,13 @@ def _exif_upright(im: Image.Image, notes: list[str]) -> Image.Image:
 def _pil_to_gray(im: Image.Image, notes: list[str]) -> np.ndarray:
     if im.mode in _SIXTEEN_BIT_MODES:
         # 16-bit grayscale PNG. Pillow's convert("L") would clip values above 255 rather than
-        # scale them, so scale in NumPy, after an integer box reduction of the uint16 samples
-        # (one full-size copy, not three float32 ones).
-        samples = np.asarray(im)
-        factor = _reduce_factor(*im.size)
-        if factor > 1:
-            h, w = (samples.shape[0] // factor) * factor, (samples.shape[1] // factor) * factor
-            blocks = samples[:h, :w].reshape(h // factor, factor, w // factor, factor)
-            notes.append(f"reduced {im.width}x{im.height} -> {w // factor}x{h // factor} (box)")
-            gray = blocks.mean(axis=(1, 3), dtype=np.float32)
-        else:
-            gray = samples.astype(np.float32)
-        del samples
-        gray = np.clip(gray / 65535.0, 0.0, 1.0)
+        # scale them, so scale in NumPy, after Pillow's area-average reduction of the 16-bit
+        # samples themselves (no full-size copy in any other type).
+        size = _shrink_size(*im.size)
+        if size is not None and im.mode != "I":
+            notes.append(f"reduced {im.width}x{im.height} -> {size[0]}x{size[1]} (area average)")
+            im = im.resize(size, Image.Resampling.BOX)
+        gray = np.clip(np.asarray(im, dtype=np.float32) / 65535.0, 0.0, 1.0)
         notes.append("16-bit grayscale scaled to 0..1")
         return _shrink_float(gray, notes)
     if im.mode == "F":  # not produced by FORMATS today; kept for completeness
@@ -252,7 +251,10 @@ def _pil_to_gray(im: Image.Image, notes: list[str]) -> np.ndarray:
         # right (premultiplied alpha), so the conversions below work on a small copy.
         size = im.size
         if has_alpha:
-            im = im.convert("RGBA").convert("RGBa")
+            # convert() to the same mode copies: only what is needed.
+            im = im.convert("RGBa") if im.mode in ("RGBA", "RGBa") else im.convert(
+                "RGBA"
+            ).convert("RGBa")
         elif im.mode not in ("L", "RGB", "LA", "La", "RGBa", "CMYK", "YCbCr", "I", "F"):
             im = im.convert("RGB")
         im = im.reduce(factor)

@@ -20,7 +20,7 @@ DEFAULT_DECODE_BUDGET_BYTES = 640 * 1024 * 1024
 DEFAULT_MAX_WAITING = 16
 # A request waiting longer than this for the budget is answered 503 (retry later).
 WAIT_SECONDS = 30.0
-# A decode this large hands its freed pages back to the OS when it is done.
+# A decode this large is "large": one at a time, and its freed pages go back to the OS after.
 RELEASE_ABOVE_BYTES = 32 * 1024 * 1024
 
 
@@ -32,6 +32,7 @@ class DecodeBudget:
         self.wait_seconds = wait_seconds
         self._used = 0
         self._free = threading.Condition()
+        self._large = threading.Semaphore(1)
 
     @contextlib.contextmanager
     def reserve(self, nbytes: int) -> Iterator[None]:
@@ -42,6 +43,21 @@ class DecodeBudget:
                 f"memory, the server allows {self.budget // 2**20:,} MiB); send a smaller one",
             )
         deadline = time.monotonic() + self.wait_seconds
+        large = nbytes > RELEASE_ABOVE_BYTES
+        # Large decodes one at a time as well: each keeps a core and the GIL busy for a second
+        # or more, and two of them beside the model left the event loop waiting.
+        if large and not self._large.acquire(timeout=self.wait_seconds):
+            raise HTTPException(status_code=503, detail="server busy; retry shortly")
+        try:
+            with self._reserved(nbytes, deadline):
+                yield
+        finally:
+            if large:
+                self._large.release()
+                release_freed_memory()
+
+    @contextlib.contextmanager
+    def _reserved(self, nbytes: int, deadline: float) -> Iterator[None]:
         with self._free:
             while self._used + nbytes > self.budget:
                 left = deadline - time.monotonic()
@@ -55,8 +71,6 @@ class DecodeBudget:
             with self._free:
                 self._used -= nbytes
                 self._free.notify_all()
-            if nbytes > RELEASE_ABOVE_BYTES:
-                release_freed_memory()
 
 
 class WaitingRoom:
