@@ -471,3 +471,15 @@ def test_a_trickling_connection_is_closed(good_run):
 def test_model_args_that_are_not_a_mapping(capsys):
     assert main(["train", "--model", "s4-ann", "--set", "model_args=oops"]) == 2
     assert "model_args must be a mapping" in one_line_error(capsys)
+
+
+def test_examples_do_not_name_the_servers_folders(good_run, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from fashionlab.serve import create_app
+
+    missing = tmp_path / "secret-data-folder"
+    app = create_app(good_run, data_dir=missing)
+    with TestClient(app, base_url="http://localhost") as client:
+        body = client.get("/api/examples").json()
+    assert body["examples"] == [] and "secret-data-folder" not in json.dumps(body)

@@ -59,8 +59,7 @@ def register(subparsers) -> None:
         type=float,
         default=30.0,
         metavar="SECONDS",
-        help="close a connection that has not sent a whole request within this time "
-        "(default 30)",
+        help="close a connection that has not sent a whole request within this time (default 30)",
     )
     parser.add_argument(
         "--max-connections",

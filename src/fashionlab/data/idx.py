@@ -81,8 +81,7 @@ def _read_bounded(handle, path: Path, max_bytes: int) -> bytes:
                 out += inflate.decompress(chunk, min(limit - len(out), step))
             except zlib.error as exc:
                 raise DataError(
-                    f"{path}: corrupt or truncated gzip ({exc}); delete it and fetch the data "
-                    "again"
+                    f"{path}: corrupt or truncated gzip ({exc}); delete it and fetch the data again"
                 ) from None
         if inflate is not None and inflate.eof:
             break

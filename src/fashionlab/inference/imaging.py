@@ -197,9 +197,7 @@ def _load_pil(
                 notes.append(f"animated {im.format}: used the first frame")
             im.load()
         except Exception as exc:
-            raise ImageError(
-                f"corrupt or truncated {im.format} image: {one_line(exc)}"
-            ) from None
+            raise ImageError(f"corrupt or truncated {im.format} image: {one_line(exc)}") from None
         notes.append(f"decoded {im.format} {width}x{height} ({im.mode})")
         im = _exif_upright(im, notes)
         gray = _pil_to_gray(im, notes)
@@ -252,9 +250,11 @@ def _pil_to_gray(im: Image.Image, notes: list[str]) -> np.ndarray:
         size = im.size
         if has_alpha:
             # convert() to the same mode copies: only what is needed.
-            im = im.convert("RGBa") if im.mode in ("RGBA", "RGBa") else im.convert(
-                "RGBA"
-            ).convert("RGBa")
+            im = (
+                im.convert("RGBa")
+                if im.mode in ("RGBA", "RGBa")
+                else im.convert("RGBA").convert("RGBa")
+            )
         elif im.mode not in ("L", "RGB", "LA", "La", "RGBa", "CMYK", "YCbCr", "I", "F"):
             im = im.convert("RGB")
         im = im.reduce(factor)

@@ -44,8 +44,10 @@ def claim_folder(folder: Path, what: str = "run") -> Iterator[Path]:
     marker = STUDY_MARKER if what == "study" else RUN_MARKER
     if folder.exists() and not folder.is_dir():
         raise RunError(f"{folder}: exists and is not a folder; choose another name")
-    if folder.is_dir() and not is_ours(folder, marker) and any(
-        p.name != LOCK_FILE for p in folder.iterdir()
+    if (
+        folder.is_dir()
+        and not is_ours(folder, marker)
+        and any(p.name != LOCK_FILE for p in folder.iterdir())
     ):
         raise RunError(
             f"{folder}: not a folder fashionlab made (no {marker} marker) and not empty; "
