@@ -89,7 +89,7 @@ def main() -> int:
             b = statistics.median(r["images_per_s"] for r in off)
             used = sorted(k for k, v in on[0]["kernels"].items() if v.startswith("compiled"))
             print(f"{model:<8} {precision:<9} {a:>14,.0f} {b:>14,.0f} {a / b:>6.2f}"
-                  f"   (in use: {', '.join(used) or 'none'})")  # fmt: skip
+                  f"   (compiled: {', '.join(used) or 'none'})")  # fmt: skip
     return 0
 
 

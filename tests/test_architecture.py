@@ -159,3 +159,32 @@ def test_imports_only_go_downwards(module: str) -> None:
     # `fashionlab` itself (for __version__) is every module's parent package: always loaded.
     upward = [m for m in _graph()[module] if _layer(m) is not None and _layer(m) > mine]
     assert not upward, f"{module} (layer {mine}) imports from above: {sorted(upward)}"
+
+
+def test_importing_fashionlab_changes_no_global_torch_state() -> None:
+    # Determinism is the trainer's business for the run it does (train.device), not a side
+    # effect of `import fashionlab...` in a notebook or a server.
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; before = (torch.are_deterministic_algorithms_enabled(), "
+        "torch.utils.deterministic.fill_uninitialized_memory);"
+        "import fashionlab.train, fashionlab.study, fashionlab.serve, fashionlab.cli;"
+        "after = (torch.are_deterministic_algorithms_enabled(), "
+        "torch.utils.deterministic.fill_uninitialized_memory);"
+        "assert before == after, (before, after)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_training_restores_the_determinism_setting_it_found(tmp_path) -> None:
+    import torch
+
+    from fashionlab.models import build_config
+    from fashionlab.train import train
+
+    assert not torch.are_deterministic_algorithms_enabled()
+    config = build_config("s4-ann", {"epochs": 1, "train_subset": 64, "eval_subset": 50})
+    train(config, tmp_path, quiet=True)
+    assert not torch.are_deterministic_algorithms_enabled()
