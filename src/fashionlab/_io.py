@@ -28,20 +28,10 @@ class DiskFull(FashionlabError):
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]:
     """Open a temp file beside `path`; on clean exit it replaces `path` (file and folder
     fsynced), on error it is removed. A full disk is a one-line `DiskFull`."""
-    path = Path(path)
-    fd, tmp = _make_temp(path)
-    try:
-        with _disk_errors(path):
-            with os.fdopen(fd, mode) as handle:
-                yield handle
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-            _fsync_folder(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with _replacing(Path(path)) as (fd, _tmp), os.fdopen(fd, mode) as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -60,14 +50,21 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def atomic_write_with(path: str | os.PathLike, writer: Callable[[str], None]) -> None:
     """For libraries that insist on writing to a path themselves (torch.save, np.savez, ...):
     `writer(tmp_path)` writes the temp file, which is fsynced and then replaces `path`."""
-    path = Path(path)
+    with _replacing(Path(path)) as (fd, tmp):
+        os.close(fd)
+        writer(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[tuple[int, str]]:
+    """A temp file beside `path` (descriptor, name) that replaces `path` on a clean exit, the
+    folder's entry fsynced too, and is removed on any error; ENOSPC becomes `DiskFull`."""
     fd, tmp = _make_temp(path)
-    os.close(fd)
     try:
         with _disk_errors(path):
-            writer(tmp)
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
+            yield fd, tmp
             os.replace(tmp, path)
             _fsync_folder(path.parent)
     except BaseException:

@@ -43,24 +43,28 @@ def _is_numpy(model: str) -> bool:
     return get_model_spec(model).framework == "numpy"
 
 
-def _start(
-    config: TrainConfig,
-    run_dir: Path,
-    quiet: bool,
-    data_dir: str | Path | None,
-    epoch_callback: EpochCallback | None,
-    dist_ctx: DistContext,
-    stop_after: int | None,
-) -> Trainer:
-    trainer = Trainer(
-        config,
-        run_dir,
-        quiet=quiet,
-        data_dir=data_dir,
-        epoch_callback=epoch_callback,
-        dist_ctx=dist_ctx,
-        stop_after=stop_after,
-    )
+def _claim_on_rank0(
+    held: contextlib.ExitStack, dist_ctx: DistContext, run_dir: Path, overwrite: bool | None
+) -> None:
+    """Rank 0 alone claims the folder (and, for a new run, prepares it: `overwrite` not None)
+    and holds it until the run ends; the other ranks wait, then share its outcome."""
+    error = None
+    if dist_ctx.is_main:
+        try:
+            held.enter_context(claim_folder(run_dir))
+            if overwrite is not None:
+                prepare_folder(run_dir, overwrite)
+        except FashionlabError as exc:
+            error = exc
+    error = dist_ctx.broadcast_object(str(error) if error else None)
+    if error:
+        raise RunError(error)
+
+
+def _start(config: TrainConfig, run_dir: Path, quiet: bool, **trainer_args: Any) -> Trainer:
+    """A Trainer for a new run, with the run's config and environment written."""
+    trainer = Trainer(config, run_dir, quiet=quiet, **trainer_args)
+    dist_ctx = trainer.dist
     if dist_ctx.is_main:
         writer = RunWriter(run_dir)
         writer.write_config(config)
@@ -95,20 +99,17 @@ def train(
             prepare_folder(run_dir, overwrite)
             return train_numpy_run(config, run_dir, quiet=quiet, data_dir=data_dir)
     with contextlib.ExitStack() as held, _distributed(dist_ctx):
-        # Rank 0 alone claims and prepares the folder, and holds it until the run ends; the
-        # others wait, then share its outcome.
-        error = None
-        if dist_ctx.is_main:
-            try:
-                held.enter_context(claim_folder(run_dir))
-                prepare_folder(run_dir, overwrite)
-            except FashionlabError as exc:
-                error = exc
-        error = dist_ctx.broadcast_object(str(error) if error else None)
-        if error:
-            raise RunError(error)
+        _claim_on_rank0(held, dist_ctx, run_dir, overwrite)
         with deterministic_algorithms():
-            trainer = _start(config, run_dir, quiet, data_dir, epoch_callback, dist_ctx, stop_after)
+            trainer = _start(
+                config,
+                run_dir,
+                quiet,
+                data_dir=data_dir,
+                epoch_callback=epoch_callback,
+                dist_ctx=dist_ctx,
+                stop_after=stop_after,
+            )
             return execute_and_release(trainer)
 
 
@@ -152,15 +153,7 @@ def resume(
             return train_numpy_run(config, run_dir, quiet=quiet, data_dir=data_dir)
     dist_ctx = init_distributed(config.device)
     with contextlib.ExitStack() as held, _distributed(dist_ctx):
-        error = None
-        if dist_ctx.is_main:
-            try:
-                held.enter_context(claim_folder(run_dir))
-            except FashionlabError as exc:
-                error = exc
-        error = dist_ctx.broadcast_object(str(error) if error else None)
-        if error:
-            raise RunError(error)
+        _claim_on_rank0(held, dist_ctx, run_dir, overwrite=None)
         with deterministic_algorithms():
             trainer = Trainer(
                 config,
