@@ -68,9 +68,9 @@ _BYTES_PER_PIXEL.update({mode: 2 for mode in ("I;16", "I;16L", "I;16B", "I;16N")
 def decode_cost(width: int, height: int, mode: str) -> int:
     """Peak bytes of decoding an image of this size and mode: the decoded frame, the one
     full-size working copy the conversion below makes (premultiplied alpha, 32-bit samples),
-    and a margin for the decoder's own buffers (measured: a 40-megapixel RGBA PNG peaked at
-    1.08x this without the margin); everything after the reduction to at most WORK_MAX_SIDE
-    pixels is small beside it."""
+    and a margin for the decoder's own buffers (benchmarks/bench_serve.py's hostile load
+    checks the estimate against the server's memory); everything after the reduction to
+    at most WORK_MAX_SIDE pixels is small beside it."""
     pixels = width * height
     frame = pixels * _BYTES_PER_PIXEL.get(mode, 4)
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La", "P")
