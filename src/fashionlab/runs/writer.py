@@ -51,16 +51,28 @@ class RunWriter:
         atomic_write_text(self.dir / "history.csv", buffer.getvalue())
 
     def write_predictions(
-        self, labels: np.ndarray, logits: np.ndarray, indices: np.ndarray, pool: str
+        self,
+        labels: np.ndarray,
+        logits: np.ndarray,
+        indices: np.ndarray,
+        pool: str,
+        val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> None:
+        """The test pass (labels, logits, indices into `pool`) and, when the run has a
+        validation split, its (labels, logits, indices into the training set) from the same
+        weights: what temperature scaling is fitted on."""
+        arrays = {
+            "labels": np.asarray(labels, dtype=np.int64),
+            "logits": np.asarray(logits, dtype=np.float32),
+            "indices": np.asarray(indices, dtype=np.int64),
+            "pool": np.array(pool),
+        }
+        if val is not None:
+            arrays["val_labels"] = np.asarray(val[0], dtype=np.int64)
+            arrays["val_logits"] = np.asarray(val[1], dtype=np.float32)
+            arrays["val_indices"] = np.asarray(val[2], dtype=np.int64)
         buffer = io.BytesIO()
-        np.savez(
-            buffer,
-            labels=np.asarray(labels, dtype=np.int64),
-            logits=np.asarray(logits, dtype=np.float32),
-            indices=np.asarray(indices, dtype=np.int64),
-            pool=np.array(pool),
-        )
+        np.savez(buffer, **arrays)
         atomic_write_bytes(self.dir / "predictions.npz", buffer.getvalue())
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ import torch
 from fashionlab.config import TrainConfig
 from fashionlab.data import CLASS_NAMES, Split, prepare_data
 from fashionlab.errors import ConfigError
-from fashionlab.evaluation import summarize
+from fashionlab.evaluation import calibration_metrics, summarize
 from fashionlab.models import create_model, trunk_features
 from fashionlab.numpy_nn import NumpyMLP
 from fashionlab.runs import RunWriter, load_config
@@ -135,8 +135,14 @@ def train_numpy_run(
         )
     logits = estimator.decision_function(x["test"]).astype(np.float32)
     labels = split.test.labels.numpy()
-    writer.write_predictions(labels, logits, split.test.indices, split.test_pool)
+    val_labels = split.val.labels.numpy()
+    val_logits = estimator.decision_function(x["val"]).astype(np.float32)
+    writer.write_predictions(
+        labels, logits, split.test.indices, split.test_pool, (val_labels, val_logits,
+        split.val.indices)
+    )  # fmt: skip
     metrics = summarize(labels, logits, CLASS_NAMES)
+    metrics.update(calibration_metrics(labels, logits, val_labels, val_logits))
     seconds = sum(r["seconds"] for r in history)
     metrics.update(
         {

@@ -30,7 +30,7 @@ from fashionlab.allocator import retain_freed_memory
 from fashionlab.config import TrainConfig
 from fashionlab.data import CLASS_NAMES, BatchIterator, augment_batch, prepare_data
 from fashionlab.errors import ConfigError, FashionlabError, RunError, TrainingDiverged
-from fashionlab.evaluation import summarize
+from fashionlab.evaluation import calibration_metrics, summarize
 from fashionlab.models import create_model
 from fashionlab.models.memory_format import apply_memory_format
 from fashionlab.runs import RunWriter
@@ -385,11 +385,19 @@ class Trainer:
         logits = predict_logits(
             model, self.split.test.images, self.normalizer, self.device, self.predict_settings
         )
-        labels = self.split.test.labels
+        labels = self.split.test.labels.numpy()
+        val = None
+        if self.has_validation:  # with the tested weights: what temperature scaling fits on
+            val_part = self.split.val
+            val_logits = predict_logits(
+                model, val_part.images, self.normalizer, self.device, self.predict_settings
+            )
+            val = (val_part.labels.numpy(), val_logits.numpy(), val_part.indices)
         self.writer.write_predictions(
-            labels.numpy(), logits.numpy(), self.split.test.indices, self.split.test_pool
+            labels, logits.numpy(), self.split.test.indices, self.split.test_pool, val
         )
-        metrics = summarize(labels.numpy(), logits.numpy(), CLASS_NAMES)
+        metrics = summarize(labels, logits.numpy(), CLASS_NAMES)
+        metrics.update(calibration_metrics(labels, logits.numpy(), *(val or ())[:2]))
         metrics.update(
             {
                 "model": cfg.model,

@@ -1,4 +1,4 @@
-"""Metrics from saved predictions: labels (N,) and logits (N, C) as NumPy arrays.
+"""Classification metrics from saved predictions: labels (N,) and logits (N, C) as NumPy arrays.
 
 Everything here works from a run folder's `predictions.npz` alone (no model, no torch), so a
 report can be rebuilt long after training. Classification metrics come from scikit-learn so our
