@@ -27,6 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("viz",),
     ("report",),
     ("study",),
+    ("robustness",),
     ("inference",),
     ("serve",),
     ("cli",),

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "models",
     "train",
     "evaluate",
+    "robustness",
     "study",
     "tune",
     "compare",

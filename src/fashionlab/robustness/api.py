@@ -1,0 +1,238 @@
+"""`robustness(path)`: score a run or every run of a study on the corruption suite.
+
+A study gets its models side by side (`STUDY/robustness.json`): mean accuracy over seeds per
+corruption, CE and mCE relative to a reference label, and for each of the study's claimed
+comparisons a McNemar test per corruption (each seed's pair of runs, the severities pooled:
+the same items, corrupted the same way, classified by both models).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fashionlab._io import atomic_write_json, read_text_bounded
+from fashionlab.data.corruptions import SEVERITIES
+from fashionlab.errors import ConfigError, FashionlabError, RunError
+from fashionlab.evaluation import mcnemar, mean_std
+from fashionlab.report import report_kind, write_report
+from fashionlab.robustness.score import (
+    PREDICTIONS_FILE,
+    RESULT_FILE,
+    add_reference,
+    check_torch_run,
+    score_run,
+    set_key,
+    sets_for_run,
+)
+from fashionlab.robustness.sets import DEFAULT_ITEMS, CorruptedSets, check_names
+from fashionlab.runs import is_complete, load_config
+
+
+def robustness(
+    path: str | Path,
+    corruptions: Sequence[str] | None = None,
+    severities: Sequence[int] = SEVERITIES,
+    items: int | None = DEFAULT_ITEMS,
+    seed: int = 0,
+    reference: str | Path | None = None,
+    device: str = "cpu",
+    data_dir: str | Path | None = None,
+    quiet: bool = False,
+    make_report: bool = True,
+) -> dict[str, Any]:
+    """Score the run or study at `path`; returns what it wrote to robustness.json.
+
+    `reference`: for a run, another run folder (scored on the same sets); for a study, one of
+    its labels (default: the first). `items=None` uses the whole test split."""
+    names = check_names(corruptions)
+    severities = tuple(severities)
+    if not severities:
+        raise ConfigError("no severities given; use 1-5")
+    folder = Path(path)
+    kind = report_kind(folder)
+    scorer = _Scorer(names, severities, items, seed, device, data_dir, quiet)
+    if kind == "run":
+        result = scorer.score(folder)
+        if reference is not None:
+            ref_dir = Path(reference)
+            report_kind(ref_dir)
+            add_reference(result, scorer.score(ref_dir), folder)
+        if make_report:
+            _report(folder, data_dir, quiet)
+        return result
+    summary = _study_robustness(folder, scorer, reference)
+    if make_report:
+        _report(folder, data_dir, quiet)
+    return summary
+
+
+class _Scorer:
+    """Scores runs, building each distinct clean test set's corruptions once."""
+
+    def __init__(self, names, severities, items, seed, device, data_dir, quiet) -> None:
+        self.names, self.severities, self.items, self.seed = names, severities, items, seed
+        self.device, self.data_dir, self.quiet = device, data_dir, quiet
+        self._sets: dict[tuple, CorruptedSets] = {}
+
+    def score(self, run_dir: Path) -> dict[str, Any]:
+        if not is_complete(run_dir):
+            raise RunError(f"{run_dir}: the run is not complete; finish it with --resume first")
+        check_torch_run(run_dir)
+        config = load_config(run_dir)
+        key = (config.split, config.val_fraction, config.split_seed, config.eval_subset)
+        if key not in self._sets:
+            self._sets[key] = sets_for_run(run_dir, self.names, self.severities, self.items,
+                                           self.seed, self.data_dir)  # fmt: skip
+        result = score_run(run_dir, self._sets[key], self.device)
+        if not self.quiet:
+            mca = result["mean_corruption_accuracy"]
+            shown = "n/a" if mca is None else f"{mca:.4f}"
+            print(
+                f"{run_dir.name}: clean {result['clean_accuracy']:.4f}, mean corruption "
+                f"accuracy {shown} ({result['items']} items, {result['seconds']:.0f} s)",
+                file=sys.stderr,
+            )
+        return result
+
+
+def _study_summary(folder: Path) -> dict[str, Any]:
+    try:
+        summary = json.loads(read_text_bounded(folder / "study.json"))
+    except (ValueError, OSError) as exc:
+        raise RunError(f"{folder}/study.json: not readable ({exc}); run the study again") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("rows"), list):
+        raise RunError(f"{folder}/study.json: not a study summary (no 'rows')")
+    return summary
+
+
+def _study_robustness(
+    folder: Path, scorer: _Scorer, reference: str | Path | None
+) -> dict[str, Any]:
+    summary = _study_summary(folder)
+    results: dict[str, dict[int, dict[str, Any]]] = {}
+    skipped: list[str] = []
+    for row in summary["rows"]:
+        label = row["label"]
+        for run_name, seed in zip(row.get("runs", []), row.get("seeds", []), strict=False):
+            run_dir = folder / run_name
+            try:
+                check_torch_run(run_dir)
+            except ConfigError:
+                skipped.append(f"{label} (the NumPy MLP has no PyTorch model to corrupt)")
+                break
+            results.setdefault(label, {})[seed] = scorer.score(run_dir)
+    if not results:
+        raise ConfigError(f"{folder}: no PyTorch runs in this study to score")
+    ref_label = str(reference) if reference is not None else next(iter(results))
+    if ref_label not in results:
+        raise ConfigError(
+            f"unknown reference label {ref_label!r}; the study's scored labels are "
+            f"{', '.join(results)}"
+        )
+    for by_seed in results.values():
+        for seed, result in by_seed.items():
+            ref_runs = results[ref_label]
+            ref = ref_runs.get(seed) or next(iter(ref_runs.values()))
+            add_reference(result, ref, folder / result["run"])
+    out = {
+        "reference": ref_label,
+        "labels": {label: _label_row(by_seed) for label, by_seed in results.items()},
+        "comparisons": _comparisons(folder, summary, results),
+        "skipped": skipped,
+    }
+    first = next(iter(next(iter(results.values())).values()))
+    out.update({k: first[k] for k in ("items", "corruption_seed", "clean_sha256")})
+    atomic_write_json(folder / RESULT_FILE, out)
+    return out
+
+
+def _stat(values: list[float]) -> dict[str, Any]:
+    mean, std = mean_std(values)
+    return {"mean": mean, "std": std, "n": len(values)}
+
+
+def _label_row(by_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    results = list(by_seed.values())
+    names = list(results[0]["corruptions"])
+    ood = list(results[0]["out_of_distribution"])
+    mce = [r["reference"]["mce"] for r in results if r.get("reference", {}).get("mce") is not None]
+    return {
+        "runs": [r["run"] for r in results],
+        "precision": sorted({r["precision"] for r in results}),
+        "clean_accuracy": _stat([r["clean_accuracy"] for r in results]),
+        "mean_corruption_accuracy": _stat(
+            [r["mean_corruption_accuracy"] for r in results if r["mean_corruption_accuracy"]]
+        )
+        if names
+        else None,
+        "mce": _stat(mce) if mce else None,
+        "corruptions": {
+            n: _stat([r["corruptions"][n]["mean_accuracy"] for r in results]) for n in names
+        },
+        "out_of_distribution": {
+            n: _stat([r["out_of_distribution"][n]["accuracy"] for r in results]) for n in ood
+        },
+    }
+
+
+def _pooled(run_dir: Path, corruption: str) -> tuple[np.ndarray, np.ndarray]:
+    """The labels and predictions of every severity of `corruption`, concatenated."""
+    with np.load(run_dir / PREDICTIONS_FILE, allow_pickle=False) as npz:
+        keys = sorted(k for k in npz.files if k.startswith(f"{corruption}/"))
+        labels = np.concatenate([npz["labels"]] * len(keys)).astype(np.int64)
+        preds = np.concatenate([npz[k] for k in keys]).astype(np.int64)
+    return labels, preds
+
+
+def _comparisons(
+    folder: Path, summary: dict[str, Any], results: dict[str, dict[int, dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    out = []
+    for cmp in summary.get("comparisons", []):
+        a, b = cmp.get("a"), cmp.get("b")
+        if a not in results or b not in results:
+            continue
+        names = [*results[a][next(iter(results[a]))]["corruptions"],
+                 *results[a][next(iter(results[a]))]["out_of_distribution"]]  # fmt: skip
+        per_corruption: dict[str, list[dict[str, Any]]] = {}
+        for seed, ra in results[a].items():
+            rb = results[b].get(seed)
+            if rb is None:
+                continue
+            for name in names:
+                la, pa = _pooled(folder / ra["run"], name)
+                lb, pb = _pooled(folder / rb["run"], name)
+                if not np.array_equal(la, lb):
+                    raise RunError(f"{a} and {b} were scored on different items")
+                test = mcnemar(la, pa, pb)
+                per_corruption.setdefault(name, []).append(
+                    {
+                        "seed": seed,
+                        "accuracy_a": float((pa == la).mean()),
+                        "accuracy_b": float((pb == lb).mean()),
+                        "a_only": int(test.b),
+                        "b_only": int(test.c),
+                        "p_value": float(test.p_value),
+                    }
+                )
+        out.append({"a": a, "b": b, "claim": cmp.get("claim"), "per_corruption": per_corruption})
+    return out
+
+
+def _report(folder: Path, data_dir: str | Path | None, quiet: bool) -> None:
+    try:
+        html = write_report(folder, data_dir=data_dir)
+    except FashionlabError as exc:  # the scores are written; a report problem is a warning
+        print(f"fashionlab: warning: report not updated: {exc}", file=sys.stderr)
+        return
+    if not quiet:
+        print(f"report: {html}", file=sys.stderr)
+
+
+__all__ = ["robustness", "set_key"]
