@@ -32,8 +32,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(metrics, indent=2, default=float))
     else:
-        for key in ("test_accuracy", "test_loss", "macro_f1", "weighted_f1"):
-            print(f"{key:<14} {metrics[key]:.4f}")
+        for key in ("test_accuracy", "test_loss", "macro_f1", "weighted_f1", "ece", "brier"):
+            print(f"{key:<16} {metrics[key]:.4f}")
+        if metrics["temperature"] is None:
+            print(f"({metrics['calibration']['note']})")
+        else:
+            print(f"{'temperature':<16} {metrics['temperature']:.4f}  (fitted on validation)")
+            for key in ("ece_calibrated", "nll_calibrated", "brier_calibrated"):
+                print(f"{key:<16} {metrics[key]:.4f}")
         if metrics["matches_stored"]:
             print("matches stored metrics")
         elif metrics["compared"]:

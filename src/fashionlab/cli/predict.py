@@ -51,6 +51,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     check_top_k(args.top_k, len(CLASS_NAMES))  # before the model loads: fail fast
     # Loaded before any image: a bad run folder is one error, not one per image.
     classifier = Classifier.from_run(args.run, backend=args.backend)
+    if not args.json:
+        print(f"({classifier.calibration_note})", file=sys.stderr)
     results: list[dict[str, Any]] = []
     failed = 0
     for path in args.images:
@@ -62,7 +64,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"fashionlab: error: {message}", file=sys.stderr)
             continue
         result = classifier.classify(image, top_k=args.top_k)
-        results.append({"file": str(path), "predictions": result["top"], "steps": steps})
+        results.append(
+            {
+                "file": str(path),
+                "predictions": result["top"],
+                "unsure": result["unsure"],
+                "calibrated": result["calibrated"],
+                "temperature": result["temperature"],
+                "steps": steps,
+            }
+        )
         if not args.json:
             print_table(results[-1])
     if args.json:
@@ -71,7 +82,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def print_table(result: dict[str, Any]) -> None:
-    print(result["file"])
+    top = result["predictions"]
+    if result.get("unsure"):
+        print(f"{result['file']}: unsure ({top[0]['class']} or {top[1]['class']})")
+    else:
+        print(result["file"])
     width = max(len(p["class"]) for p in result["predictions"])
     for rank, pred in enumerate(result["predictions"], start=1):
         bar = "#" * round(20 * pred["probability"])

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from fashionlab.errors import ConfigError, ImageError, RunError
-from fashionlab.evaluation import softmax
+from fashionlab.evaluation import NO_VALIDATION, UNSURE_BELOW, run_temperature, softmax
 from fashionlab.inference.imaging import SIZE
 from fashionlab.models import gradcam_layer
 from fashionlab.runs import load_metrics
@@ -65,6 +65,10 @@ class Classifier:
             metrics = {}
         # As the run's test pass computed its logits: its recorded precision and TTA views.
         self.settings = PredictSettings.of_run(loaded.config, metrics, self.device)
+        # The temperature fitted on the run's validation logits; None for runs without them,
+        # whose probabilities are the model's own (uncalibrated).
+        self.temperature: float | None = run_temperature(metrics)
+        self.unsure_below = UNSURE_BELOW
         self._onnx = None
         self.onnx_path: Path | None = None
         if backend == "onnx":
@@ -134,26 +138,51 @@ class Classifier:
             )
         return logits
 
-    def probabilities(self, images: Any) -> np.ndarray:
-        """float64 (N, 10) softmax probabilities."""
-        return softmax(self.logits(images))
+    @property
+    def calibrated(self) -> bool:
+        return self.temperature is not None
+
+    @property
+    def calibration_note(self) -> str:
+        """One sentence on what the probabilities are, for the CLI and the web page."""
+        if self.temperature is None:
+            return NO_VALIDATION
+        return (
+            f"probabilities calibrated by temperature scaling (T = {self.temperature:.3f}, "
+            "fitted on the run's validation split)"
+        )
+
+    def probabilities(self, images: Any, calibrated: bool = True) -> np.ndarray:
+        """float64 (N, 10) softmax probabilities; divided by the run's temperature first when
+        it has one (`calibrated=False`: the model's raw softmax). The ranking never changes."""
+        logits = self.logits(images).astype(np.float64)
+        if calibrated and self.temperature is not None:
+            logits = logits / self.temperature
+        return softmax(logits)
 
     def classify(self, image: Any, top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
-        """One uint8 28x28 image -> {"label", "classes", "probabilities", "top"}: every class
-        with its probability (in class order) and the `top_k` most probable, best first."""
+        """One uint8 28x28 image -> {"label", "classes", "probabilities", "top", "unsure",
+        "calibrated", "temperature"}: every class with its (calibrated) probability in class
+        order and the `top_k` most probable, best first. `unsure` is true when the top
+        probability is below `unsure_below` (0.5): then at least the top two are listed."""
         top_k = check_top_k(top_k, len(self.class_names))
         batch = _as_batch(image)
         if len(batch) != 1:
             raise ImageError(f"classify takes one image, got {len(batch)}; use probabilities()")
         probs = self.probabilities(batch)[0]
         # stable sort on -p: equal probabilities keep class order, so results are deterministic
-        order = np.argsort(-probs, kind="stable")[:top_k]
+        order = np.argsort(-probs, kind="stable")
+        unsure = bool(probs[order[0]] < self.unsure_below)
+        shown = max(top_k, 2) if unsure else top_k
         top = [{"class": self.class_names[i], "probability": float(probs[i])} for i in order]
         return {
             "label": top[0]["class"],
             "classes": list(self.class_names),
             "probabilities": [float(p) for p in probs],
-            "top": top,
+            "top": top[:shown],
+            "unsure": unsure,
+            "calibrated": self.calibrated,
+            "temperature": self.temperature,
         }
 
     def gradcam(self, image: Any, target_class: int | None = None) -> np.ndarray | None:

@@ -5,8 +5,8 @@
 
 Three separate steps: `figures` draws the PNGs (skipping those that are up to date),
 `context` decides what the report says, `render` lays it out with the Jinja2 templates in
-`templates/`. Sections (HTML ids): summary, reproduction, significance, architectures, data,
-models, environment.
+`templates/`. Sections (HTML ids): summary, reproduction, significance, calibration, robustness,
+architectures, data, models, environment.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ SECTION_IDS = (
     "summary",
     "reproduction",
     "significance",
+    "calibration",
+    "robustness",
     "architectures",
     "data",
     "models",

@@ -1,6 +1,6 @@
 """Step 2 of a report: everything it says, as plain data (`report.blocks`) that the templates
-only lay out. Sections, in order: summary, reproduction, significance, architectures, data,
-models, environment; a study and a single run get the same ones.
+only lay out. Sections, in order: summary, reproduction, significance, calibration, robustness,
+architectures, data, models, environment; a study and a single run get the same ones.
 """
 
 from __future__ import annotations
@@ -33,6 +33,14 @@ from fashionlab.report.blocks import (
     verdict,
 )
 from fashionlab.report.figures import Collected, RunFigures
+from fashionlab.report.trust import (
+    CALIBRATION_TITLE,
+    ROBUSTNESS_TITLE,
+    run_calibration_section,
+    run_robustness_section,
+    study_calibration_section,
+    study_robustness_section,
+)
 from fashionlab.runs import is_complete, load_config, load_metrics, load_predictions
 
 ALPHA = 0.05
@@ -40,6 +48,8 @@ SECTION_TITLES = {
     "summary": "Summary",
     "reproduction": "Reproduction: reported vs ours",
     "significance": "Significance (McNemar)",
+    "calibration": CALIBRATION_TITLE,
+    "robustness": ROBUSTNESS_TITLE,
     "architectures": "Architectures",
     "data": "Data",
     "models": "Models",
@@ -232,6 +242,8 @@ def study_context(study_dir: Path, summary: dict[str, Any], collected: Collected
         _study_summary(rows),
         _reproduction(rows),
         _significance(summary.get("comparisons", []), {r["label"]: r for r in rows}),
+        study_calibration_section(rows),
+        study_robustness_section(study_dir),
         architectures_section(
             [_model_of(label, d) for label, d in first_runs.items()],
             summary.get("identical_architectures", []),
@@ -495,6 +507,8 @@ def run_context(run_dir: Path, collected: Collected) -> ReportContext:
             SECTION_TITLES["significance"],
             [para(none.format("no other run to compare with (`compare:`)"))],
         ),
+        run_calibration_section(run_dir),
+        run_robustness_section(run_dir),
         architectures_section([_model_of(config.model, run_dir)], []),
         data_section(collected, several_labels=False),
         Section("models", SECTION_TITLES["models"], run_model_blocks(figs)),

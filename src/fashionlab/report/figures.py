@@ -26,10 +26,26 @@ from fashionlab import viz
 from fashionlab._io import atomic_write_bytes, atomic_write_text
 from fashionlab.config import TrainConfig
 from fashionlab.data import prepare_data
+from fashionlab.data.corruptions import corrupt
 from fashionlab.errors import ConfigError, FashionlabError
-from fashionlab.evaluation import confusion_matrix, most_confident_mistakes, per_class_accuracy
+from fashionlab.evaluation import (
+    CALIBRATION_BINS,
+    NO_VALIDATION,
+    confusion_matrix,
+    most_confident_mistakes,
+    per_class_accuracy,
+    reliability,
+    run_temperature,
+)
 from fashionlab.models import feature_layers, get_model_spec, gradcam_layer
-from fashionlab.runs import load_config, load_history, load_metrics, load_predictions
+from fashionlab.runs import (
+    ROBUSTNESS_FILE,
+    load_config,
+    load_history,
+    load_metrics,
+    load_predictions,
+    load_robustness,
+)
 from fashionlab.runs.weights import load_model
 
 FIGURES_DIR = "figures"
@@ -228,6 +244,8 @@ def run_figures(run_dir: str | Path, data: DataCache) -> RunFigures:
         f"The {MISTAKES_SHOWN} wrong test predictions with the highest probability.",
     )
 
+    _trust_figures(run_dir, add, predictions, aligned, split)
+
     if not torch_weights(run_dir):
         result.notes.append(
             "filters, activation maps, Grad-CAM and feature PCA need PyTorch weights "
@@ -236,6 +254,70 @@ def run_figures(run_dir: str | Path, data: DataCache) -> RunFigures:
         return result
     _model_figures(run_dir, add, _Lazy(lambda: _load(run_dir)), split, aligned, from_model)
     return result
+
+
+def _trust_figures(run_dir: Path, add, predictions, aligned, split) -> None:
+    """The reliability diagram, and the robustness heat-map and examples once the run has
+    been scored (`fashionlab robustness`)."""
+    metrics = load_metrics(run_dir)
+    temperature = run_temperature(metrics)
+
+    def draw_reliability(path: Path):
+        pred = predictions()
+        series = {"as trained": reliability(pred["labels"], pred["logits"])}
+        if temperature is not None:
+            scaled = pred["logits"].astype(np.float64) / temperature
+            series[f"temperature-scaled (T = {temperature:.2f})"] = reliability(
+                pred["labels"], scaled
+            )
+        return _viz().plot_reliability(series, path)
+
+    caption = (
+        f"Top-label confidence in {CALIBRATION_BINS} equal-width bins against the accuracy "
+        "in each; on the diagonal the probabilities mean what they say."
+    )
+    if temperature is None:
+        caption += " " + NO_VALIDATION[0].upper() + NO_VALIDATION[1:] + "."
+    add("reliability", "Reliability diagram", [run_dir / "predictions.npz",
+        run_dir / "metrics.json"], draw_reliability, caption)  # fmt: skip
+
+    result = load_robustness(run_dir)
+    if result is None:
+        return
+    sources = [run_dir / ROBUSTNESS_FILE]
+
+    def draw_heatmap(path: Path):
+        cells = {
+            name: {int(s): c["accuracy"] for s, c in entry["severities"].items()}
+            for name, entry in result["corruptions"].items()
+        }
+        for name, cell in result["out_of_distribution"].items():
+            cells[f"{name} (OOD)"] = {1: cell["accuracy"]}
+        return _viz().plot_robustness_heatmap(cells, path, result.get("clean_accuracy"))
+
+    def draw_examples(path: Path):
+        images = aligned()
+        if images is None:
+            return None
+        clean = images[example_indices(split().test.labels.numpy(), 1)[0]]
+        seed = int(result.get("corruption_seed", 0))
+        rows = []
+        for name in [*result["corruptions"], *result["out_of_distribution"]]:
+            levels = sorted(int(s) for s in result["corruptions"].get(name, {}).get(
+                "severities", {"1": None}))  # fmt: skip
+            rows.append((name, [corrupt(clean[None], name, s, seed)[0] for s in levels]))
+        return _viz().plot_corruption_examples(clean, rows, path)
+
+    add("robustness", "Accuracy under corruption", sources, draw_heatmap,
+        f"{result.get('items')} test items per cell; OOD: flips and turns, out of "
+        "distribution (one level).")  # fmt: skip
+    add(
+        "corruptions",
+        "Corrupted examples",
+        sources,
+        draw_examples,
+        "The first T-shirt/top of the test split under every corruption scored, clean first.",
+    )
 
 
 def _model_figures(run_dir, add, loaded, split, aligned, sources) -> None:

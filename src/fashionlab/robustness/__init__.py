@@ -5,7 +5,6 @@ and corruption errors, `api`: runs and studies, with McNemar tests between model
 from fashionlab.robustness.api import robustness
 from fashionlab.robustness.score import (
     PREDICTIONS_FILE,
-    RESULT_FILE,
     corruption_errors,
     score_run,
 )
@@ -14,7 +13,6 @@ from fashionlab.robustness.sets import DEFAULT_ITEMS, build_sets, parse_severiti
 __all__ = [
     "DEFAULT_ITEMS",
     "PREDICTIONS_FILE",
-    "RESULT_FILE",
     "build_sets",
     "corruption_errors",
     "parse_severities",

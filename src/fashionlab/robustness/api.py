@@ -23,7 +23,6 @@ from fashionlab.evaluation import mcnemar, mean_std
 from fashionlab.report import report_kind, write_report
 from fashionlab.robustness.score import (
     PREDICTIONS_FILE,
-    RESULT_FILE,
     add_reference,
     check_torch_run,
     score_run,
@@ -31,7 +30,7 @@ from fashionlab.robustness.score import (
     sets_for_run,
 )
 from fashionlab.robustness.sets import DEFAULT_ITEMS, CorruptedSets, check_names
-from fashionlab.runs import is_complete, load_config
+from fashionlab.runs import ROBUSTNESS_FILE, is_complete, load_config
 
 
 def robustness(
@@ -148,7 +147,7 @@ def _study_robustness(
     }
     first = next(iter(next(iter(results.values())).values()))
     out.update({k: first[k] for k in ("items", "corruption_seed", "clean_sha256")})
-    atomic_write_json(folder / RESULT_FILE, out)
+    atomic_write_json(folder / ROBUSTNESS_FILE, out)
     return out
 
 

@@ -21,12 +21,11 @@ from fashionlab.data.corruptions import CORRUPTIONS
 from fashionlab.errors import ConfigError, RunError
 from fashionlab.models import get_model_spec
 from fashionlab.robustness.sets import CorruptedSets, balanced_subset, build_sets
-from fashionlab.runs import load_config, load_metrics
+from fashionlab.runs import ROBUSTNESS_FILE, load_config, load_metrics
 from fashionlab.runs.weights import load_model
 from fashionlab.train.device import deterministic_algorithms, resolve_device
 from fashionlab.train.predict import PredictSettings, predict_logits
 
-RESULT_FILE = "robustness.json"
 PREDICTIONS_FILE = "robustness.npz"
 
 
@@ -92,7 +91,7 @@ def score_run(run_dir: str | Path, sets: CorruptedSets, device: str = "cpu") -> 
     buffer = io.BytesIO()
     np.savez(buffer, labels=labels.astype(np.int8), indices=sets.indices, clean=clean, **preds)
     atomic_write_bytes(run_dir / PREDICTIONS_FILE, buffer.getvalue())
-    atomic_write_json(run_dir / RESULT_FILE, result)
+    atomic_write_json(run_dir / ROBUSTNESS_FILE, result)
     return result
 
 
@@ -158,12 +157,11 @@ def corruption_errors(result: dict[str, Any], reference: dict[str, Any]) -> dict
 def add_reference(result: dict[str, Any], reference: dict[str, Any], run_dir: Path) -> None:
     """Record CE/mCE relative to `reference` in the run's robustness.json."""
     result["reference"] = {"run": reference.get("run"), **corruption_errors(result, reference)}
-    atomic_write_json(Path(run_dir) / RESULT_FILE, result)
+    atomic_write_json(Path(run_dir) / ROBUSTNESS_FILE, result)
 
 
 __all__ = [
     "PREDICTIONS_FILE",
-    "RESULT_FILE",
     "add_reference",
     "check_torch_run",
     "corruption_errors",

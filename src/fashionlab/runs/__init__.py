@@ -12,12 +12,20 @@ from fashionlab.runs.folder import (
     is_complete,
     prepare_folder,
 )
-from fashionlab.runs.readers import load_config, load_history, load_metrics, load_predictions
+from fashionlab.runs.readers import (
+    ROBUSTNESS_FILE,
+    load_config,
+    load_history,
+    load_metrics,
+    load_predictions,
+    load_robustness,
+)
 from fashionlab.runs.writer import HISTORY_FIELDS, RunWriter, environment
 
 __all__ = [
     "COMPLETE_MARKER",
     "HISTORY_FIELDS",
+    "ROBUSTNESS_FILE",
     "STUDY_MARKER",
     "RunWriter",
     "claim_folder",
@@ -27,5 +35,6 @@ __all__ = [
     "load_history",
     "load_metrics",
     "load_predictions",
+    "load_robustness",
     "prepare_folder",
 ]

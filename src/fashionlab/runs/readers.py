@@ -80,3 +80,22 @@ def load_predictions(run_dir: str | Path) -> dict[str, np.ndarray]:
         if key not in out:
             raise RunError(f"{path}: has no '{key}' array")
     return out
+
+
+ROBUSTNESS_FILE = "robustness.json"
+
+
+def load_robustness(folder: str | Path) -> dict[str, Any] | None:
+    """A run's or study's robustness.json (`fashionlab robustness`), or None if never scored."""
+    path = Path(folder) / ROBUSTNESS_FILE
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(read_text_bounded(path))
+    except (json.JSONDecodeError, OSError, ValueError) as exc:
+        raise RunError(
+            f"{path}: not readable JSON ({one_line(exc, 120)}); run 'fashionlab robustness' again"
+        ) from None
+    if not isinstance(result, dict):
+        raise RunError(f"{path}: not a robustness result; run 'fashionlab robustness' again")
+    return result

@@ -206,6 +206,10 @@ def _model_summary(clf: Classifier, run_dir: Path, max_upload_bytes: int) -> dic
         "backend": clf.backend,
         # The run's own test-pass precision, which every prediction here uses too.
         "precision": clf.settings.precision,
+        # Probabilities are divided by the run's fitted temperature when it has one.
+        "temperature": clf.temperature,
+        "calibration": clf.calibration_note,
+        "unsure_below": clf.unsure_below,
         "gradcam": clf.has_gradcam,
         "max_upload_bytes": max_upload_bytes,
         "input": "28x28 grayscale, light object on black (uploads are preprocessed to match)",

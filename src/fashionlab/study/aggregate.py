@@ -16,6 +16,7 @@ from fashionlab.runs import load_metrics, load_predictions
 from fashionlab.study.spec import PlannedRun, StudySpec
 
 METRIC_KEYS = ("test_accuracy", "macro_f1", "weighted_f1", "test_loss")
+CALIBRATION_KEYS = ("ece", "ece_calibrated", "brier", "brier_calibrated", "temperature")
 
 
 def aggregate(study: StudySpec, planned: list[PlannedRun]) -> dict[str, Any]:
@@ -33,7 +34,8 @@ def aggregate(study: StudySpec, planned: list[PlannedRun]) -> dict[str, Any]:
             "seeds": [r.seed for r in runs],
             "runs": [r.run_dir.name for r in runs],
         }
-        for key in (*METRIC_KEYS, "params", "train_seconds", "seconds_per_epoch", "best_epoch"):
+        for key in (*METRIC_KEYS, *CALIBRATION_KEYS, "params", "train_seconds",
+                    "seconds_per_epoch", "best_epoch"):  # fmt: skip
             values = [m[key] for m in metrics if m.get(key) is not None]
             if values:
                 mean, std = mean_std(values)

@@ -20,7 +20,7 @@ from fashionlab.accel import unused_kernels_notice
 from fashionlab.config import TrainConfig
 from fashionlab.data import CLASS_NAMES, prepare_data
 from fashionlab.errors import ConfigError, FashionlabError, RunError
-from fashionlab.evaluation import summarize
+from fashionlab.evaluation import calibration_metrics, summarize
 from fashionlab.models import get_model_spec
 from fashionlab.runs import (
     RunWriter,
@@ -177,27 +177,36 @@ def evaluate_run(
     config = load_config(run_dir)
     stored = load_metrics(run_dir)
     if _is_numpy(config.model):
-        labels, logits = recompute_logits(run_dir, config, data_dir)
-        return _compare_with_stored(stored, labels, logits)
+        test, val = recompute_logits(run_dir, config, data_dir)
+        return _compare_with_stored(stored, test, val)
     target = resolve_device(device)
     loaded = load_model(run_dir, device=target)
     split, _ = prepare_data(loaded.config, data_dir)
+    settings = PredictSettings.of_run(loaded.config, stored, target)
+    parts = {"test": split.test, "val": split.val}
+    logits = {}
     with deterministic_algorithms():
-        logits = predict_logits(
-            loaded.model,
-            split.test.images,
-            loaded.normalizer,
-            target,
-            PredictSettings.of_run(loaded.config, stored, target),
-        )
-    return _compare_with_stored(stored, split.test.labels.numpy(), logits.numpy())
+        for name, part in parts.items():
+            if len(part.labels):
+                logits[name] = predict_logits(
+                    loaded.model, part.images, loaded.normalizer, target, settings
+                ).numpy()
+    val = (split.val.labels.numpy(), logits["val"]) if "val" in logits else None
+    return _compare_with_stored(stored, (split.test.labels.numpy(), logits["test"]), val)
+
+
+COMPARED = ("test_accuracy", "test_loss", "macro_f1", "weighted_f1", "ece", "ece_calibrated")
 
 
 def _compare_with_stored(
-    stored: dict[str, Any], labels: np.ndarray, logits: np.ndarray
+    stored: dict[str, Any],
+    test: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray] | None,
 ) -> dict[str, Any]:
+    labels, logits = test
     metrics = summarize(labels, logits, CLASS_NAMES)
-    compared = [k for k in ("test_accuracy", "test_loss", "macro_f1", "weighted_f1") if k in stored]
+    metrics.update(calibration_metrics(labels, logits, *(val or ())))
+    compared = [k for k in COMPARED if isinstance(stored.get(k), (int, float))]
     mismatches = {
         k: (stored.get(k), metrics[k])
         for k in compared

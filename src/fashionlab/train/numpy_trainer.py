@@ -185,9 +185,15 @@ def _count_params(estimator) -> int:
 
 def recompute_logits(
     run_dir: str | Path, config: TrainConfig, data_dir: str | Path | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Reload `model.npz` and recompute the test logits (for `fashionlab evaluate`)."""
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Reload `model.npz` and recompute the (labels, logits) of the test and the validation
+    split (for `fashionlab evaluate`)."""
 
     estimator = NumpyMLP.load(Path(run_dir) / "model.npz")
     split, x = _inputs(config, data_dir)
-    return split.test.labels.numpy(), estimator.decision_function(x["test"]).astype(np.float32)
+
+    def scored(part: str) -> tuple[np.ndarray, np.ndarray]:
+        labels = getattr(split, part).labels.numpy()
+        return labels, estimator.decision_function(x[part]).astype(np.float32)
+
+    return scored("test"), scored("val")

@@ -38,6 +38,11 @@ from fashionlab.viz.training_figures import (
     plot_learning_curves,
     plot_validation_curves,
 )
+from fashionlab.viz.trust_figures import (
+    plot_corruption_examples,
+    plot_reliability,
+    plot_robustness_heatmap,
+)
 
 __all__ = [
     "GradCAMResult",
@@ -54,10 +59,13 @@ __all__ = [
     "plot_activation_maps",
     "plot_class_distribution",
     "plot_confusion_matrix",
+    "plot_corruption_examples",
     "plot_first_layer_filters",
     "plot_gradcam",
     "plot_learning_curves",
     "plot_misclassified",
+    "plot_reliability",
+    "plot_robustness_heatmap",
     "plot_pca_data",
     "plot_pca_features",
     "plot_per_class_accuracy",

@@ -107,8 +107,15 @@ function errorText(status, body) {
 
 function render(result, previewUrl) {
   const best = result.top[0];
-  $("predicted-label").textContent = best.class;
+  if (result.unsure) {
+    $("predicted-label").textContent = `unsure: ${best.class} or ${result.top[1].class}`;
+  } else {
+    $("predicted-label").textContent = best.class;
+  }
   $("predicted-probability").textContent = `(${percent(best.probability)})`;
+  $("calibration").textContent = result.calibrated
+    ? `Probabilities calibrated (temperature ${result.temperature.toFixed(2)}).`
+    : "Probabilities uncalibrated: the run has no validation logits.";
 
   const bars = $("bars");
   bars.replaceChildren();
