@@ -107,6 +107,9 @@ def test_predict_png(client):
     probs = [t["probability"] for t in body["top"]]
     assert probs == sorted(probs, reverse=True)
     assert any("inverted" in step for step in body["steps"])
+    # calibrated by the run's temperature; "unsure" lists at least the top two
+    assert body["calibrated"] is True and body["temperature"] > 0
+    assert body["unsure"] == (body["top"][0]["probability"] < 0.5)
     seen = decode_data_url(body["input_png"])
     assert seen.size == (28, 28) and seen.mode == "L"
     cam = decode_data_url(body["gradcam_png"])
@@ -123,7 +126,7 @@ def test_predict_jpeg_and_as_is(client):
     response = post(client, encode(item), preprocess="false", top_k="1")
     assert response.status_code == 200, response.text
     body = response.json()
-    assert len(body["top"]) == 1
+    assert len(body["top"]) == (2 if body["unsure"] else 1)
     assert body["steps"][-1] == "used as is: 28x28, no preprocessing"
     assert np.array_equal(np.asarray(decode_data_url(body["input_png"])), item)
 
@@ -138,6 +141,7 @@ def test_health_model_docs(client, run_dir):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert info["name"] == "s3-base" and info["params"] == metrics["params"]
     assert info["test_accuracy"] == metrics["test_accuracy"]
+    assert info["temperature"] == metrics["temperature"] and info["unsure_below"] == 0.5
     assert (
         info["normalization"]["preset"]
         == json.loads((run_dir / "model.json").read_text())["normalization"]["preset"]

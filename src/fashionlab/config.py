@@ -77,6 +77,12 @@ class TrainConfig(BaseModel):
     crop_mode: CropMode = "zero"
     hflip: bool = False
     erasing: float = Field(0.0, ge=0, le=1)  # probability of random erasing per image
+    # Corruptions of the robustness suite (fashionlab.data.corruptions) as augmentation: each
+    # training image, with probability `corruption_prob`, gets one of them at a severity drawn
+    # from 1..`corruption_max_severity`. Names are checked when training starts.
+    corruption_augment: list[str] = Field(default_factory=list, max_length=32)
+    corruption_prob: float = Field(0.5, ge=0, le=1)
+    corruption_max_severity: int = Field(3, ge=1, le=5)
 
     # Weights and evaluation
     # Exponential moving average of the weights (0 = off); when on, validation, the test and

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from fashionlab._io import YamlTooLarge, check_path_component, load_yaml, read_text_bounded
 from fashionlab.config import TrainConfig
+from fashionlab.data.corruptions import get_corruption
 from fashionlab.errors import ConfigError, one_line
 from fashionlab.models import build_config
 
@@ -103,6 +104,26 @@ class CompareSpec(BaseModel):
 DEFAULT_MAX_RUNS = 1_000
 
 
+class RobustnessSpec(BaseModel):
+    """`robustness:` in a study file: score every run on the corruption suite after training
+    (as `fashionlab robustness STUDY` does), so the report holds the results."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    corruptions: list[str] | None = None  # None: the whole suite
+    severities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1)
+    items: int | None = Field(1000, gt=0)  # None: the whole test split
+    seed: int = Field(0, ge=0)
+    reference: str | None = None  # a label; default: the first
+
+    @field_validator("severities")
+    @classmethod
+    def _severities(cls, value: list[int]) -> list[int]:
+        if any(not 1 <= v <= 5 for v in value):
+            raise ValueError("severities must be between 1 and 5")
+        return sorted(set(value))
+
+
 class StudySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -115,6 +136,7 @@ class StudySpec(BaseModel):
     runs: list[RunSpec]
     compare: list[CompareSpec] = Field(default_factory=list)
     tune: TuneSpec | None = None  # search space for `fashionlab tune`
+    robustness: RobustnessSpec | None = None  # score the runs on corrupted images
     # A plan larger than this is refused before it is expanded (a typo in a grid multiplies).
     max_runs: int = Field(DEFAULT_MAX_RUNS, ge=1)
     _lines: dict[tuple, int] = PrivateAttr(default_factory=dict)  # YAML path -> line number
@@ -350,6 +372,18 @@ def plan_study(
                     f"{source}: compare: {side!r} is not a run label "
                     f"(labels: {', '.join(sorted(known))})"
                 )
+    check = study.robustness
+    if check is not None and check.reference is not None and check.reference not in known:
+        errors.append(
+            f"{source}: robustness: reference {check.reference!r} is not a run label "
+            f"(labels: {', '.join(sorted(known))})"
+        )
+    if check is not None:
+        for name in check.corruptions or ():
+            try:
+                get_corruption(name)
+            except ConfigError as exc:
+                errors.append(f"{source}: robustness: {exc}")
     if errors:
         raise ConfigError(one_line("; ".join(dict.fromkeys(errors)), 2000))
     # Seed-major order: every model's first seed finishes before any second seed starts, so a

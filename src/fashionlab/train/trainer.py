@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -29,6 +30,7 @@ from fashionlab.accel import training_view
 from fashionlab.allocator import retain_freed_memory
 from fashionlab.config import TrainConfig
 from fashionlab.data import CLASS_NAMES, BatchIterator, augment_batch, prepare_data
+from fashionlab.data.corruptions import corrupt_random, get_corruption
 from fashionlab.errors import ConfigError, FashionlabError, RunError, TrainingDiverged
 from fashionlab.evaluation import calibration_metrics, summarize
 from fashionlab.models import create_model
@@ -111,6 +113,8 @@ class Trainer:
             self.augment_generator = torch.Generator().manual_seed(self._rank_seed())
         self.split, self.normalizer = prepare_data(config, data_dir)
         self.has_validation = len(self.split.val.labels) > 0
+        for name in config.corruption_augment:
+            get_corruption(name)  # an unknown name fails now, not after the first batch
         if len(self.split.train.labels) == 0:
             raise ConfigError("the training split is empty; check train_subset / val_fraction")
         if self.dist.enabled and config.batch_size < self.dist.world_size:
@@ -253,6 +257,8 @@ class Trainer:
             dynamic_ncols=True,
         )
         for images, labels in bar:
+            if cfg.corruption_augment:
+                images = self._corrupted(images)
             x = augment_batch(
                 self.normalizer(images),
                 self.augment_generator,
@@ -286,6 +292,22 @@ class Trainer:
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
         total_loss, correct, seen = self.dist.all_reduce_sum([total_loss, correct, seen])
         return total_loss / seen, correct / seen
+
+    def _corrupted(self, images: torch.Tensor) -> torch.Tensor:
+        """The batch with `corruption_prob` of its images corrupted (uint8 in, uint8 out).
+        The NumPy generator is seeded from the augmentation generator, whose state the
+        checkpoint keeps, so a resumed run corrupts the same images the same way."""
+        cfg = self.config
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.augment_generator))
+        rng = np.random.default_rng(seed)
+        chosen = np.flatnonzero(rng.random(len(images)) < cfg.corruption_prob)
+        if not len(chosen):
+            return images
+        out = images.numpy().copy()
+        out[chosen] = corrupt_random(
+            out[chosen], cfg.corruption_augment, cfg.corruption_max_severity, rng
+        )
+        return torch.from_numpy(out)
 
     def validation_loss_and_accuracy(self) -> tuple[float, float]:
         """On one process, the whole validation split; with several, each rank scores its
