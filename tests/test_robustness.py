@@ -71,8 +71,8 @@ def test_the_report_shows_robustness_and_calibration(scored):
 
 def test_corruption_error_relative_to_a_reference():
     def result(accs):
-        return {"corruptions": {"noise": {"severities": {
-            str(s): {"accuracy": a, "sha256": f"h{s}"} for s, a in enumerate(accs, 1)}}}}  # fmt: skip
+        cells = {str(s): {"accuracy": a, "sha256": f"h{s}"} for s, a in enumerate(accs, 1)}
+        return {"corruptions": {"noise": {"severities": cells}}}
 
     ce = corruption_errors(result([0.9, 0.8]), result([0.8, 0.6]))
     assert ce["ce"]["noise"] == pytest.approx((0.1 + 0.2) / (0.2 + 0.4))
