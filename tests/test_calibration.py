@@ -165,7 +165,7 @@ def test_predict_and_evaluate_report_calibration(tiny_run_dir, tmp_path, capsys)
     [row] = json.loads(capsys.readouterr().out)
     assert row["calibrated"] is True and row["temperature"] > 0 and "unsure" in row
     assert main(["predict", str(tiny_run_dir), str(path)]) == 0
-    assert "calibrated by temperature scaling" in capsys.readouterr().err
+    assert "calibrated by temperature scaling" in capsys.readouterr().out
     assert main(["evaluate", str(tiny_run_dir), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["matches_stored"] and "ece" in out["compared"]

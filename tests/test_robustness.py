@@ -12,7 +12,7 @@ import pytest
 
 from fashionlab.cli import main
 from fashionlab.errors import ConfigError, RunError
-from fashionlab.robustness import corruption_errors, parse_severities, robustness
+from fashionlab.robustness import corruption_errors, parse_severities, score_robustness
 from fashionlab.robustness.sets import balanced_subset
 from fashionlab.runs import load_predictions
 
@@ -23,7 +23,7 @@ SOME = ["gaussian_noise", "rotate", "contrast", "flip_lr"]
 def scored(tiny_run_dir, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("scored") / "run"
     shutil.copytree(tiny_run_dir, run)
-    robustness(run, SOME, (1, 3, 5), items=100, quiet=True)
+    score_robustness(run, SOME, (1, 3, 5), items=100, quiet=True)
     return run
 
 
@@ -52,7 +52,7 @@ def test_a_run_gets_accuracy_per_corruption_and_severity(scored):
 def test_a_rerun_gives_the_same_bytes(scored):
     before = json.loads((scored / "robustness.json").read_text())
     npz_before = (scored / "robustness.npz").read_bytes()
-    robustness(scored, SOME, (1, 3, 5), items=100, quiet=True, make_report=False)
+    score_robustness(scored, SOME, (1, 3, 5), items=100, quiet=True, make_report=False)
     after = json.loads((scored / "robustness.json").read_text())
     for name, entry in before["corruptions"].items():
         assert entry == after["corruptions"][name]
@@ -86,7 +86,7 @@ def test_corruption_error_relative_to_a_reference():
 def test_a_run_against_a_reference_run(scored, tmp_path):
     ref = tmp_path / "ref"
     shutil.copytree(scored, ref)
-    result = robustness(scored, ["rotate"], (2,), items=50, reference=ref, quiet=True,
+    result = score_robustness(scored, ["rotate"], (2,), items=50, reference=ref, quiet=True,
                         make_report=False)  # fmt: skip
     assert result["reference"]["ce"]["rotate"] == pytest.approx(1.0)  # the same model
 
@@ -165,13 +165,13 @@ def test_bad_options_are_one_line_errors(tiny_run_dir, capsys, args, message):
 
 def test_bad_folders(tmp_path, tiny_run_dir):
     with pytest.raises(RunError, match="no such folder"):
-        robustness(tmp_path / "missing")
+        score_robustness(tmp_path / "missing")
     unfinished = tmp_path / "unfinished"
     shutil.copytree(tiny_run_dir, unfinished)
     (unfinished / "complete").unlink(missing_ok=True)
     for marker in unfinished.glob("*complete*"):
         marker.unlink()
     with pytest.raises(RunError, match="not complete"):
-        robustness(unfinished, ["rotate"], (1,), items=10)
+        score_robustness(unfinished, ["rotate"], (1,), items=10)
     with pytest.raises(ConfigError, match="no corruptions"):
-        robustness(tiny_run_dir, [], (1,))
+        score_robustness(tiny_run_dir, [], (1,))

@@ -51,8 +51,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     check_top_k(args.top_k, len(CLASS_NAMES))  # before the model loads: fail fast
     # Loaded before any image: a bad run folder is one error, not one per image.
     classifier = Classifier.from_run(args.run, backend=args.backend)
-    if not args.json:
-        print(f"({classifier.calibration_note})", file=sys.stderr)
     results: list[dict[str, Any]] = []
     failed = 0
     for path in args.images:
@@ -78,6 +76,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print_table(results[-1])
     if args.json:
         print(json.dumps(results, indent=2))
+    elif results:
+        print(f"({classifier.calibration_note})")
     return 2 if failed else 0
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from fashionlab.cli.data import add_data_options
 from fashionlab.data.corruptions import CORRUPTIONS, IN_DISTRIBUTION, OUT_OF_DISTRIBUTION
 from fashionlab.errors import ConfigError
-from fashionlab.robustness import DEFAULT_ITEMS, parse_severities, robustness
+from fashionlab.robustness import DEFAULT_ITEMS, parse_severities, score_robustness
 
 
 def register(subparsers) -> None:
@@ -71,7 +71,7 @@ def _items(text: str) -> int | None:
 def cmd_robustness(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise ConfigError(f"--seed must be >= 0, got {args.seed}")
-    result = robustness(
+    result = score_robustness(
         args.path,
         corruptions=args.corruptions,
         severities=parse_severities(args.severities),

@@ -2,7 +2,7 @@
 `fashionlab.data.corruptions` (`sets`: the corrupted test sets, `score`: one run's results
 and corruption errors, `api`: runs and studies, with McNemar tests between models)."""
 
-from fashionlab.robustness.api import robustness
+from fashionlab.robustness.api import score_robustness
 from fashionlab.robustness.score import (
     PREDICTIONS_FILE,
     corruption_errors,
@@ -16,6 +16,6 @@ __all__ = [
     "build_sets",
     "corruption_errors",
     "parse_severities",
-    "robustness",
+    "score_robustness",
     "score_run",
 ]

@@ -1,4 +1,4 @@
-"""`robustness(path)`: score a run or every run of a study on the corruption suite.
+"""`score_robustness(path)`: score a run or every run of a study on the corruption suite.
 
 A study gets its models side by side (`STUDY/robustness.json`): mean accuracy over seeds per
 corruption, CE and mCE relative to a reference label, and for each of the study's claimed
@@ -25,15 +25,16 @@ from fashionlab.robustness.score import (
     PREDICTIONS_FILE,
     add_reference,
     check_torch_run,
+    corruption_errors,
     score_run,
     set_key,
     sets_for_run,
 )
 from fashionlab.robustness.sets import DEFAULT_ITEMS, CorruptedSets, check_names
-from fashionlab.runs import ROBUSTNESS_FILE, is_complete, load_config
+from fashionlab.runs import ROBUSTNESS_FILE, is_complete, load_config, load_robustness
 
 
-def robustness(
+def score_robustness(
     path: str | Path,
     corruptions: Sequence[str] | None = None,
     severities: Sequence[int] = SEVERITIES,
@@ -61,7 +62,7 @@ def robustness(
         if reference is not None:
             ref_dir = Path(reference)
             report_kind(ref_dir)
-            add_reference(result, scorer.score(ref_dir), folder)
+            add_reference(result, _reference_result(ref_dir, result, scorer), folder)
         if make_report:
             _report(folder, data_dir, quiet)
         return result
@@ -69,6 +70,25 @@ def robustness(
     if make_report:
         _report(folder, data_dir, quiet)
     return summary
+
+
+def _reference_result(ref_dir: Path, result: dict[str, Any], scorer: _Scorer) -> dict[str, Any]:
+    """The reference run's results on the same corrupted sets: its robustness.json when that
+    holds every set `result` has (same SHA-256s), otherwise scored now."""
+    stored = load_robustness(ref_dir)
+    if stored is not None and stored.get("clean_sha256") == result["clean_sha256"]:
+        try:
+            corruption_errors(result, stored)
+        except (RunError, KeyError, TypeError):
+            pass
+        else:
+            if all(
+                set(entry["severities"])
+                <= set(stored["corruptions"].get(name, {}).get("severities", {}))  # fmt: skip
+                for name, entry in result["corruptions"].items()
+            ):
+                return stored
+    return scorer.score(ref_dir)
 
 
 class _Scorer:
@@ -234,4 +254,4 @@ def _report(folder: Path, data_dir: str | Path | None, quiet: bool) -> None:
         print(f"report: {html}", file=sys.stderr)
 
 
-__all__ = ["robustness", "set_key"]
+__all__ = ["score_robustness", "set_key"]

@@ -16,7 +16,7 @@ from typing import Any
 
 from fashionlab._io import atomic_write_json, atomic_write_text, read_text_bounded
 from fashionlab.report import write_report
-from fashionlab.robustness import robustness
+from fashionlab.robustness import score_robustness
 from fashionlab.runs.folder import (
     STUDY_MARKER,
     claim_folder,
@@ -84,7 +84,7 @@ def _run_in(
     atomic_write_json(out / "study.json", summary)
     if study.robustness is not None:
         spec = study.robustness
-        robustness(out, spec.corruptions, spec.severities, spec.items, spec.seed,
+        score_robustness(out, spec.corruptions, spec.severities, spec.items, spec.seed,
                    spec.reference, data_dir=data_dir, quiet=quiet, make_report=False)  # fmt: skip
     if make_report:
         html = write_report(out, data_dir=data_dir)
