@@ -49,14 +49,22 @@ def test_a_run_gets_accuracy_per_corruption_and_severity(scored):
     assert result["corruptions"]["rotate"]["severities"]["3"]["accuracy"] == pytest.approx(hits)
 
 
-def test_a_rerun_gives_the_same_bytes(scored):
+def test_a_rerun_gives_the_same_bytes(scored, tmp_path):
     before = json.loads((scored / "robustness.json").read_text())
     npz_before = (scored / "robustness.npz").read_bytes()
+    # the same request again reuses the stored results: nothing is rewritten...
+    stamp = (scored / "robustness.json").stat().st_mtime_ns
     score_robustness(scored, SOME, (1, 3, 5), items=100, quiet=True, make_report=False)
-    after = json.loads((scored / "robustness.json").read_text())
+    assert (scored / "robustness.json").stat().st_mtime_ns == stamp
+    # ...and scored from scratch in a copy, the corrupted sets and predictions are the same
+    again = tmp_path / "again"
+    shutil.copytree(scored, again)
+    (again / "robustness.json").unlink()
+    score_robustness(again, SOME, (1, 3, 5), items=100, quiet=True, make_report=False)
+    after = json.loads((again / "robustness.json").read_text())
     for name, entry in before["corruptions"].items():
         assert entry == after["corruptions"][name]
-    assert (scored / "robustness.npz").read_bytes() == npz_before
+    assert (again / "robustness.npz").read_bytes() == npz_before
 
 
 def test_the_report_shows_robustness_and_calibration(scored):

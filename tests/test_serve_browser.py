@@ -104,6 +104,10 @@ def test_upload_shows_prediction(server, tmp_path, chromium_page):
     assert page.get_attribute("#gradcam", "src").startswith("data:image/png;base64,")
     assert page.locator("#steps li").count() >= 3
     assert page.is_hidden("#error")
+    # the probabilities are the run's calibrated ones, and the page says so
+    assert "calibrated (temperature" in page.text_content("#calibration")
+    unsure = page.text_content("#predicted-unsure")
+    assert unsure == "" or unsure.startswith(f"unsure: {label} or ")
     page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
 
     assert label in CLASS_NAMES

@@ -32,6 +32,7 @@ from fashionlab.robustness.score import (
 )
 from fashionlab.robustness.sets import DEFAULT_ITEMS, CorruptedSets, check_names
 from fashionlab.runs import ROBUSTNESS_FILE, is_complete, load_config, load_robustness
+from fashionlab.runs.weights import WEIGHTS_FILE
 
 
 def score_robustness(
@@ -103,12 +104,21 @@ class _Scorer:
         if not is_complete(run_dir):
             raise RunError(f"{run_dir}: the run is not complete; finish it with --resume first")
         check_torch_run(run_dir)
+        wanted = {
+            "corruptions": list(self.names),
+            "severities": list(self.severities),
+            "items": self.items,
+            "seed": self.seed,
+        }
+        stored = _fresh_result(run_dir, wanted)
+        if stored is not None:
+            return stored
         config = load_config(run_dir)
         key = (config.split, config.val_fraction, config.split_seed, config.eval_subset)
         if key not in self._sets:
             self._sets[key] = sets_for_run(run_dir, self.names, self.severities, self.items,
                                            self.seed, self.data_dir)  # fmt: skip
-        result = score_run(run_dir, self._sets[key], self.device)
+        result = score_run(run_dir, self._sets[key], self.device, wanted)
         if not self.quiet:
             mca = result["mean_corruption_accuracy"]
             shown = "n/a" if mca is None else f"{mca:.4f}"
@@ -118,6 +128,21 @@ class _Scorer:
                 file=sys.stderr,
             )
         return result
+
+
+def _fresh_result(run_dir: Path, wanted: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's stored results when they answer the same request and are newer than its
+    weights (a study run again re-scores nothing that has not changed); else None."""
+    try:
+        stored = load_robustness(run_dir)
+    except RunError:
+        return None  # unreadable: score again, which rewrites it
+    files = [run_dir / ROBUSTNESS_FILE, run_dir / PREDICTIONS_FILE, run_dir / WEIGHTS_FILE]
+    if stored is None or stored.get("settings") != wanted or not all(f.exists() for f in files):
+        return None
+    if files[0].stat().st_mtime_ns <= files[2].stat().st_mtime_ns:
+        return None
+    return stored
 
 
 def _study_summary(folder: Path) -> dict[str, Any]:
@@ -186,7 +211,11 @@ def _label_row(by_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
         "precision": sorted({r["precision"] for r in results}),
         "clean_accuracy": _stat([r["clean_accuracy"] for r in results]),
         "mean_corruption_accuracy": _stat(
-            [r["mean_corruption_accuracy"] for r in results if r["mean_corruption_accuracy"]]
+            [
+                r["mean_corruption_accuracy"]
+                for r in results
+                if r["mean_corruption_accuracy"] is not None
+            ]  # fmt: skip
         )
         if names
         else None,

@@ -60,10 +60,16 @@ def sets_for_run(
                       severities, seed)  # fmt: skip
 
 
-def score_run(run_dir: str | Path, sets: CorruptedSets, device: str = "cpu") -> dict[str, Any]:
+def score_run(
+    run_dir: str | Path,
+    sets: CorruptedSets,
+    device: str = "cpu",
+    settings_record: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Accuracy of the run's model on the clean items and on every corrupted set; writes
     RUN/robustness.json (the results) and RUN/robustness.npz (the predicted classes, for
-    McNemar tests between runs) and returns the results."""
+    McNemar tests between runs) and returns the results. `settings_record` (what was asked
+    for) is kept in the results, so a later identical request can reuse them."""
     run_dir = Path(run_dir)
     check_torch_run(run_dir)
     started = time.perf_counter()
@@ -87,6 +93,7 @@ def score_run(run_dir: str | Path, sets: CorruptedSets, device: str = "cpu") -> 
         model=loaded.config.model,
         precision=settings.precision,
         seconds=time.perf_counter() - started,
+        settings=settings_record,
     )
     buffer = io.BytesIO()
     np.savez(buffer, labels=labels.astype(np.int8), indices=sets.indices, clean=clean, **preds)

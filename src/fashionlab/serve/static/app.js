@@ -107,11 +107,11 @@ function errorText(status, body) {
 
 function render(result, previewUrl) {
   const best = result.top[0];
-  if (result.unsure) {
-    $("predicted-label").textContent = `unsure: ${best.class} or ${result.top[1].class}`;
-  } else {
-    $("predicted-label").textContent = best.class;
-  }
+  $("predicted-label").textContent = best.class;
+  // Below the threshold the answer is "unsure" and names the runner-up too.
+  $("predicted-unsure").textContent = result.unsure
+    ? `unsure: ${best.class} or ${result.top[1].class}`
+    : "";
   $("predicted-probability").textContent = `(${percent(best.probability)})`;
   $("calibration").textContent = result.calibrated
     ? `Probabilities calibrated (temperature ${result.temperature.toFixed(2)}).`
