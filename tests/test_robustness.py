@@ -183,3 +183,17 @@ def test_bad_folders(tmp_path, tiny_run_dir):
         score_robustness(unfinished, ["rotate"], (1,), items=10)
     with pytest.raises(ConfigError, match="no corruptions"):
         score_robustness(tiny_run_dir, [], (1,))
+
+
+def test_a_corrupt_robustness_file_is_a_one_line_error_and_scoring_repairs_it(
+    scored, tmp_path, capsys
+):
+    broken = tmp_path / "broken"
+    shutil.copytree(scored, broken)
+    (broken / "robustness.json").write_text("{not json")
+    assert main(["report", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert "robustness.json: not readable JSON" in err and err.count("\n") == 1
+    score_robustness(broken, ["rotate"], (1,), items=20, quiet=True)
+    assert json.loads((broken / "robustness.json").read_text())["items"] == 20
+    assert (broken / "report.html").is_file()
