@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from train_speed import cpu_name  # this folder: the one CPU-name helper of the benchmarks
 
 from fashionlab.models import get_model_spec
+from fashionlab.report.figures import data_key
 from fashionlab.robustness.score import score_run, sets_for_run
 from fashionlab.robustness.sets import DEFAULT_ITEMS, check_names
 from fashionlab.runs import load_config
@@ -39,16 +40,6 @@ def run_folders(paths: list[Path]) -> list[Path]:
         else:
             found.append(path)
     return [p for p in found if get_model_spec(load_config(p).model).framework == "torch"]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -71,12 +62,12 @@ def quick_run(model: str, parent: Path) -> Path:
 
 def measure(paths: list[Path], items: int) -> None:
     names = check_names(None)
-    print(f"CPU: {cpu_model()}, torch threads {torch.get_num_threads()}, items {items}")
+    print(f"CPU: {cpu_name()}, torch threads {torch.get_num_threads()}, items {items}")
     print(f"{'run':<28}{'model':<10}{'sets (s)':>10}{'score (s)':>11}{'total':>8}  target")
     built: dict[tuple, tuple] = {}
     for run in run_folders(paths):
         config = load_config(run)
-        key = (config.split, config.val_fraction, config.split_seed, config.eval_subset)
+        key = data_key(config)
         build_seconds = 0.0
         if key not in built:
             started = time.perf_counter()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fashionlab._io import atomic_write_text
+from fashionlab._io import atomic_write_text, read_text_bounded
 from fashionlab.errors import RunError
 
 SECTION_IDS = (
@@ -51,7 +51,7 @@ def write_report(path: str | Path, data_dir: str | Path | None = None) -> Path:
     folder = Path(path)
     kind = report_kind(folder)
     if kind == "study":
-        summary = _read_summary(folder)
+        summary = read_study_summary(folder)
         rows = summary.get("rows", [])
         first_runs = {row["label"]: folder / row["runs"][0] for row in rows if row.get("runs")}
         collected = collect(first_runs, folder / FIGURES_DIR, data_dir)
@@ -69,15 +69,16 @@ def write_report(path: str | Path, data_dir: str | Path | None = None) -> Path:
     return html_path
 
 
-def _read_summary(folder: Path) -> dict:
-    path = folder / "study.json"
+def read_study_summary(folder: str | Path) -> dict:
+    """A study folder's study.json (bounded read), or a one-line RunError."""
+    path = Path(folder) / "study.json"
     try:
-        summary = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise RunError(f"{path}: corrupt JSON ({exc}); run the study again") from None
+        summary = json.loads(read_text_bounded(path))
+    except (ValueError, OSError) as exc:
+        raise RunError(f"{path}: not readable JSON ({exc}); run the study again") from None
     if not isinstance(summary, dict) or not isinstance(summary.get("rows"), list):
         raise RunError(f"{path}: not a study summary (no 'rows')")
     return summary
 
 
-__all__ = ["SECTION_IDS", "report_kind", "write_report"]
+__all__ = ["SECTION_IDS", "read_study_summary", "report_kind", "write_report"]

@@ -8,7 +8,6 @@ the same items, corrupted the same way, classified by both models).
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from fashionlab._io import atomic_write_json, read_text_bounded
+from fashionlab._io import atomic_write_json
 from fashionlab.data.corruptions import SEVERITIES
 from fashionlab.errors import ConfigError, FashionlabError, RunError
 from fashionlab.evaluation import mcnemar, mean_std
-from fashionlab.report import report_kind, write_report
+from fashionlab.report import read_study_summary, report_kind, write_report
+from fashionlab.report.figures import data_key
 from fashionlab.robustness.score import (
     PREDICTIONS_FILE,
     add_reference,
@@ -113,8 +113,7 @@ class _Scorer:
         stored = _fresh_result(run_dir, wanted)
         if stored is not None:
             return stored
-        config = load_config(run_dir)
-        key = (config.split, config.val_fraction, config.split_seed, config.eval_subset)
+        key = data_key(load_config(run_dir))
         if key not in self._sets:
             self._sets[key] = sets_for_run(run_dir, self.names, self.severities, self.items,
                                            self.seed, self.data_dir)  # fmt: skip
@@ -145,20 +144,10 @@ def _fresh_result(run_dir: Path, wanted: dict[str, Any]) -> dict[str, Any] | Non
     return stored
 
 
-def _study_summary(folder: Path) -> dict[str, Any]:
-    try:
-        summary = json.loads(read_text_bounded(folder / "study.json"))
-    except (ValueError, OSError) as exc:
-        raise RunError(f"{folder}/study.json: not readable ({exc}); run the study again") from None
-    if not isinstance(summary, dict) or not isinstance(summary.get("rows"), list):
-        raise RunError(f"{folder}/study.json: not a study summary (no 'rows')")
-    return summary
-
-
 def _study_robustness(
     folder: Path, scorer: _Scorer, reference: str | Path | None
 ) -> dict[str, Any]:
-    summary = _study_summary(folder)
+    summary = read_study_summary(folder)
     results: dict[str, dict[int, dict[str, Any]]] = {}
     skipped: list[str] = []
     for row in summary["rows"]:
