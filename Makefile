@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and exactly pinned: the CPU build comes from local disk on our machines.
 	$(BIN)/pip install -q torch==2.13.0
-	# The ray extra too: the suite runs a study and a search on a local Ray instance.
-	$(BIN)/pip install -q -e '.[dev,ray]'
+	# The ray and audit extras too: the suite runs a study and a search on a local Ray
+	# instance, and the data audit's label search.
+	$(BIN)/pip install -q -e '.[dev,ray,audit]'
 	touch $(STAMP)
 
 install: $(STAMP)

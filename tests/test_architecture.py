@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("train",),
     ("viz",),
     ("report",),
-    ("robustness",),
+    ("robustness", "audit"),
     ("study",),
     ("inference",),
     ("serve",),

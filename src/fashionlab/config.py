@@ -70,6 +70,12 @@ class TrainConfig(BaseModel):
     split_seed: int = 42
     normalization: Normalization = "dataset"
     train_subset: int | None = Field(None, gt=0)  # use only the first N training items (tests)
+    # Cross-validation on the 60k training set: with `cv_folds` k, fold `cv_fold` (0..k-1, a
+    # stratified 1/k drawn with split_seed) is held out as the "test" part and the run trains
+    # (and validates) on the rest. Out-of-sample predictions for every training image: the
+    # data audit's suspect-label search trains one run per fold.
+    cv_folds: int | None = Field(None, ge=2, le=100)
+    cv_fold: int | None = Field(None, ge=0)
     eval_subset: int | None = Field(None, gt=0)  # use only the first N val/test items (tests)
 
     # Augmentation (batched, on tensors)
@@ -118,6 +124,17 @@ class TrainConfig(BaseModel):
         if not value.strip():
             raise ValueError("model name is empty")
         return value
+
+    @model_validator(mode="after")
+    def _cross_validation(self) -> TrainConfig:
+        if (self.cv_folds is None) != (self.cv_fold is None):
+            raise ValueError("cv_folds and cv_fold go together: set both (e.g. 5 and 0) or none")
+        if self.cv_folds is not None:
+            if self.cv_fold >= self.cv_folds:
+                raise ValueError(f"cv_fold must be 0..{self.cv_folds - 1}, got {self.cv_fold}")
+            if self.split == "pooled":
+                raise ValueError("cross-validation folds the 60k training set; use split random")
+        return self
 
     @model_validator(mode="after")
     def _validation_needed(self) -> TrainConfig:

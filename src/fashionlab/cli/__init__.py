@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "train",
     "evaluate",
     "robustness",
+    "audit",
     "study",
     "tune",
     "compare",

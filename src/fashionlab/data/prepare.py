@@ -14,8 +14,9 @@ def prepare_data(
     config: TrainConfig, data_dir: str | Path | None = None
 ) -> tuple[Split, Normalizer]:
     """Load, split (and subset) the data as the config says; fit the normaliser on train only."""
+    cv = None if config.cv_folds is None else (config.cv_folds, config.cv_fold)
     split = make_split(
-        load_fashion_mnist(data_dir), config.split, config.val_fraction, config.split_seed
+        load_fashion_mnist(data_dir), config.split, config.val_fraction, config.split_seed, cv
     )
     if config.train_subset:
         split.train = split.train.first(config.train_subset)

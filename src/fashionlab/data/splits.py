@@ -40,6 +40,25 @@ def stratified_split_indices(
     return _check_nonempty([np.sort(np.concatenate(part)) for part in parts], fractions)
 
 
+def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    """`folds` disjoint, sorted index arrays covering 0..n-1, each with the class proportions of
+    `labels` (each class dealt round-robin after a seeded shuffle, so sizes differ by <= 1)."""
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
+        raise ConfigError(f"cross-validation needs at least 2 folds, got {folds!r}")
+    rng = np.random.default_rng(_check_seed(seed))
+    parts: list[list[np.ndarray]] = [[] for _ in range(folds)]
+    offset = 0
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        for k in range(folds):
+            # Rotating the starting fold per class keeps the fold sizes within one of each other.
+            parts[(k + offset) % folds].append(members[k::folds])
+        offset += len(members) % folds
+    if len(labels) < folds:
+        raise ConfigError(f"{len(labels)} items cannot make {folds} non-empty folds")
+    return [np.sort(np.concatenate(part)) for part in parts]
+
+
 def _check_fractions(fractions: list[float]) -> None:
     # Written as "not (ok)" so that NaN, which fails every comparison, is rejected too.
     if not fractions or not all(f > 0 for f in fractions) or not abs(sum(fractions) - 1) <= 1e-9:
@@ -83,7 +102,8 @@ class Split:
     """The train, validation and test parts, plus where the test items came from.
 
     `test_pool` names the array the test indices point into: "test" (the standard 10k test set)
-    or "pooled" (train + test concatenated, 70k, as in S4).
+    or "pooled" (train + test concatenated, 70k, as in S4), or "train" (a cross-validation fold
+    of the 60k training set).
     """
 
     train: Part
@@ -96,24 +116,43 @@ class Split:
 
 
 def make_split(
-    data: FashionMNIST, kind: str = "random", val_fraction: float = 0.1, seed: int = 42
+    data: FashionMNIST,
+    kind: str = "random",
+    val_fraction: float = 0.1,
+    seed: int = 42,
+    cv: tuple[int, int] | None = None,
 ) -> Split:
     """`random`/`stratified`: hold out `val_fraction` of the 60k training set for validation (0:
     none, train on all 60k) and test on the 10k test set. `pooled`: pool all 70k and split
-    60/20/20 stratified (S4)."""
+    60/20/20 stratified (S4).
+
+    `cv=(folds, fold)`: cross-validation instead of the test set: fold `fold` of
+    `stratified_folds(train labels, folds, seed)` is the test part (test_pool "train") and the
+    validation part comes out of the remaining folds."""
     if kind in ("random", "stratified"):
         labels = data.train_labels.numpy()
         fractions = [1 - val_fraction, val_fraction]
-        if val_fraction == 0:  # train on all 60k, no validation (fixed-length recipes)
-            train_idx, val_idx = np.arange(len(labels)), np.empty(0, dtype=np.int64)
-        elif kind == "random":
-            train_idx, val_idx = random_split_indices(len(labels), fractions, seed)
-        else:
-            train_idx, val_idx = stratified_split_indices(labels, fractions, seed)
-        test_idx = np.arange(len(data.test_labels))
         pool_images, pool_labels = data.train_images, data.train_labels
         test_images, test_labels, test_pool = data.test_images, data.test_labels, "test"
+        test_idx = np.arange(len(data.test_labels))
+        rest = np.arange(len(labels))
+        if cv is not None:
+            folds, fold = cv
+            held_out = stratified_folds(labels, folds, seed)
+            test_idx = held_out[fold]
+            rest = np.sort(np.concatenate([f for k, f in enumerate(held_out) if k != fold]))
+            test_images, test_labels, test_pool = pool_images, pool_labels, "train"
+        if val_fraction == 0:  # train on all 60k, no validation (fixed-length recipes)
+            train_idx, val_idx = rest, np.empty(0, dtype=np.int64)
+        elif kind == "random":
+            train_pos, val_pos = random_split_indices(len(rest), fractions, seed)
+            train_idx, val_idx = rest[train_pos], rest[val_pos]
+        else:
+            train_pos, val_pos = stratified_split_indices(labels[rest], fractions, seed)
+            train_idx, val_idx = rest[train_pos], rest[val_pos]
     elif kind == "pooled":
+        if cv is not None:
+            raise ConfigError("cross-validation folds the 60k training set; use split random")
         pool_images = torch.cat([data.train_images, data.test_images])
         pool_labels = torch.cat([data.train_labels, data.test_labels])
         train_idx, val_idx, test_idx = stratified_split_indices(

@@ -6,7 +6,8 @@
 Three separate steps: `figures` draws the PNGs (skipping those that are up to date),
 `context` decides what the report says, `render` lays it out with the Jinja2 templates in
 `templates/`. Sections (HTML ids): summary, reproduction, significance, calibration, robustness,
-architectures, data, models, environment.
+audit, architectures, data, models, environment. A data audit's folder (audit.json) gets its
+own report (`report.audit`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from fashionlab._io import atomic_write_text, read_text_bounded
 from fashionlab.errors import RunError
+from fashionlab.runs.readers import AUDIT_FILE
 
 SECTION_IDS = (
     "summary",
@@ -23,6 +25,7 @@ SECTION_IDS = (
     "significance",
     "calibration",
     "robustness",
+    "audit",
     "architectures",
     "data",
     "models",
@@ -31,15 +34,21 @@ SECTION_IDS = (
 
 
 def report_kind(path: str | Path) -> str:
-    """'study' (a folder with study.json) or 'run' (a folder with config.yaml); else RunError."""
+    """'study' (a folder with study.json), 'run' (a folder with config.yaml) or 'audit' (a folder
+    with audit.json); else RunError."""
     folder = Path(path)
     if not folder.is_dir():
         raise RunError(f"{folder}: no such folder")
     if (folder / "study.json").is_file():
         return "study"
+    if (folder / AUDIT_FILE).is_file():
+        return "audit"
     if (folder / "config.yaml").is_file():
         return "run"
-    raise RunError(f"{folder}: neither a study folder (study.json) nor a run folder (config.yaml)")
+    raise RunError(
+        f"{folder}: not a study folder (study.json), a run folder (config.yaml) or an audit "
+        "folder (audit.json)"
+    )
 
 
 def write_report(path: str | Path, data_dir: str | Path | None = None) -> Path:
@@ -50,7 +59,11 @@ def write_report(path: str | Path, data_dir: str | Path | None = None) -> Path:
 
     folder = Path(path)
     kind = report_kind(folder)
-    if kind == "study":
+    if kind == "audit":
+        from fashionlab.report.audit import audit_context
+
+        context = audit_context(folder)
+    elif kind == "study":
         summary = read_study_summary(folder)
         rows = summary.get("rows", [])
         first_runs = {row["label"]: folder / row["runs"][0] for row in rows if row.get("runs")}

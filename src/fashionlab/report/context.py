@@ -14,6 +14,7 @@ from fashionlab.errors import ConfigError, FashionlabError
 from fashionlab.evaluation import classification_report
 from fashionlab.models import create_model, get_model_spec
 from fashionlab.models.summary import format_count, format_layer_table, summarize
+from fashionlab.report.audit import study_audit_section
 from fashionlab.report.blocks import (
     Block,
     ReportContext,
@@ -244,6 +245,7 @@ def study_context(study_dir: Path, summary: dict[str, Any], collected: Collected
         _significance(summary.get("comparisons", []), {r["label"]: r for r in rows}),
         study_calibration_section(rows),
         study_robustness_section(study_dir),
+        study_audit_section(study_dir),
         architectures_section(
             [_model_of(label, d) for label, d in first_runs.items()],
             summary.get("identical_architectures", []),

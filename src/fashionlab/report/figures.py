@@ -38,13 +38,16 @@ from fashionlab.evaluation import (
     run_temperature,
 )
 from fashionlab.models import feature_layers, get_model_spec, gradcam_layer
+from fashionlab.report.audit_flags import audit_flags
 from fashionlab.runs import (
+    AUDIT_FILE,
     ROBUSTNESS_FILE,
     load_config,
     load_history,
     load_metrics,
     load_predictions,
     load_robustness,
+    study_audit_dir,
 )
 from fashionlab.runs.weights import load_model
 
@@ -227,6 +230,8 @@ def run_figures(run_dir: str | Path, data: DataCache) -> RunFigures:
             return None
         pred = predictions()
         mistakes = most_confident_mistakes(pred["labels"], pred["logits"], MISTAKES_SHOWN)
+        test_index = np.asarray(pred.get("indices", np.arange(len(pred["labels"]))))
+        flags = flagged if str(pred.get("pool", "test")) == "test" else {}
         return _viz().plot_misclassified(
             images[mistakes.indices],
             mistakes.true,
@@ -234,14 +239,24 @@ def run_figures(run_dir: str | Path, data: DataCache) -> RunFigures:
             mistakes.confidence,
             path,
             ncols=6,
+            flags=[flags.get(int(i), "") for i in test_index[mistakes.indices]],
         )
 
+    # the study's data audit, when there is one, marks the items it flags
+    audit = study_audit_dir(run_dir.parent)
+    flagged = audit_flags(run_dir) if audit is not None else {}
     add(
         "misclassified",
         "Most confident mistakes",
-        from_predictions,
+        from_predictions + ([audit / AUDIT_FILE] if audit is not None else []),
         draw_mistakes,
-        f"The {MISTAKES_SHOWN} wrong test predictions with the highest probability.",
+        f"The {MISTAKES_SHOWN} wrong test predictions with the highest probability."
+        + (
+            " Dashed orange frame: an item the data audit flags (a near-duplicate of a "
+            "training image, or a suspect label with the label the models suggest)."
+            if audit is not None
+            else ""
+        ),
     )
 
     _trust_figures(run_dir, add, predictions, aligned, split)

@@ -6,6 +6,7 @@ trained PyTorch model.
 """
 
 from fashionlab.runs.folder import (
+    AUDIT_MARKER,
     COMPLETE_MARKER,
     STUDY_MARKER,
     claim_folder,
@@ -13,16 +14,23 @@ from fashionlab.runs.folder import (
     prepare_folder,
 )
 from fashionlab.runs.readers import (
+    AUDIT_DIR,
+    AUDIT_FILE,
     ROBUSTNESS_FILE,
+    load_audit,
     load_config,
     load_history,
     load_metrics,
     load_predictions,
     load_robustness,
+    study_audit_dir,
 )
 from fashionlab.runs.writer import HISTORY_FIELDS, RunWriter, environment
 
 __all__ = [
+    "AUDIT_DIR",
+    "AUDIT_FILE",
+    "AUDIT_MARKER",
     "COMPLETE_MARKER",
     "HISTORY_FIELDS",
     "ROBUSTNESS_FILE",
@@ -35,6 +43,8 @@ __all__ = [
     "load_history",
     "load_metrics",
     "load_predictions",
+    "load_audit",
     "load_robustness",
     "prepare_folder",
+    "study_audit_dir",
 ]

@@ -28,6 +28,7 @@ COMPLETE_MARKER = "complete"
 LOCK_FILE = ".lock"
 RUN_MARKER = ".fashionlab-run"
 STUDY_MARKER = ".fashionlab-study"
+AUDIT_MARKER = ".fashionlab-audit"
 # What an earlier version's folders hold, for recognising them without a marker.
 _LEGACY_SIGNS = {RUN_MARKER: "config.yaml", STUDY_MARKER: "study.yaml"}
 
@@ -41,7 +42,7 @@ def is_complete(run_dir: str | Path) -> bool:
 def claim_folder(folder: Path, what: str = "run") -> Iterator[Path]:
     """Hold `folder` (created if missing) for this process until the block ends. A folder
     that holds anything fashionlab did not make is refused before anything is written in it."""
-    marker = STUDY_MARKER if what == "study" else RUN_MARKER
+    marker = {"study": STUDY_MARKER, "audit": AUDIT_MARKER}.get(what, RUN_MARKER)
     if folder.exists() and not folder.is_dir():
         raise RunError(f"{folder}: exists and is not a folder; choose another name")
     if (
@@ -103,7 +104,8 @@ def prepare_folder(folder: Path, overwrite: bool, marker: str = RUN_MARKER) -> N
 
 def is_ours(folder: Path, marker: str = RUN_MARKER) -> bool:
     """Whether fashionlab made `folder`: its marker, or an earlier version's layout."""
-    return (folder / marker).is_file() or (folder / _LEGACY_SIGNS[marker]).is_file()
+    legacy = _LEGACY_SIGNS.get(marker)
+    return (folder / marker).is_file() or (legacy is not None and (folder / legacy).is_file())
 
 
 def mark(folder: Path, marker: str) -> None:

@@ -99,3 +99,30 @@ def load_robustness(folder: str | Path) -> dict[str, Any] | None:
     if not isinstance(result, dict):
         raise RunError(f"{path}: not a robustness result; run 'fashionlab robustness' again")
     return result
+
+
+AUDIT_FILE = "audit.json"
+# Where `fashionlab audit --study STUDY` writes, and where a study's reports look for it.
+AUDIT_DIR = "audit"
+
+
+def load_audit(folder: str | Path) -> dict[str, Any] | None:
+    """A data audit's audit.json (`fashionlab audit`), or None if `folder` holds none."""
+    path = Path(folder) / AUDIT_FILE
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(read_text_bounded(path))
+    except (json.JSONDecodeError, OSError, ValueError) as exc:
+        raise RunError(
+            f"{path}: not readable JSON ({one_line(exc, 120)}); run 'fashionlab audit' again"
+        ) from None
+    if not isinstance(result, dict) or not isinstance(result.get("flags"), dict):
+        raise RunError(f"{path}: not a data audit; run 'fashionlab audit' again")
+    return result
+
+
+def study_audit_dir(study_dir: str | Path) -> Path | None:
+    """The audit folder of a study, if `fashionlab audit --study` has written one."""
+    folder = Path(study_dir) / AUDIT_DIR
+    return folder if (folder / AUDIT_FILE).is_file() else None

@@ -7,6 +7,7 @@ for display are uint8. Figures that need a layer the model lacks (Grad-CAM and a
 of an MLP, which has no Conv2d) return None and write nothing.
 """
 
+from fashionlab.viz.audit_figures import plot_duplicate_pairs, plot_label_issues
 from fashionlab.viz.data_figures import plot_class_distribution, plot_sample_grid
 from fashionlab.viz.eval_figures import (
     plot_confusion_matrix,
@@ -45,6 +46,8 @@ from fashionlab.viz.trust_figures import (
 )
 
 __all__ = [
+    "plot_duplicate_pairs",
+    "plot_label_issues",
     "GradCAMResult",
     "PCAView",
     "capture_activations",

@@ -115,10 +115,13 @@ def plot_misclassified(
     path: str | os.PathLike,
     class_names: Sequence[str] | None = None,
     ncols: int = 8,
+    flags: Sequence[str] | None = None,
 ) -> Path:
     """Grid of wrongly classified images titled true / predicted (confidence).
 
     `images` are the misclassified items themselves (e.g. `test_images[mistakes.indices]`).
+    `flags`: a short note per item ("" for none), e.g. the data audit's "suspect label";
+    flagged items get the note under the image and a dashed frame.
     """
     imgs = as_images(images)
     t = as_labels(true, len(imgs), "true")
@@ -128,6 +131,9 @@ def plot_misclassified(
         raise ConfigError(f"confidence has {len(conf)} items but there are {len(imgs)} images")
     if ncols < 1:
         raise ConfigError(f"ncols must be >= 1, got {ncols}")
+    notes = [""] * len(imgs) if flags is None else [str(f) for f in flags]
+    if len(notes) != len(imgs):
+        raise ConfigError(f"{len(notes)} flags for {len(imgs)} images")
     top = max(int(t.max(initial=0)), int(p.max(initial=0))) + 1
     names = class_names_for(class_names, top)
     ncols = max(1, min(ncols, len(imgs)))
@@ -145,6 +151,10 @@ def plot_misclassified(
             fontsize=7,
             color="firebrick",
         )
+        if notes[k]:
+            ax.set_xlabel(notes[k], fontsize=6, color="darkorange")
+            for spine in ax.spines.values():
+                spine.set(visible=True, color="darkorange", linestyle="--", linewidth=1.5)
     if len(imgs) == 0:
         axes[0, 0].text(0.5, 0.5, "no misclassified items", ha="center", va="center")
     fig.suptitle("Misclassified (most confident first)")
