@@ -137,6 +137,20 @@ def test_planted_near_duplicates_and_nothing_else_above_the_threshold():
     assert others.max() < 0.5  # independent random images are far from every training image
 
 
+def test_pixel_embedding_is_the_principal_component_projection():
+    rng = np.random.default_rng(4)
+    train = rng.integers(0, 256, (300, 28, 28), dtype=np.uint8)
+    test = rng.integers(0, 256, (40, 28, 28), dtype=np.uint8)
+    train_emb, test_emb = pixel_embedding(train, test, components=12)
+    x = train.reshape(300, -1).astype(np.float64)
+    mean = x.mean(0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    expected = (test.reshape(40, -1) - mean) @ vt[:12].T
+    # each component is defined up to its sign
+    np.testing.assert_allclose(np.abs(test_emb), np.abs(expected), rtol=1e-4, atol=1e-2)
+    assert train_emb.shape == (300, 12) and train_emb.dtype == np.float32
+
+
 def test_embedding_and_similarity_errors_are_one_line():
     images = np.zeros((5, 28, 28), np.uint8)
     with pytest.raises(ConfigError, match="components must be"):
@@ -301,10 +315,11 @@ def test_cleaned_scores_are_computed_from_the_flagged_indices(audited_study):
     flags = result["flags"]
     drop = {
         "without near-duplicates": set(flags["test_near_duplicates"]),
-        "without suspect labels": set(flags["test_suspect_labels"]),
+        "without suspect labels": set(flags["test_suspect_labels_scored"]),
     }
     drop["without both"] = drop["without near-duplicates"] | drop["without suspect labels"]
     drop["full test set"] = set()
+    assert result["scored_suspects"]["source"].startswith("the cross-validation models")
     assert len(result["scores"]) == 4
     for row in result["scores"]:
         pred = load_predictions(row["run"])

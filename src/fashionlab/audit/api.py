@@ -191,7 +191,15 @@ class _Audit:
 
         near_test = np.unique(np.concatenate([found.index for found in near_rows.values()]))
         suspect_test = suspects["test"].indices if suspects["test"] is not None else []
-        masks = keep_masks(len(test_labels), near_test, np.asarray(suspect_test, dtype=np.int64))
+        # The cleaned subsets drop suspects found WITHOUT the scored runs when the folds can say:
+        # items picked by the runs' own mistakes would flatter exactly those runs.
+        scored_suspects, scored_source = np.asarray(suspect_test, dtype=np.int64), test_source
+        if crossval is not None and test_source.startswith("the given runs"):
+            independent = find_suspect_labels(test_labels, crossval.test_probs, "test labels")
+            self._write_suspects("test", independent, test, name="test_crossval", gallery=False)
+            scored_suspects = independent.indices
+            scored_source = "the cross-validation models (independent of the scored runs)"
+        masks = keep_masks(len(test_labels), near_test, scored_suspects)
         scores = self._scores(members, masks, len(test_labels))
         compared = self._comparisons(comparisons, study, masks, len(test_labels))
         self.seconds["total"] = time.perf_counter() - started
@@ -213,6 +221,7 @@ class _Audit:
                 )
             },
             "test_probabilities": test_source,
+            "scored_suspects": {"source": scored_source, "count": len(scored_suspects)},
             "crossval": _crossval_summary(crossval, self.settings.crossval),
             "subsets": {name: int(mask.sum()) for name, mask in masks.items()},
             "scores": scores,
@@ -220,6 +229,7 @@ class _Audit:
             "flags": {
                 "test_near_duplicates": near_test.tolist(),
                 "test_suspect_labels": [int(i) for i in suspect_test],
+                "test_suspect_labels_scored": [int(i) for i in scored_suspects],
                 "test_suggested": {
                     str(int(i)): int(s)
                     for i, s in zip(
@@ -321,7 +331,14 @@ class _Audit:
             return crossval.test_probs, "the cross-validation models, averaged"
         return None, "none (no runs on the full test set and no cross-validation)"
 
-    def _write_suspects(self, pool: str, found: SuspectLabels, images: np.ndarray) -> None:
+    def _write_suspects(
+        self,
+        pool: str,
+        found: SuspectLabels,
+        images: np.ndarray,
+        name: str | None = None,
+        gallery: bool = True,
+    ) -> None:
         from fashionlab.viz import plot_label_issues
 
         rows = [["rank", "index", "given", "given_class", "suggested", "suggested_class",
@@ -338,7 +355,9 @@ class _Audit:
             start=1,
         ):
             rows.append([rank, i, g, CLASS_NAMES[g], s, CLASS_NAMES[s], f"{pg:.4f}", f"{ps:.4f}"])
-        _write_csv(self.folder / f"suspect_labels_{pool}.csv", rows)
+        _write_csv(self.folder / f"suspect_labels_{name or pool}.csv", rows)
+        if not gallery:
+            return
         top = slice(0, self.settings.gallery)
         plot_label_issues(
             images[found.indices[top]],

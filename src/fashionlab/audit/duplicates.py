@@ -16,6 +16,7 @@ import torch
 from fashionlab.errors import ConfigError
 
 POOLS = ("train", "test")
+PCA_CHUNK = 8192  # rows per step of the covariance and the projection
 
 
 @dataclass
@@ -74,16 +75,24 @@ def pixel_embedding(
         raise ConfigError(
             f"components must be 1..{min(dims, len(train))} for these images, got {components}"
         )
-    x = torch.from_numpy(train.reshape(len(train), -1)).double()
-    mean = x.mean(0)
-    centred = x - mean
-    # The eigenvectors of the (dims x dims) covariance: cheaper than an SVD of the N x dims data.
-    _, vectors = torch.linalg.eigh(centred.T @ centred)
+    rows = torch.from_numpy(train.reshape(len(train), -1))
+    mean = rows.sum(0, dtype=torch.float64) / len(rows)
+    # The (dims x dims) covariance, summed over chunks of rows: its eigenvectors are the
+    # principal components, and memory stays at one chunk in float64 (not all 60k rows).
+    covariance = torch.zeros(dims, dims, dtype=torch.float64)
+    for start in range(0, len(rows), PCA_CHUNK):
+        centred = rows[start : start + PCA_CHUNK].double() - mean
+        covariance += centred.T @ centred
+    _, vectors = torch.linalg.eigh(covariance)
     basis = vectors[:, -components:].flip(1)
 
     def project(images: np.ndarray) -> np.ndarray:
-        rows = torch.from_numpy(images.reshape(len(images), -1)).double() - mean
-        return (rows @ basis).float().numpy()
+        flat = torch.from_numpy(images.reshape(len(images), -1))
+        out = np.empty((len(flat), components), dtype=np.float32)
+        for start in range(0, len(flat), PCA_CHUNK):
+            chunk = flat[start : start + PCA_CHUNK].double() - mean
+            out[start : start + PCA_CHUNK] = (chunk @ basis).numpy()
+        return out
 
     return project(train), project(test)
 
@@ -111,7 +120,7 @@ class NearestTrain:
 
 
 def nearest_train(
-    train_embedding: np.ndarray, test_embedding: np.ndarray, chunk: int = 2048
+    train_embedding: np.ndarray, test_embedding: np.ndarray, chunk: int = 512
 ) -> NearestTrain:
     """The nearest training item of every test item by cosine similarity, computed in chunks of
     test items (memory: chunk x n_train floats)."""

@@ -10,10 +10,9 @@ import numpy as np
 
 from fashionlab.errors import RunError
 from fashionlab.evaluation import mcnemar, mean_std, predict
-from fashionlab.runs import load_predictions
+from fashionlab.runs import AUDIT_SUBSETS, load_predictions
 
-# The standard number first; the cleaned subsets are secondary, and named for what they drop.
-SUBSETS = ("full test set", "without near-duplicates", "without suspect labels", "without both")
+SUBSETS = AUDIT_SUBSETS
 
 
 def keep_masks(

@@ -19,7 +19,7 @@ from fashionlab.report.blocks import (
     verdict,
 )
 from fashionlab.report.figures import FIGURES_DIR, Figure
-from fashionlab.runs import load_audit, study_audit_dir
+from fashionlab.runs import AUDIT_SUBSETS, load_audit, study_audit_dir
 
 AUDIT_TITLE = "Data audit"
 SUBSET_NOTE = (
@@ -178,6 +178,13 @@ def _labels_section(folder: Path, audit: dict[str, Any]) -> Section:
     return section
 
 
+def _ordered(subsets: dict[str, Any]) -> list[str]:
+    """The subsets in AUDIT_SUBSETS order (JSON files may hold them sorted)."""
+    return [n for n in AUDIT_SUBSETS if n in subsets] + [
+        n for n in subsets if n not in AUDIT_SUBSETS
+    ]
+
+
 def _subset_cells(subsets: dict[str, Any], names: list[str]) -> list[str]:
     return [f"{subsets[n]['accuracy']:.4f} ({subsets[n]['n']})" for n in names]
 
@@ -185,15 +192,22 @@ def _subset_cells(subsets: dict[str, Any], names: list[str]) -> list[str]:
 def _scores_section(audit: dict[str, Any]) -> Section:
     section = Section("scores", "What it does to the scores")
     section.blocks.append(para(SUBSET_NOTE))
-    scored = [r for r in audit.get("scores", []) if "subsets" in r]
-    if not scored:
+    scored = audit.get("scored_suspects")
+    if scored:
+        section.blocks.append(
+            para(f"The subsets without suspect labels drop the {scored['count']} suspects "
+                 f"found from {scored['source']}; near-duplicates are the test items above "
+                 "the threshold of any embedding.")
+        )  # fmt: skip
+    scored_runs = [r for r in audit.get("scores", []) if "subsets" in r]
+    if not scored_runs:
         section.blocks.append(para("No runs were given (`fashionlab audit --run RUN` or --study)."))
     else:
-        names = list(scored[0]["subsets"])
+        names = _ordered(scored_runs[0]["subsets"])
         rows = [
             [r["label"] + (f" (seed {r['seed']})" if r.get("seed") is not None else ""),
              *_subset_cells(r["subsets"], names)]
-            for r in scored
+            for r in scored_runs
         ]  # fmt: skip
         section.blocks.append(
             table(["run", *names], rows, caption="Test accuracy (items) on each subset.")
@@ -269,7 +283,7 @@ def study_audit_section(study_dir: Path) -> Section:
         if "subsets" in r:
             by_label.setdefault(r["label"], []).append(r["subsets"])
     if by_label:
-        names = list(next(iter(by_label.values()))[0])
+        names = _ordered(next(iter(by_label.values()))[0])
         rows = []
         for label, runs in by_label.items():
             cells = []

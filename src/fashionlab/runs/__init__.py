@@ -16,6 +16,7 @@ from fashionlab.runs.folder import (
 from fashionlab.runs.readers import (
     AUDIT_DIR,
     AUDIT_FILE,
+    AUDIT_SUBSETS,
     ROBUSTNESS_FILE,
     load_audit,
     load_config,
@@ -31,6 +32,7 @@ __all__ = [
     "AUDIT_DIR",
     "AUDIT_FILE",
     "AUDIT_MARKER",
+    "AUDIT_SUBSETS",
     "COMPLETE_MARKER",
     "HISTORY_FIELDS",
     "ROBUSTNESS_FILE",

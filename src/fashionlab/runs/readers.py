@@ -102,6 +102,14 @@ def load_robustness(folder: str | Path) -> dict[str, Any] | None:
 
 
 AUDIT_FILE = "audit.json"
+# The test subsets an audit scores runs on: the standard number first; the cleaned subsets are
+# secondary, and named for what they drop.
+AUDIT_SUBSETS = (
+    "full test set",
+    "without near-duplicates",
+    "without suspect labels",
+    "without both",
+)
 # Where `fashionlab audit --study STUDY` writes, and where a study's reports look for it.
 AUDIT_DIR = "audit"
 
