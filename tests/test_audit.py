@@ -232,7 +232,9 @@ def test_planted_label_flips_rank_above_clean_items(synthetic, tmp_path):
 
     # the folds are cached: a second call trains nothing
     stamps = sorted(p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("model.safetensors"))
-    cross_validated_probabilities(TINY_CV, tmp_path / "cache", data, synthetic, quiet=True)
+    second = cross_validated_probabilities(TINY_CV, tmp_path / "cache", data, synthetic, quiet=True)
+    assert not any(result.reused) and all(second.reused)
+    np.testing.assert_array_equal(second.train_probs, result.train_probs)
     again = sorted(p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("model.safetensors"))
     assert stamps == again and len(stamps) == TINY_CV.folds
 

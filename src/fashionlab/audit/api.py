@@ -261,7 +261,7 @@ class _Audit:
             data.train_images.numpy(), data.test_images.numpy(), s.pixel_components
         )
         nearest = nearest_train(train_emb, test_emb)
-        what = f"pixels, top {s.pixel_components} principal components of the training images"
+        what = f"the top {s.pixel_components} principal components of the training pixels"
         return _near(nearest, s.pixel_threshold, what, data)
 
     def _near_features(self, member: _Run, data: FashionMNIST):
@@ -513,6 +513,8 @@ def _crossval_summary(result, settings: CrossValSettings | None) -> dict[str, An
     return {
         **asdict(settings),
         "fold_accuracy": result.fold_accuracy,
+        "fold_train_seconds": result.fold_seconds,
+        "folds_reused": sum(result.reused),
         "fold_runs": [str(p) for p in result.fold_dirs],
     }
 

@@ -89,6 +89,8 @@ class CrossValResult:
     test_probs: np.ndarray  # (n_test, classes), the folds' models averaged
     fold_dirs: list[Path]
     fold_accuracy: list[float]  # each fold model's accuracy on its held-out fold
+    fold_seconds: list[float]  # each fold's training time (when it was trained)
+    reused: list[bool]  # whether each fold came from the cache
 
 
 def cross_validated_probabilities(
@@ -102,9 +104,11 @@ def cross_validated_probabilities(
     root = Path(cache) / f"cv-{settings.key()}"
     n_train = len(data.train_labels)
     train_probs = np.full((n_train, len(CLASS_NAMES)), np.nan)
-    fold_dirs, fold_accuracy, test_probs = [], [], []
+    fold_dirs, fold_accuracy, fold_seconds, reused, test_probs = [], [], [], [], []
     for fold in range(settings.folds):
-        run_dir = _trained_fold(settings.config(fold), root, data_dir, quiet)
+        config = settings.config(fold)
+        reused.append(is_complete(root / config.run_name()))
+        run_dir = _trained_fold(config, root, data_dir, quiet)
         predictions = load_predictions(run_dir)
         indices = np.asarray(predictions.get("indices", []), dtype=np.int64)
         if str(predictions.get("pool", "")) != "train":
@@ -112,12 +116,16 @@ def cross_validated_probabilities(
         if len(indices) != len(predictions["labels"]) or (indices >= n_train).any():
             raise RunError(f"{run_dir}: its predictions do not match this dataset; delete {root}")
         train_probs[indices] = softmax(predictions["logits"])
-        fold_accuracy.append(float(load_metrics(run_dir).get("test_accuracy", np.nan)))
+        metrics = load_metrics(run_dir)
+        fold_accuracy.append(float(metrics.get("test_accuracy", np.nan)))
+        fold_seconds.append(float(metrics.get("train_seconds", np.nan)))
         test_probs.append(_test_probabilities(run_dir, data))
         fold_dirs.append(run_dir)
     if np.isnan(train_probs).any():
         raise RunError(f"{root}: the folds do not cover every training image; delete it and rerun")
-    return CrossValResult(train_probs, np.mean(test_probs, axis=0), fold_dirs, fold_accuracy)
+    return CrossValResult(
+        train_probs, np.mean(test_probs, axis=0), fold_dirs, fold_accuracy, fold_seconds, reused
+    )
 
 
 def _trained_fold(

@@ -151,8 +151,11 @@ def _labels_section(folder: Path, audit: dict[str, Any]) -> Section:
         text += (
             f" Training set: {crossval['folds']}-fold cross-validation of {crossval['model']} "
             f"({crossval['epochs']} epochs, seed {crossval['seed']}; held-out accuracy per fold "
-            f"{accs})."
-        )
+            f"{accs}; {fmt_seconds(sum(crossval.get('fold_train_seconds', [])))} of training"
+            + (f", {crossval['folds_reused']} folds reused from the audit's cache"
+               if crossval.get("folds_reused") else "")
+            + ")."
+        )  # fmt: skip
     else:
         text += " Training set: not searched (cross-validation switched off)."
     section.blocks.append(para(text))
