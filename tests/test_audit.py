@@ -348,6 +348,11 @@ def test_reports_link_the_audit_and_mark_flagged_mistakes(audited_study):
     suspect = result["flags"]["test_suspect_labels"][0]
     assert flags[suspect].startswith("suspect label")
     assert "near-dup of train" in flags[result["flags"]["test_near_duplicates"][0]]
+    assert main(["report", str(study / "wide-seed1")]) == 0
+    run_html = (study / "wide-seed1" / "report.html").read_text()
+    assert (
+        "From the study&#39;s data audit" in run_html or "From the study's data audit" in run_html
+    )
     figure = study / "wide-seed1" / "figures" / "misclassified.png"
     assert figure.stat().st_mtime_ns >= (study / "audit" / "audit.json").stat().st_mtime_ns
 

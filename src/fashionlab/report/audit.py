@@ -300,3 +300,30 @@ def study_audit_section(study_dir: Path) -> Section:
         )  # fmt: skip
     section.blocks += comparison_blocks(audit)
     return section
+
+
+def run_audit_section(run_dir: Path) -> Section:
+    """A run's scores on the cleaned test subsets, from its study's audit when it has one."""
+    section = Section("audit", AUDIT_TITLE)
+    folder = study_audit_dir(run_dir.parent)
+    audit = load_audit(folder) if folder is not None else None
+    row = None
+    if audit is not None:
+        row = next(
+            (r for r in audit.get("scores", [])
+             if Path(r["run"]).resolve() == run_dir.resolve() and "subsets" in r),
+            None,
+        )  # fmt: skip
+    if row is None:
+        section.blocks.append(
+            para(f"No data audit covers this run: `fashionlab audit --run {run_dir}` (or "
+                 "--study on its study) rescores it without near-duplicates and suspect labels.")
+        )  # fmt: skip
+        return section
+    names = _ordered(row["subsets"])
+    section.blocks.append(para(f"From the study's data audit: {folder / 'report.html'}."))
+    section.blocks.append(
+        table(["", *names], [["test accuracy (items)", *_subset_cells(row["subsets"], names)]],
+              caption=SUBSET_NOTE)
+    )  # fmt: skip
+    return section

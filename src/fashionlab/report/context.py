@@ -14,7 +14,7 @@ from fashionlab.errors import ConfigError, FashionlabError
 from fashionlab.evaluation import classification_report
 from fashionlab.models import create_model, get_model_spec
 from fashionlab.models.summary import format_count, format_layer_table, summarize
-from fashionlab.report.audit import study_audit_section
+from fashionlab.report.audit import run_audit_section, study_audit_section
 from fashionlab.report.blocks import (
     Block,
     ReportContext,
@@ -511,6 +511,7 @@ def run_context(run_dir: Path, collected: Collected) -> ReportContext:
         ),
         run_calibration_section(run_dir),
         run_robustness_section(run_dir),
+        run_audit_section(run_dir),
         architectures_section([_model_of(config.model, run_dir)], []),
         data_section(collected, several_labels=False),
         Section("models", SECTION_TITLES["models"], run_model_blocks(figs)),
