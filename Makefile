@@ -9,14 +9,15 @@ STUDY ?= studies/quickstart.yaml
 
 .PHONY: run test lint bench data install clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# torch first and exactly pinned: the CPU build comes from local disk on our machines.
-	$(BIN)/pip install -q torch==2.13.0
-	# The ray and audit extras too: the suite runs a study and a search on a local Ray
-	# instance, and the data audit's label search.
-	$(BIN)/pip install -q -e '.[dev,ray,audit]'
+	# torch first, at the version constraints.txt pins: the CPU build comes from local disk on
+	# our machines (an unpinned torch would pull a multi-GB CUDA build).
+	$(BIN)/pip install -q -c constraints.txt torch
+	# Every extra: the suite runs a study and a search on a local Ray instance, the audit's
+	# label search, the web server and the ONNX export.
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,ray,audit,serve,export]'
 	touch $(STAMP)
 
 install: $(STAMP)

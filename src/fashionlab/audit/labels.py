@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fashionlab.errors import ConfigError, FashionlabError
-
-EXTRA_HINT = "pip install 'fashionlab[audit]' (or: pip install cleanlab)"
+from fashionlab._extras import require_extra
+from fashionlab.errors import ConfigError
 
 
 @dataclass
@@ -53,10 +52,8 @@ def find_suspect_labels(
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     probs = np.asarray(probs, dtype=np.float64)
     check_probabilities(labels, probs, what)
-    try:
-        from cleanlab.filter import find_label_issues
-    except ImportError:
-        raise FashionlabError(f"the label search needs cleanlab: {EXTRA_HINT}") from None
+    require_extra("audit", "the audit's label search")
+    from cleanlab.filter import find_label_issues
     missing = sorted(set(range(probs.shape[1])) - set(np.unique(labels).tolist()))
     if missing:
         raise ConfigError(

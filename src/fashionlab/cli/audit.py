@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from fashionlab.audit import AuditSettings, CrossValSettings, audit_data
-from fashionlab.cli.data import add_data_options
+from fashionlab.cli.commands import COMMANDS
+from fashionlab.cli.options import add_data_options
 from fashionlab.errors import ConfigError
 
 _DEFAULTS = AuditSettings()
@@ -17,7 +18,7 @@ _CV = CrossValSettings()
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "audit",
-        help="find train/test duplicates and suspect labels; rescore runs without them",
+        help=COMMANDS["audit"],
         description="Audits Fashion-MNIST: exact duplicates (identical bytes) within and "
         "across train and test; test images whose nearest training image (cosine similarity "
         "of pixel principal components, and of a given run's penultimate features) is above "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fashionlab.cli.commands import COMMANDS
 from fashionlab.errors import RunError
 from fashionlab.evaluation import accuracy, mcnemar
 from fashionlab.runs import load_predictions
@@ -15,7 +16,7 @@ from fashionlab.runs import load_predictions
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "compare", help="McNemar's test between two runs tested on the same images"
+        "compare", help=COMMANDS["compare"]
     )
     parser.add_argument("run_a", type=Path)
     parser.add_argument("run_b", type=Path)

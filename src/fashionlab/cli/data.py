@@ -11,26 +11,16 @@ import numpy as np
 import torch
 
 from fashionlab._io import atomic_write_bytes
+from fashionlab.cli.commands import COMMANDS
+from fashionlab.cli.options import add_data_options
 from fashionlab.data import CLASS_NAMES, encode_idx, load_fashion_mnist
 from fashionlab.data.dataset import load_from_directory
 from fashionlab.data.sources import FILES, download_to_cache
 from fashionlab.errors import DataError
 
 
-def add_data_options(parser: argparse.ArgumentParser) -> None:
-    """--data-dir, shared by every command that loads the dataset. (--no-verify exists only on
-    `data info`: a run trained or evaluated on unverified data would not be comparable.)"""
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="folder with the four IDX files (default: FASHIONLAB_DATA, the cache, "
-        "/usr/share/datasets/fashion-mnist, then a download)",
-    )
-
-
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("data", help="inspect or fetch the dataset")
+    parser = subparsers.add_parser("data", help=COMMANDS["data"])
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     info = sub.add_parser("info", help="where the data was found, verification, class counts")
     add_data_options(info)

@@ -6,14 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
-from fashionlab.cli.data import add_data_options
+from fashionlab.cli.commands import COMMANDS
+from fashionlab.cli.options import add_data_options
 from fashionlab.errors import RunError
 from fashionlab.train import evaluate_run
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "evaluate", help="recompute a run's test metrics from its weights"
+        "evaluate", help=COMMANDS["evaluate"]
     )
     parser.add_argument("run", type=Path, help="run folder")
     parser.add_argument("--json", action="store_true", help="print all metrics as JSON")

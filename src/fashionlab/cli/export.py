@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fashionlab.cli.data import add_data_options
+from fashionlab.cli.commands import COMMANDS
+from fashionlab.cli.options import add_data_options
 from fashionlab.errors import RunError
 from fashionlab.inference.onnx import (
     CHECK_ATOL,
@@ -25,7 +26,7 @@ from fashionlab.runs.weights import load_model
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="export a run's model (ONNX) and check it against PyTorch",
+        help=COMMANDS["export"],
         description="Write the run's model as ONNX (input 'input' float32 N x 1 x 28 x 28, "
         "normalised as in training; output 'logits' N x 10), then compare onnxruntime with "
         f"PyTorch on the run's whole test split (max |logit difference| < {CHECK_ATOL:g}).",

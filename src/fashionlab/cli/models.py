@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from fashionlab.cli.commands import COMMANDS
 from fashionlab.models import create_model, get_model_spec, list_models
 from fashionlab.models.summary import (
     architecture_signature,
@@ -18,7 +19,7 @@ from fashionlab.models.summary import (
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "models",
-        help="list the models: parameters, forward FLOPs, study, description",
+        help=COMMANDS["models"],
         description=(
             "List every registered model with its parameter count, forward FLOPs per 28x28 "
             "image (a multiply-add counts as 2) and study. Name models to see their layers "

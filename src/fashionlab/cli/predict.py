@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fashionlab.cli.commands import COMMANDS
 from fashionlab.data import CLASS_NAMES
 from fashionlab.errors import ImageError
 from fashionlab.inference import BACKENDS, DEFAULT_TOP_K, Classifier, check_top_k
@@ -22,7 +23,7 @@ from fashionlab.inference.imaging import prepare_image
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict",
-        help="classify your own images with a trained run",
+        help=COMMANDS["predict"],
         description="Classify image files (PNG, JPEG, WebP, GIF, BMP or a 28x28 .npy). By "
         "default each image is made to look like a Fashion-MNIST item first (grayscale, light "
         "object on black, cropped, centred, 28x28); the steps are listed with --json.",

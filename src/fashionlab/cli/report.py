@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fashionlab.cli.data import add_data_options
+from fashionlab.cli.commands import COMMANDS
+from fashionlab.cli.options import add_data_options
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "report",
-        help="write report.html (self-contained) and report.md for a run or study folder",
+        help=COMMANDS["report"],
         description="Draws the figures that are missing or out of date (into <run>/figures/), "
         "then writes report.html (images embedded, opens offline) and report.md (images in "
         "figures/) into the folder. Prints the path of report.html.",

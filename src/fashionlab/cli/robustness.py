@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from fashionlab.cli.data import add_data_options
+from fashionlab.cli.commands import COMMANDS
+from fashionlab.cli.options import add_data_options
 from fashionlab.data.corruptions import CORRUPTIONS, IN_DISTRIBUTION, OUT_OF_DISTRIBUTION
 from fashionlab.errors import ConfigError
 from fashionlab.robustness import DEFAULT_ITEMS, parse_severities, score_robustness
@@ -15,7 +16,7 @@ from fashionlab.robustness import DEFAULT_ITEMS, parse_severities, score_robustn
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "robustness",
-        help="score a run or a study on corrupted test images (noise, blur, affine, ...)",
+        help=COMMANDS["robustness"],
         description="Corrupts the run's test items with each corruption at each severity "
         f"({', '.join(IN_DISTRIBUTION)}) and scores the model on them, plus the "
         f"out-of-distribution flips and turns ({', '.join(OUT_OF_DISTRIBUTION)}). Writes "

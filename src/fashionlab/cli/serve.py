@@ -7,7 +7,9 @@ import ipaddress
 import sys
 from pathlib import Path
 
-from fashionlab.cli.data import add_data_options
+from fashionlab._extras import require_extra
+from fashionlab.cli.commands import COMMANDS
+from fashionlab.cli.options import add_data_options
 from fashionlab.errors import ConfigError
 from fashionlab.inference import BACKENDS
 
@@ -17,7 +19,7 @@ MIB = 1024 * 1024
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "serve",
-        help="web page + JSON API to classify your own images",
+        help=COMMANDS["serve"],
         description="Serve a page where you drop or pick an image and see the run's "
         "prediction, the 28x28 input the model saw and a Grad-CAM map; plus a JSON API "
         "(POST /api/predict, docs at /docs). Listens on 127.0.0.1 unless --host says otherwise.",
@@ -73,6 +75,7 @@ def register(subparsers) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    require_extra("serve", "fashionlab serve")
     import torch
     import uvicorn
 

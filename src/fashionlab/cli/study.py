@@ -6,7 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
-from fashionlab.cli.data import add_data_options
+from fashionlab.cli.commands import COMMANDS
+from fashionlab.cli.options import add_data_options
 from fashionlab.config import parse_set_options
 from fashionlab.runs import is_complete
 from fashionlab.study import load_study, plan_study, run_study
@@ -15,7 +16,7 @@ from fashionlab.study import load_study, plan_study, run_study
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "study",
-        help="run a study file (runs x grid x seeds), then aggregate and report",
+        help=COMMANDS["study"],
         description="Runs everything in the study that is not already complete (an interrupted "
         "study resumes), then writes study.json and report.html/report.md.",
     )

@@ -6,7 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
-from fashionlab.cli.data import add_data_options
+from fashionlab.cli.commands import COMMANDS
+from fashionlab.cli.options import add_data_options
 from fashionlab.config import parse_set_options
 from fashionlab.models import build_config
 from fashionlab.runs import load_config
@@ -40,7 +41,7 @@ FIELD_FLAGS = {
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="train a model (its study's recipe unless overridden)",
+        help=COMMANDS["train"],
         description="Train one model. Without options it uses the recipe of the model's study; "
         "every TrainConfig field can be set with --set key=value.",
     )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fashionlab.cli.data import add_data_options
+from fashionlab.cli.commands import COMMANDS
+from fashionlab.cli.options import add_data_options
 from fashionlab.config import parse_set_options
 from fashionlab.study.tune import tune_study
 
@@ -13,7 +14,7 @@ from fashionlab.study.tune import tune_study
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "tune",
-        help="hyperparameter search (Ray Tune + ASHA) over a study file's 'tune:' ranges",
+        help=COMMANDS["tune"],
         description="Samples the study's 'tune:' space (e.g. lr: {loguniform: [1e-4, 1e-2]}), "
         "trains each sample as a run of the named study run, stops weak trials early with "
         "ASHA, and writes <out>/tune.json with the best settings. Needs the ray extra: "

@@ -18,16 +18,22 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import torch
 
+from fashionlab._extras import require_extra
 from fashionlab._io import atomic_write_with
 from fashionlab.data import prepare_data
 from fashionlab.errors import RunError, one_line
 from fashionlab.models.base import INPUT_SHAPE, NUM_CLASSES
 from fashionlab.runs.weights import WEIGHTS_FILE, LoadedModel
 from fashionlab.train.predict import predict_logits
+
+try:
+    import onnx
+    import onnxruntime as ort
+except ImportError:  # the export extra is optional: say which one to install, in one line
+    require_extra("export", "ONNX export and the onnx backend")
+    raise
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

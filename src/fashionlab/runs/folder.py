@@ -25,6 +25,7 @@ from fashionlab._io import remove_stale_temp_files
 from fashionlab.errors import RunError
 
 COMPLETE_MARKER = "complete"
+CHECKPOINT_FILE = "checkpoint.pt"  # an unfinished run's state (train.checkpoint writes it)
 LOCK_FILE = ".lock"
 RUN_MARKER = ".fashionlab-run"
 STUDY_MARKER = ".fashionlab-study"

@@ -9,8 +9,9 @@ import torch
 
 from fashionlab._io import atomic_write_with
 from fashionlab.errors import RunError
+from fashionlab.runs.folder import CHECKPOINT_FILE
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = CHECKPOINT_FILE
 
 
 def write_checkpoint(path: Path, payload: dict[str, Any]) -> None:

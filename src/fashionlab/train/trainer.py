@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a widget in Jupyter, a text bar in a terminal
 
 from fashionlab.accel import training_view
 from fashionlab.allocator import retain_freed_memory
@@ -252,7 +252,7 @@ class Trainer:
             self.batches,
             desc=f"epoch {epoch}/{cfg.epochs}",
             leave=False,
-            disable=True if self.quiet else None,  # None: off when not a terminal
+            disable=True if self.quiet else None,  # None: off when not a terminal (or notebook)
             unit="batch",
             dynamic_ncols=True,
         )
