@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("robustness", "audit"),
     ("study",),
     ("inference",),
-    ("serve",),
+    ("serve", "notebook"),
     ("cli",),
 )
 

@@ -7,11 +7,14 @@ schedules), `predict` (`predict_logits`, the path every prediction takes), `chec
 """
 
 from fashionlab.train.api import evaluate_run, resume, train
+from fashionlab.train.callbacks import Callback, TrainingRun
 from fashionlab.train.predict import EVAL_BATCH, PredictSettings, predict_logits
 from fashionlab.train.trainer import EpochCallback, RunInterrupted, Trainer
 
 __all__ = [
     "EVAL_BATCH",
+    "Callback",
+    "TrainingRun",
     "EpochCallback",
     "PredictSettings",
     "RunInterrupted",

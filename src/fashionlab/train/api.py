@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from fashionlab.runs import (
     prepare_folder,
 )
 from fashionlab.runs.weights import load_model
+from fashionlab.train.callbacks import Callback
 from fashionlab.train.checkpoint import CHECKPOINT
 from fashionlab.train.device import deterministic_algorithms, resolve_device
 from fashionlab.train.distributed import DistContext, init_distributed, shutdown_distributed
@@ -85,8 +86,10 @@ def train(
     data_dir: str | Path | None = None,
     epoch_callback: EpochCallback | None = None,
     stop_after: int | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> Path:
-    """Train `config` into `runs_dir/<name>/` and return that folder.
+    """Train `config` into `runs_dir/<name>/` and return that folder. `callbacks`: see
+    `fashionlab.train.callbacks` (PyTorch models only).
 
     Under torchrun (WORLD_SIZE > 1) this is one rank of a data-parallel job. `stop_after`
     ends this invocation after that many epochs, checkpointed, for `resume` to continue."""
@@ -95,6 +98,8 @@ def train(
     if _is_numpy(config.model):
         if dist_ctx.enabled:
             raise ConfigError("numpy-mlp trains in one process; run it without torchrun/--nproc")
+        if callbacks:
+            raise ConfigError("callbacks watch the PyTorch trainer; numpy-mlp runs take none")
         with claim_folder(run_dir):
             prepare_folder(run_dir, overwrite)
             return train_numpy_run(config, run_dir, quiet=quiet, data_dir=data_dir)
@@ -109,6 +114,7 @@ def train(
                 epoch_callback=epoch_callback,
                 dist_ctx=dist_ctx,
                 stop_after=stop_after,
+                callbacks=callbacks,
             )
             return execute_and_release(trainer)
 
@@ -128,6 +134,7 @@ def resume(
     epoch_callback: EpochCallback | None = None,
     expected_config: TrainConfig | None = None,
     stop_after: int | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> Path:
     """Continue an interrupted run from its last finished epoch (a finished run is left as is).
     A data-parallel run resumes under torchrun with the same number of processes."""
@@ -163,6 +170,7 @@ def resume(
                 epoch_callback=epoch_callback,
                 dist_ctx=dist_ctx,
                 stop_after=stop_after,
+                callbacks=callbacks,
             )
             if (run_dir / CHECKPOINT).exists():
                 trainer.load_checkpoint()

@@ -16,7 +16,7 @@ import math
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from fashionlab.models import create_model
 from fashionlab.models.memory_format import apply_memory_format
 from fashionlab.runs import RunWriter
 from fashionlab.runs.weights import WEIGHTS_FILE, model_info, save_weights
+from fashionlab.train.callbacks import Callback, TrainingRun
 from fashionlab.train.checkpoint import CHECKPOINT, read_checkpoint, write_checkpoint
 from fashionlab.train.device import autocast, resolve_device, resolve_precision
 from fashionlab.train.distributed import DistContext
@@ -86,6 +87,7 @@ class Trainer:
         epoch_callback: EpochCallback | None = None,
         dist_ctx: DistContext | None = None,
         stop_after: int | None = None,
+        callbacks: Sequence[Callback] = (),
     ) -> None:
         # Train at most this many epochs in this invocation, checkpoint and return unfinished:
         # for wall-time-limited (cluster, preemptible) jobs that continue with --resume.
@@ -95,6 +97,7 @@ class Trainer:
         self.config, self.run_dir = config, run_dir
         self.quiet = quiet or not self.dist.is_main  # one progress stream per job
         self.epoch_callback = epoch_callback
+        self.callbacks = list(callbacks) if self.dist.is_main else []  # rank 0 reports
         if config.threads:
             torch.set_num_threads(config.threads)
         retain_freed_memory()  # up to ~1.4x faster steps on glibc; see fashionlab.allocator
@@ -150,6 +153,7 @@ class Trainer:
         self.optimizer = build_optimizer(config, self.model.parameters())
         self.scheduler = build_scheduler(config, self.optimizer, len(self.batches))
         self.state = _State()
+        self.view = TrainingRun(run_dir, config, self.state.history)
         self.writer = RunWriter(run_dir)
 
     @property
@@ -334,6 +338,9 @@ class Trainer:
     def run(self) -> None:
         cfg, st = self.config, self.state
         session_epochs = 0
+        self.view.history = st.history  # a resumed run's restored history
+        for callback in self.callbacks:
+            callback.on_train_start(self.view)
         while st.epoch < cfg.epochs:
             if self.stop_after is not None and session_epochs >= self.stop_after:
                 self.paused = True
@@ -388,6 +395,12 @@ class Trainer:
                 )
             if self.epoch_callback:
                 self.epoch_callback(row)
+            for callback in self.callbacks:
+                callback.on_epoch_end(self.view, row)
+            if self._stop_requested():
+                if not self.quiet:
+                    print(f"stopping after epoch {epoch}: {self.view.stop_reason}", file=sys.stderr)
+                break
             if cfg.early_stopping_patience and st.bad_epochs >= cfg.early_stopping_patience:
                 if not self.quiet:
                     print(
@@ -395,6 +408,15 @@ class Trainer:
                         file=sys.stderr,
                     )
                 break
+
+    def _stop_requested(self) -> bool:
+        """Whether a callback asked to stop; under torchrun every rank learns rank 0's answer,
+        so that all of them leave the loop together."""
+        reason = self.view.stop_reason
+        if self.dist.enabled:
+            reason = self.dist.broadcast_object(reason)
+        self.view.stop_reason = reason
+        return reason is not None
 
     def finish(self) -> dict[str, Any]:
         """Evaluate on the test split with the chosen weights and write the remaining files."""
@@ -433,12 +455,15 @@ class Trainer:
                 "seed": cfg.seed,
                 "precision_used": self.precision,
                 "channels_last": self.channels_last,
+                "stopped_by_callback": self.view.stop_reason,
             }
         )
         save_weights(model, self.run_dir / WEIGHTS_FILE)
         self.writer.write_model_info(model_info(cfg, model, self.normalizer))
         self.writer.write_metrics(metrics)
         self.writer.mark_complete()
+        for callback in self.callbacks:
+            callback.on_train_end(self.view, metrics)
         return metrics
 
     def execute(self) -> Path:

@@ -31,8 +31,11 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def save_png(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
-    """Write `fig` to `path` as PNG atomically, release its memory, return the path."""
+def save_png(fig: Figure, path: str | os.PathLike | None, dpi: int = DPI) -> Path | Figure:
+    """Write `fig` to `path` as PNG atomically, release its memory, return the path; with no
+    path, return the figure itself (a notebook shows it inline)."""
+    if path is None:
+        return fig
     path = Path(path)
     try:
         # format given explicitly: the temp file's name ends in .tmp, not .png. No

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from fashionlab.errors import ConfigError
 from fashionlab.viz._common import (
@@ -26,12 +27,12 @@ def plot_duplicate_pairs(
     test_labels: Any,
     train_labels: Any,
     cosine: Any,
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     class_names: Sequence[str] | None = None,
     threshold: float | None = None,
     title: str = "Closest train/test pairs",
     ncols: int = 6,
-) -> Path:
+) -> Path | Figure:
     """Pairs side by side (test image, then its nearest training image), each captioned with
     both labels and the cosine similarity; a pair below `threshold` is captioned in grey."""
     tests = as_images(test_images, "test images")
@@ -77,12 +78,12 @@ def plot_label_issues(
     given: Any,
     suggested: Any,
     given_probability: Any,
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     class_names: Sequence[str] | None = None,
     title: str = "Suspect labels (most suspect first)",
     ncols: int = 10,
     ranks: Sequence[int] | None = None,
-) -> Path:
+) -> Path | Figure:
     """Grid of suspect items captioned with their rank, given and suggested label and the
     probability the models give the given label."""
     imgs = as_images(images)

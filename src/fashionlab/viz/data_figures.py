@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from fashionlab.errors import ConfigError
 from fashionlab.viz._common import (
@@ -23,11 +24,11 @@ from fashionlab.viz._common import (
 def plot_sample_grid(
     images: Any,
     labels: Any,
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     class_names: Sequence[str] | None = None,
     per_class: int = 8,
     seed: int = 0,
-) -> Path:
+) -> Path | Figure:
     """One row per class with `per_class` random examples (seeded, so reruns draw the same)."""
     imgs = as_images(images)
     y = as_labels(labels, len(imgs))
@@ -57,9 +58,9 @@ def plot_sample_grid(
 
 def plot_class_distribution(
     splits: Mapping[str, Any],
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     class_names: Sequence[str] | None = None,
-) -> Path:
+) -> Path | Figure:
     """Grouped bars: items per class, one bar colour per split (e.g. train / val / test)."""
     if not splits:
         raise ConfigError("plot_class_distribution needs at least one split")

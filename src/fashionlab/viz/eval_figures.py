@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from fashionlab.errors import ConfigError
 from fashionlab.viz._common import (
@@ -25,10 +26,10 @@ from fashionlab.viz._common import (
 
 def plot_confusion_matrix(
     counts: Any,
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     class_names: Sequence[str] | None = None,
     title: str = "Confusion matrix (rows normalised)",
-) -> Path:
+) -> Path | Figure:
     """Heatmap of the row-normalised matrix; each cell shows the fraction and the count."""
     cm = np.asarray(counts)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] == 0:
@@ -65,10 +66,10 @@ def plot_confusion_matrix(
 
 def plot_per_class_accuracy(
     accuracies: Mapping[str, Any] | Any,
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     class_names: Sequence[str] | None = None,
     title: str = "Per-class accuracy",
-) -> Path:
+) -> Path | Figure:
     """Bars of accuracy per class; pass {label: accuracies} to compare several runs side by side.
 
     Accuracies are fractions in [0, 1] (NaN, for a class with no test items, draws no bar).
@@ -112,11 +113,11 @@ def plot_misclassified(
     true: Any,
     predicted: Any,
     confidence: Any,
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     class_names: Sequence[str] | None = None,
     ncols: int = 8,
     flags: Sequence[str] | None = None,
-) -> Path:
+) -> Path | Figure:
     """Grid of wrongly classified images titled true / predicted (confidence).
 
     `images` are the misclassified items themselves (e.g. `test_images[mistakes.indices]`).

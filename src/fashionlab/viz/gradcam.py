@@ -18,6 +18,7 @@ import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from torch import nn
 
 from fashionlab.errors import ConfigError
@@ -158,12 +159,12 @@ def plot_gradcam(
     model: nn.Module,
     images: Any,
     normalize: Normalize,
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     class_names: Sequence[str] | None = None,
     labels: Any = None,
     target_layer: str | None = None,
     max_images: int = 8,
-) -> Path | None:
+) -> Path | Figure | None:
     """Images (top row) and their Grad-CAM overlays for the predicted class (bottom row),
     titled with the prediction and its probability (and the true class if `labels` given).
     Returns None (no file) for a model without Conv2d."""

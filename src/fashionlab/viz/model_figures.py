@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 from torch import nn
 
 from fashionlab.errors import ConfigError
@@ -38,8 +39,8 @@ def first_layer_filters(model: nn.Module) -> tuple[str, np.ndarray] | None:
 
 
 def plot_first_layer_filters(
-    model: nn.Module, path: str | os.PathLike, max_filters: int = 64
-) -> Path | None:
+    model: nn.Module, path: str | os.PathLike | None = None, max_filters: int = 64
+) -> Path | Figure | None:
     """Grid of the first layer's filters (see `first_layer_filters`); None (no file) if the
     model has neither a Conv2d nor a square-input Linear."""
     found = first_layer_filters(model)
@@ -67,11 +68,11 @@ def plot_activation_maps(
     model: nn.Module,
     images: Any,
     normalize: Normalize,
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     layer_names: Sequence[str] | None = None,
     max_images: int = 2,
     max_channels: int = 8,
-) -> Path | None:
+) -> Path | Figure | None:
     """Feature maps of each layer (default: every nn.Conv2d) for a few fixed images.
 
     One row per (layer, image): the input, then the `max_channels` channels with the largest

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 from torch import nn
 
@@ -51,7 +52,9 @@ def pca_view(features: Any, labels: Any, max_points: int = 5000, seed: int = 0) 
     return PCAView(coords, y[idx], np.cumsum(pca.explained_variance_ratio_), idx)
 
 
-def _plot_view(view: PCAView, path: str | os.PathLike, names: list[str], title: str) -> Path:
+def _plot_view(
+    view: PCAView, path: str | os.PathLike | None, names: list[str], title: str
+) -> Path | Figure:
     fig = new_figure(12.0, 5.0)
     ax_scatter, ax_var = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.4, 1.0]})
     palette = [f"C{i % 10}" for i in range(len(names))]  # tab10: distinct for 10 classes
@@ -88,11 +91,11 @@ def _plot_view(view: PCAView, path: str | os.PathLike, names: list[str], title: 
 def plot_pca_data(
     images: Any,
     labels: Any,
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     class_names: Sequence[str] | None = None,
     max_points: int = 5000,
     seed: int = 0,
-) -> Path:
+) -> Path | Figure:
     """PCA of raw pixels (scaled to [0, 1]): 2-D scatter by class + cumulative variance."""
     imgs = as_images(images)
     flat = imgs.reshape(len(imgs), -1).astype(np.float32) / 255.0
@@ -136,11 +139,11 @@ def plot_pca_features(
     images: Any,
     labels: Any,
     normalize: Normalize,
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     class_names: Sequence[str] | None = None,
     max_points: int = 2000,
     seed: int = 0,
-) -> Path | None:
+) -> Path | Figure | None:
     """PCA of the penultimate features (see `penultimate_features`) on a seeded subsample;
     None (no file) if the model has no nn.Linear."""
     imgs = as_images(images)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from fashionlab.errors import ConfigError
@@ -52,10 +53,10 @@ def lr_changes(history: History) -> list[tuple[float, float]]:
 
 def plot_learning_curves(
     history: History,
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     title: str | None = None,
     best_epoch: int | None = None,
-) -> Path:
+) -> Path | Figure:
     """Loss and accuracy, train vs validation; dashed lines where the lr changed, a dotted line
     at `best_epoch` (the checkpoint that was evaluated) when given."""
     epochs = _epochs(history)
@@ -102,9 +103,9 @@ def plot_learning_curves(
 
 def plot_validation_curves(
     histories: Mapping[str, History],
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     title: str | None = None,
-) -> Path:
+) -> Path | Figure:
     """Validation loss and accuracy of several runs overlaid (label -> history)."""
     if not histories:
         raise ConfigError("plot_validation_curves needs at least one run")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from fashionlab.errors import ConfigError
 from fashionlab.evaluation import Reliability
@@ -17,9 +18,9 @@ from fashionlab.viz._common import hide_ticks, new_figure, save_png
 
 def plot_reliability(
     diagrams: Mapping[str, Reliability],
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     title: str = "Reliability diagram (test set)",
-) -> Path:
+) -> Path | Figure:
     """Accuracy against mean confidence per bin, one line per series (e.g. before and after
     temperature scaling), with the diagonal of perfect calibration and the item counts."""
     if not diagrams:
@@ -53,10 +54,10 @@ def plot_reliability(
 
 def plot_robustness_heatmap(
     accuracy: Mapping[str, Mapping[int, float]],
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     clean_accuracy: float | None = None,
     title: str = "Accuracy under corruption",
-) -> Path:
+) -> Path | Figure:
     """Corruptions (rows) x severities (columns) heat-map of accuracy in [0, 1]."""
     names = list(accuracy)
     if not names:
@@ -87,9 +88,9 @@ def plot_robustness_heatmap(
 def plot_corruption_examples(
     clean: Any,
     rows: Sequence[tuple[str, Sequence[Any]]],
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     title: str = "One test image under each corruption (severity 1 to 5)",
-) -> Path:
+) -> Path | Figure:
     """A grid: one row per corruption with the clean image and then each severity's version
     (`rows` = [(name, [image per severity]), ...], uint8 28x28 images)."""
     if not rows:
