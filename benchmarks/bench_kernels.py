@@ -24,7 +24,7 @@ WORKER = r"""
 import json, sys, tempfile, time
 import torch
 from fashionlab.models import build_config
-from fashionlab.train import Trainer
+from fashionlab.training import Trainer
 from fashionlab.accel import kernel_statuses
 model, precision, images, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 config = build_config(model, {"precision": precision, "train_subset": images, "eval_subset": 100,

@@ -55,7 +55,7 @@ def main() -> None:
 
 def quick_run(model: str, parent: Path) -> Path:
     from fashionlab.models import build_config
-    from fashionlab.train import train
+    from fashionlab.training import train
 
     return train(build_config(model, {"epochs": 1, "train_subset": 2000}), parent, quiet=True)
 

@@ -57,7 +57,7 @@ from PIL import Image
 from fashionlab.inference import Classifier
 from fashionlab.inference.imaging import prepare_image
 from fashionlab.models import build_config
-from fashionlab.train import train
+from fashionlab.training import train
 
 STARTUP_TIMEOUT_S = 120
 

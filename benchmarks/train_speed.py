@@ -61,9 +61,9 @@ from fashionlab.accel import kernel_statuses
 from fashionlab.allocator import retain_freed_memory
 from fashionlab.models import build_config, create_model
 from fashionlab.models.summary import count_flops
-from fashionlab.train import Trainer
-from fashionlab.train.device import resolve_precision
-from fashionlab.train.optim import build_optimizer
+from fashionlab.training import Trainer
+from fashionlab.training.device import resolve_precision
+from fashionlab.training.optim import build_optimizer
 
 HERE = Path(__file__).resolve().parent
 KERAS_PYTHON = HERE.parent / ".venv-keras" / "bin" / "python"

@@ -260,7 +260,7 @@ def tiny_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 1-epoch s3-base run on 256 images, trained once per session and shared by the
     inference, API and browser tests (they only read it)."""
     from fashionlab.models import build_config
-    from fashionlab.train import train
+    from fashionlab.training import train
 
     config = build_config("s3-base", {"epochs": 1, "train_subset": 256, "eval_subset": 200})
     return train(config, tmp_path_factory.mktemp("tiny-runs"), quiet=True)

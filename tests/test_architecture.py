@@ -23,11 +23,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("models",),
     ("accel",),
     ("runs",),
-    ("train",),
+    ("training",),
     ("viz",),
     ("report",),
     ("robustness", "audit"),
-    ("study",),
+    ("studies",),
     ("inference",),
     ("serve", "notebook"),
     ("cli",),
@@ -137,7 +137,7 @@ def _layer(module: str) -> int | None:
 def test_the_graph_sees_function_level_imports() -> None:
     # Guards the test itself: trainer.py imports the model registry inside a function.
     graph = _graph()
-    assert "fashionlab.models" in graph["fashionlab.train.trainer"]
+    assert "fashionlab.models" in graph["fashionlab.training.trainer"]
     assert "fashionlab.errors" in graph["fashionlab.config"]
 
 
@@ -171,7 +171,7 @@ def test_importing_fashionlab_changes_no_global_torch_state() -> None:
     code = (
         "import torch; before = (torch.are_deterministic_algorithms_enabled(), "
         "torch.utils.deterministic.fill_uninitialized_memory);"
-        "import fashionlab.train, fashionlab.study, fashionlab.serve, fashionlab.cli;"
+        "import fashionlab.training, fashionlab.studies, fashionlab.serve, fashionlab.cli;"
         "after = (torch.are_deterministic_algorithms_enabled(), "
         "torch.utils.deterministic.fill_uninitialized_memory);"
         "assert before == after, (before, after)"
@@ -183,7 +183,7 @@ def test_training_restores_the_determinism_setting_it_found(tmp_path) -> None:
     import torch
 
     from fashionlab.models import build_config
-    from fashionlab.train import train
+    from fashionlab.training import train
 
     assert not torch.are_deterministic_algorithms_enabled()
     config = build_config("s4-ann", {"epochs": 1, "train_subset": 64, "eval_subset": 50})

@@ -34,7 +34,7 @@ from fashionlab.errors import ConfigError, RunError
 from fashionlab.models import build_config
 from fashionlab.report.audit_flags import audit_flags
 from fashionlab.runs import load_audit, load_predictions
-from fashionlab.train import train
+from fashionlab.training import train
 
 pytest.importorskip("cleanlab")
 
@@ -270,7 +270,7 @@ def test_subset_accuracies_use_the_right_items():
 @pytest.fixture(scope="module")
 def audited_study(synthetic, tmp_path_factory) -> tuple[Path, dict]:
     """A two-label, two-seed study on the synthetic data, audited with its runs."""
-    from fashionlab.study import run_study
+    from fashionlab.studies import run_study
 
     root = tmp_path_factory.mktemp("audit-study")
     spec = root / "study.yaml"

@@ -10,8 +10,8 @@ import pytest
 
 from fashionlab.cli import main
 from fashionlab.errors import ConfigError
-from fashionlab.study import load_study, plan_study, run_study
-from fashionlab.study.backends import check_backend, threads_per_worker, waves
+from fashionlab.studies import load_study, plan_study, run_study
+from fashionlab.studies.backends import check_backend, threads_per_worker, waves
 
 TINY_STUDY = """\
 name: tiny
@@ -78,7 +78,7 @@ def test_tune_section_is_validated(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="loguniform"):
         load_study(bad)
     bad.write_text(TINY_STUDY + "tune:\n  space:\n    lr: {uniform: [-1.0, 1.0]}\n")
-    from fashionlab.study.tune import tune_study
+    from fashionlab.studies.tune import tune_study
 
     with pytest.raises(ConfigError, match="lr: Input should be greater than 0"):
         tune_study(bad, tmp_path / "out")  # an invalid extreme fails before Ray starts
@@ -122,7 +122,7 @@ def test_ray_backend_runs_a_study_end_to_end(study_file, tmp_path, local_ray):
 
 @pytest.mark.slow
 def test_tune_searches_the_space_and_writes_the_best(study_file, tmp_path, local_ray):
-    from fashionlab.study.tune import tune_study
+    from fashionlab.studies.tune import tune_study
 
     summary = tune_study(study_file, tmp_path / "tune", {"epochs": 2}, workers=2, quiet=True)
     assert len(summary["trials"]) == 2 and summary["failed"] == 0

@@ -17,7 +17,7 @@ from fashionlab.cli.train import without_nproc
 from fashionlab.data import BatchIterator
 from fashionlab.errors import ConfigError
 from fashionlab.runs import load_history
-from fashionlab.train.distributed import DistContext, torchrun_command
+from fashionlab.training.distributed import DistContext, torchrun_command
 
 SMALL = ["--train-subset", "768", "--eval-subset", "256", "--batch-size", "64", "--quiet"]
 

@@ -25,7 +25,7 @@ from fashionlab.data.idx import read_idx_bytes
 from fashionlab.errors import DataError, RunError
 from fashionlab.models import build_config
 from fashionlab.runs import claim_folder
-from fashionlab.train import train
+from fashionlab.training import train
 
 
 # Nine levels of nine aliases each: 9**9 = 387 million strings once expanded, in 320 bytes.
@@ -345,7 +345,7 @@ def test_an_idx_file_that_is_a_device_is_refused(tmp_path):
 def test_a_full_disk_during_a_checkpoint_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     import errno
 
-    import fashionlab.train.checkpoint as checkpoint
+    import fashionlab.training.checkpoint as checkpoint
 
     def full(payload, path):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -159,7 +159,7 @@ def test_a_run_tested_with_tta_is_classified_with_the_same_views(tmp_path):
     """`fast` tests with flip + shift TTA; predict/serve must give the logits it was scored
     with, on both backends, not one plain forward pass."""
     from fashionlab.models import build_config
-    from fashionlab.train import train
+    from fashionlab.training import train
 
     overrides = {"epochs": 1, "train_subset": 256, "eval_subset": 100, "precision": "fp32"}
     # logit_scale 1: logits large enough after one tiny epoch for the views to differ clearly.
@@ -183,7 +183,7 @@ def test_a_bf16_run_is_classified_with_the_logits_of_its_own_test_pass(tmp_path,
     from fashionlab.inference.imaging import prepare_image
     from fashionlab.models import build_config
     from fashionlab.serve import create_app
-    from fashionlab.train import PredictSettings, predict_logits, train
+    from fashionlab.training import PredictSettings, predict_logits, train
 
     overrides = {"epochs": 1, "train_subset": 256, "eval_subset": 100, "precision": "bf16"}
     config = build_config("fast", {**overrides, "model_args": {"logit_scale": 1.0}})

@@ -10,8 +10,8 @@ from fashionlab.cli import main
 from fashionlab.errors import ConfigError
 from fashionlab.models import build_config
 from fashionlab.runs import load_history, load_predictions
-from fashionlab.study import run_study
-from fashionlab.train import evaluate_run, train
+from fashionlab.studies import run_study
+from fashionlab.training import evaluate_run, train
 
 TINY = {"train_subset": 1000, "eval_subset": 300, "epochs": 3, "optimizer": "adam"}
 

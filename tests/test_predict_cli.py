@@ -12,7 +12,7 @@ from PIL import Image
 from fashionlab.cli import main
 from fashionlab.data import CLASS_NAMES, load_fashion_mnist
 from fashionlab.models import build_config
-from fashionlab.train import train
+from fashionlab.training import train
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import torch
 from fashionlab.cli import main
 from fashionlab.report import SECTION_IDS, write_report
 from fashionlab.report.figures import is_fresh
-from fashionlab.study import run_study
+from fashionlab.studies import run_study
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

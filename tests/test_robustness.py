@@ -136,7 +136,7 @@ def test_a_study_side_by_side_with_mcnemar(tmp_path, capsys):
 
 def test_training_with_corruptions_is_reproducible(tmp_path):
     from fashionlab.models import build_config
-    from fashionlab.train import train
+    from fashionlab.training import train
 
     overrides = {"epochs": 1, "train_subset": 128, "eval_subset": 50,
                  "corruption_augment": ["rotate", "jpeg"], "corruption_prob": 0.7}  # fmt: skip

@@ -9,7 +9,7 @@ import pytest
 
 from fashionlab.cli import main
 from fashionlab.errors import ConfigError
-from fashionlab.study import load_study, plan_study, run_study
+from fashionlab.studies import load_study, plan_study, run_study
 
 TINY = "overrides: {epochs: 1, train_subset: 256, eval_subset: 300, batch_size: 64}\n"
 

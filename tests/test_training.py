@@ -13,7 +13,7 @@ from fashionlab.cli import main
 from fashionlab.errors import ConfigError, RunError
 from fashionlab.models import build_config, list_models
 from fashionlab.runs import load_history, load_predictions
-from fashionlab.train import RunInterrupted, evaluate_run, resume, train
+from fashionlab.training import RunInterrupted, evaluate_run, resume, train
 
 TINY = {"train_subset": 256, "eval_subset": 200, "batch_size": 64}
 
@@ -92,7 +92,7 @@ def test_evaluate_reproduces_stored_metrics(tmp_path, model):
 
 
 def test_precision_auto_and_channels_last_are_resolved_and_recorded(tmp_path):
-    from fashionlab.train.device import native_bf16, resolve_precision
+    from fashionlab.training.device import native_bf16, resolve_precision
 
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
@@ -117,7 +117,7 @@ def _tta_case():
 
 
 def test_tta_flip_averages_the_mirrored_logits():
-    from fashionlab.train import PredictSettings, predict_logits
+    from fashionlab.training import PredictSettings, predict_logits
 
     model, images, norm, cpu = _tta_case()
     plain = predict_logits(model, images, norm, cpu)
@@ -137,7 +137,7 @@ def test_translate_moves_pixels_and_fills_zeros():
 
 def test_tta_shift_is_the_weighted_mean_of_the_translated_views():
     from fashionlab.data import translate
-    from fashionlab.train import PredictSettings, predict_logits
+    from fashionlab.training import PredictSettings, predict_logits
 
     model, images, norm, cpu = _tta_case()
     x = norm(images)
@@ -354,7 +354,7 @@ def test_the_rewritten_training_graph_trains_bit_identically(tmp_path, monkeypat
     assert calls or pooling._kernel() is None  # the kernel ran wherever it is in use
     monkeypatch.setattr(fusion, "native_pool_applies", lambda x, pool: False)
     runs["view"] = train(config.model_copy(update={"name": "view"}), tmp_path, quiet=True)
-    import fashionlab.train.trainer as trainer_module
+    import fashionlab.training.trainer as trainer_module
 
     monkeypatch.setattr(trainer_module, "training_view", lambda model: model)
     runs["plain"] = train(config.model_copy(update={"name": "plain"}), tmp_path, quiet=True)

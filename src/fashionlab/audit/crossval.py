@@ -26,9 +26,9 @@ from fashionlab.evaluation import softmax
 from fashionlab.models import build_config
 from fashionlab.runs import is_complete, load_metrics, load_predictions
 from fashionlab.runs.weights import load_model
-from fashionlab.train import resume, train
-from fashionlab.train.checkpoint import CHECKPOINT
-from fashionlab.train.predict import PredictSettings, predict_logits
+from fashionlab.training import resume, train
+from fashionlab.training.checkpoint import CHECKPOINT
+from fashionlab.training.predict import PredictSettings, predict_logits
 
 TEST_PROBS_FILE = "test_probs.npz"
 

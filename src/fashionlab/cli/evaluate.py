@@ -9,7 +9,7 @@ from pathlib import Path
 from fashionlab.cli.commands import COMMANDS
 from fashionlab.cli.options import add_data_options
 from fashionlab.errors import RunError
-from fashionlab.train import evaluate_run
+from fashionlab.training import evaluate_run
 
 
 def register(subparsers) -> None:

@@ -10,7 +10,7 @@ from fashionlab.cli.commands import COMMANDS
 from fashionlab.cli.options import add_data_options
 from fashionlab.config import parse_set_options
 from fashionlab.runs import is_complete
-from fashionlab.study import load_study, plan_study, run_study
+from fashionlab.studies import load_study, plan_study, run_study
 
 
 def register(subparsers) -> None:

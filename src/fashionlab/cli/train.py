@@ -11,8 +11,8 @@ from fashionlab.cli.options import add_data_options
 from fashionlab.config import parse_set_options
 from fashionlab.models import build_config
 from fashionlab.runs import load_config
-from fashionlab.train import resume, train
-from fashionlab.train.distributed import is_main_process, launch
+from fashionlab.training import resume, train
+from fashionlab.training.distributed import is_main_process, launch
 
 # Flags that map one-to-one onto TrainConfig fields.
 FIELD_FLAGS = {

@@ -8,7 +8,7 @@ from pathlib import Path
 from fashionlab.cli.commands import COMMANDS
 from fashionlab.cli.options import add_data_options
 from fashionlab.config import parse_set_options
-from fashionlab.study.tune import tune_study
+from fashionlab.studies.tune import tune_study
 
 
 def register(subparsers) -> None:

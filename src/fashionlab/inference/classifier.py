@@ -31,7 +31,7 @@ from fashionlab.inference.imaging import SIZE
 from fashionlab.models import gradcam_layer
 from fashionlab.runs import load_metrics
 from fashionlab.runs.weights import LoadedModel, load_model
-from fashionlab.train.predict import PredictSettings, predict_logits
+from fashionlab.training.predict import PredictSettings, predict_logits
 
 Backend = Literal["torch", "onnx"]
 BACKENDS: tuple[str, ...] = ("torch", "onnx")

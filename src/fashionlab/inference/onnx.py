@@ -26,7 +26,7 @@ from fashionlab.data import prepare_data
 from fashionlab.errors import RunError, one_line
 from fashionlab.models.base import INPUT_SHAPE, NUM_CLASSES
 from fashionlab.runs.weights import WEIGHTS_FILE, LoadedModel
-from fashionlab.train.predict import predict_logits
+from fashionlab.training.predict import predict_logits
 
 try:
     import onnx

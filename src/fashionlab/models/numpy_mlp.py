@@ -1,6 +1,6 @@
 """`numpy-mlp`: the from-scratch NumPy MLP (fashionlab.numpy_nn) as a registered model.
 
-It trains through `fashionlab.train.numpy_trainer` into the same run-folder format as the PyTorch
+It trains through `fashionlab.training.numpy_trainer` into the same run-folder format as the PyTorch
 models, so studies and reports treat it like any other model. With `features_run` it learns
 from a trained CNN run's penultimate-trunk features instead of pixels (S1-FEAT).
 """

@@ -1,5 +1,5 @@
 """The notebook and script API: runs and studies as objects (`Run`, `StudyResult`), thin over
-the library. `fashionlab.train`, `fashionlab.load_run` and `fashionlab.study` are these."""
+the library. `fashionlab.training`, `fashionlab.load_run` and `fashionlab.studies` are these."""
 
 from fashionlab.notebook.run import Run, load_run, train
 from fashionlab.notebook.study import StudyResult, load_study_result, study

@@ -1,6 +1,6 @@
 """`Run`: a run folder as an object, for notebooks and scripts.
 
-    run = fashionlab.train("s0-m1", epochs=3, lr=1e-3)
+    run = fashionlab.training("s0-m1", epochs=3, lr=1e-3)
     run.metrics["test_accuracy"], run.history[-1], run.predict(images)
     same = fashionlab.load_run(run.path)
 
@@ -24,8 +24,8 @@ from fashionlab.config import TrainConfig, describe_validation_error
 from fashionlab.errors import ConfigError, RunError
 from fashionlab.models import build_config, get_model_spec
 from fashionlab.runs import is_complete, load_config, load_history, load_metrics
-from fashionlab.train import Callback
-from fashionlab.train import train as train_config
+from fashionlab.training import Callback
+from fashionlab.training import train as train_config
 
 SUMMARY_KEYS = ("test_accuracy", "macro_f1", "ece", "epochs_run", "train_seconds")
 
@@ -145,9 +145,9 @@ def train(
         try:
             config = TrainConfig(**{**model.model_dump(), **overrides})
         except ValidationError as exc:
-            raise ConfigError(describe_validation_error(exc, "fashionlab.train()")) from None
+            raise ConfigError(describe_validation_error(exc, "fashionlab.training()")) from None
     elif isinstance(model, str):
-        config = build_config(model, overrides, source="fashionlab.train()")
+        config = build_config(model, overrides, source="fashionlab.training()")
     else:
         raise ConfigError(
             f"train() wants a model name or a TrainConfig, got {type(model).__name__}"

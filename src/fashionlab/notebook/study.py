@@ -10,7 +10,7 @@ from typing import Any
 
 from fashionlab.notebook.run import Run
 from fashionlab.report import read_study_summary
-from fashionlab.study import run_study
+from fashionlab.studies import run_study
 
 TABLE_KEYS = ("test_accuracy", "macro_f1", "train_seconds")
 

@@ -23,8 +23,8 @@ from fashionlab.models import get_model_spec
 from fashionlab.robustness.sets import CorruptedSets, balanced_subset, build_sets
 from fashionlab.runs import ROBUSTNESS_FILE, load_config, load_metrics
 from fashionlab.runs.weights import load_model
-from fashionlab.train.device import deterministic_algorithms, resolve_device
-from fashionlab.train.predict import PredictSettings, predict_logits
+from fashionlab.training.device import deterministic_algorithms, resolve_device
+from fashionlab.training.predict import PredictSettings, predict_logits
 
 PREDICTIONS_FILE = "robustness.npz"
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from fashionlab.errors import ConfigError, RunError
 from fashionlab.runs import load_metrics
-from fashionlab.study.execute import execute_run, resolve_features_source
-from fashionlab.study.spec import PlannedRun
+from fashionlab.studies.execute import execute_run, resolve_features_source
+from fashionlab.studies.spec import PlannedRun
 
 BACKENDS = ("local", "ray")
 RAY_INSTALL_HINT = "pip install 'fashionlab[ray]' (or: pip install 'ray[tune]')"

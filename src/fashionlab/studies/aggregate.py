@@ -13,7 +13,7 @@ from fashionlab.evaluation import mcnemar, mean_std
 from fashionlab.models import create_model, get_model_spec
 from fashionlab.models.summary import architecture_signature
 from fashionlab.runs import load_metrics, load_predictions
-from fashionlab.study.spec import PlannedRun, StudySpec
+from fashionlab.studies.spec import PlannedRun, StudySpec
 
 METRIC_KEYS = ("test_accuracy", "macro_f1", "weighted_f1", "test_loss")
 CALIBRATION_KEYS = ("ece", "ece_calibrated", "brier", "brier_calibrated", "temperature")

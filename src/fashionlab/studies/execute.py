@@ -10,9 +10,9 @@ from pathlib import Path
 
 from fashionlab.errors import ConfigError, RunError
 from fashionlab.runs import is_complete, load_config
-from fashionlab.study.spec import PlannedRun
-from fashionlab.train import resume, train
-from fashionlab.train.checkpoint import CHECKPOINT
+from fashionlab.studies.spec import PlannedRun
+from fashionlab.training import resume, train
+from fashionlab.training.checkpoint import CHECKPOINT
 
 
 def _features_run_dir(planned: list[PlannedRun], run: PlannedRun) -> Path:

@@ -5,10 +5,10 @@ Modules, bottom up: `spec` (the file's schema, the `tune:` section, `plan_study`
 and tests from the run folders), `runner` (`run_study`), `tune` (`fashionlab tune`).
 """
 
-from fashionlab.study.aggregate import aggregate, identical_architectures
-from fashionlab.study.execute import execute_run, resolve_features_source
-from fashionlab.study.runner import run_study
-from fashionlab.study.spec import PlannedRun, StudySpec, TuneSpec, load_study, plan_study
+from fashionlab.studies.aggregate import aggregate, identical_architectures
+from fashionlab.studies.execute import execute_run, resolve_features_source
+from fashionlab.studies.runner import run_study
+from fashionlab.studies.spec import PlannedRun, StudySpec, TuneSpec, load_study, plan_study
 
 __all__ = [
     "PlannedRun",

@@ -23,9 +23,9 @@ from fashionlab.runs.folder import (
     mark,
     prepare_folder,
 )
-from fashionlab.study.aggregate import aggregate
-from fashionlab.study.backends import check_backend, run_planned
-from fashionlab.study.spec import PlannedRun, StudySpec, load_study, plan_study
+from fashionlab.studies.aggregate import aggregate
+from fashionlab.studies.backends import check_backend, run_planned
+from fashionlab.studies.spec import PlannedRun, StudySpec, load_study, plan_study
 
 
 def run_study(

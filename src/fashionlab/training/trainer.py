@@ -5,7 +5,7 @@ forward/backward -> step. After each epoch the validation loss decides the best 
 scheduler and early stopping, and `checkpoint.pt` is rewritten atomically, so an interrupted run
 resumes from the last finished epoch and ends with the same weights as an uninterrupted one.
 The loop runs `accel.training_view(model)`; validation, the test pass and the saved weights use
-the model as built. Use `fashionlab.train.train()` / `resume()` rather than the class itself.
+the model as built. Use `fashionlab.training.train()` / `resume()` rather than the class itself.
 """
 
 from __future__ import annotations
@@ -37,12 +37,12 @@ from fashionlab.models import create_model
 from fashionlab.models.memory_format import apply_memory_format
 from fashionlab.runs import RunWriter
 from fashionlab.runs.weights import WEIGHTS_FILE, model_info, save_weights
-from fashionlab.train.callbacks import Callback, TrainingRun
-from fashionlab.train.checkpoint import CHECKPOINT, read_checkpoint, write_checkpoint
-from fashionlab.train.device import autocast, resolve_device, resolve_precision
-from fashionlab.train.distributed import DistContext
-from fashionlab.train.optim import build_optimizer, build_scheduler
-from fashionlab.train.predict import PredictSettings, predict_logits
+from fashionlab.training.callbacks import Callback, TrainingRun
+from fashionlab.training.checkpoint import CHECKPOINT, read_checkpoint, write_checkpoint
+from fashionlab.training.device import autocast, resolve_device, resolve_precision
+from fashionlab.training.distributed import DistContext
+from fashionlab.training.optim import build_optimizer, build_scheduler
+from fashionlab.training.predict import PredictSettings, predict_logits
 
 EpochCallback = Callable[[dict[str, Any]], None]
 

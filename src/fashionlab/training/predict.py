@@ -17,7 +17,7 @@ import torch
 from fashionlab.config import TrainConfig
 from fashionlab.data import CLASS_NAMES, Normalizer, tta_average, tta_views
 from fashionlab.models.memory_format import input_layout
-from fashionlab.train.device import autocast, resolve_precision
+from fashionlab.training.device import autocast, resolve_precision
 
 EVAL_BATCH = 1000
 CPU = torch.device("cpu")

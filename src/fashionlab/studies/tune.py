@@ -31,9 +31,9 @@ from pydantic import ValidationError
 from fashionlab._io import atomic_write_json
 from fashionlab.config import TrainConfig, describe_validation_error
 from fashionlab.errors import ConfigError, RunError
-from fashionlab.study.backends import import_ray, ray_session, threads_per_worker
-from fashionlab.study.spec import TuneSpec, load_study, plan_study
-from fashionlab.train import train
+from fashionlab.studies.backends import import_ray, ray_session, threads_per_worker
+from fashionlab.studies.spec import TuneSpec, load_study, plan_study
+from fashionlab.training import train
 
 
 def search_space(spec: TuneSpec) -> dict[str, Any]:

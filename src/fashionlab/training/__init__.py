@@ -6,10 +6,10 @@ schedules), `predict` (`predict_logits`, the path every prediction takes), `chec
 `distributed` (torchrun + DDP), `trainer` (the loop), `numpy_trainer`, `api`.
 """
 
-from fashionlab.train.api import evaluate_run, resume, train
-from fashionlab.train.callbacks import Callback, TrainingRun
-from fashionlab.train.predict import EVAL_BATCH, PredictSettings, predict_logits
-from fashionlab.train.trainer import EpochCallback, RunInterrupted, Trainer
+from fashionlab.training.api import evaluate_run, resume, train
+from fashionlab.training.callbacks import Callback, TrainingRun
+from fashionlab.training.predict import EVAL_BATCH, PredictSettings, predict_logits
+from fashionlab.training.trainer import EpochCallback, RunInterrupted, Trainer
 
 __all__ = [
     "EVAL_BATCH",

@@ -31,13 +31,13 @@ from fashionlab.runs import (
     prepare_folder,
 )
 from fashionlab.runs.weights import load_model
-from fashionlab.train.callbacks import Callback
-from fashionlab.train.checkpoint import CHECKPOINT
-from fashionlab.train.device import deterministic_algorithms, resolve_device
-from fashionlab.train.distributed import DistContext, init_distributed, shutdown_distributed
-from fashionlab.train.numpy_trainer import recompute_logits, train_numpy_run
-from fashionlab.train.predict import PredictSettings, predict_logits
-from fashionlab.train.trainer import EpochCallback, Trainer, execute_and_release
+from fashionlab.training.callbacks import Callback
+from fashionlab.training.checkpoint import CHECKPOINT
+from fashionlab.training.device import deterministic_algorithms, resolve_device
+from fashionlab.training.distributed import DistContext, init_distributed, shutdown_distributed
+from fashionlab.training.numpy_trainer import recompute_logits, train_numpy_run
+from fashionlab.training.predict import PredictSettings, predict_logits
+from fashionlab.training.trainer import EpochCallback, Trainer, execute_and_release
 
 
 def _is_numpy(model: str) -> bool:
@@ -89,7 +89,7 @@ def train(
     callbacks: Sequence[Callback] = (),
 ) -> Path:
     """Train `config` into `runs_dir/<name>/` and return that folder. `callbacks`: see
-    `fashionlab.train.callbacks` (PyTorch models only).
+    `fashionlab.training.callbacks` (PyTorch models only).
 
     Under torchrun (WORLD_SIZE > 1) this is one rank of a data-parallel job. `stop_after`
     ends this invocation after that many epochs, checkpointed, for `resume` to continue."""
