@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml constraints.txt
 	# our machines (an unpinned torch would pull a multi-GB CUDA build).
 	$(BIN)/pip install -q -c constraints.txt torch
 	# Every extra: the suite runs a study and a search on a local Ray instance, the audit's
-	# label search, the web server and the ONNX export.
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev,ray,audit,serve,export]'
+	# label search, the web server, the ONNX export and the trackers (TensorBoard, MLflow).
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,ray,audit,serve,export,track]'
 	touch $(STAMP)
 
 install: $(STAMP)

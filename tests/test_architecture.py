@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("accel",),
     ("runs",),
     ("training",),
-    ("viz",),
+    ("viz", "tracking"),
     ("report",),
     ("robustness", "audit"),
     ("studies",),

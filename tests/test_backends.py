@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -87,6 +88,17 @@ def test_tune_section_is_validated(tmp_path: Path) -> None:
     assert main(["tune", str(plain)]) == 2  # one-line error: no tune section
 
 
+def _tracked(store: Path, experiment: str) -> dict[str, str]:
+    """Run name -> status of the MLflow runs of `experiment` in the SQLite store."""
+    if importlib.util.find_spec("mlflow") is None:
+        return {}
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}")
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    return {r.info.run_name: r.info.status for r in client.search_runs([experiment_id])}
+
+
 def _accuracies(out: Path) -> dict[str, float]:
     summary = json.loads((out / "study.json").read_text())
     return {row["label"]: row["test_accuracy"]["mean"] for row in summary["rows"]}
@@ -95,9 +107,12 @@ def _accuracies(out: Path) -> dict[str, float]:
 @pytest.mark.slow
 def test_process_pool_gives_the_same_runs_as_sequential(study_file, tmp_path, one_torch_thread):
     seq = run_study(study_file, tmp_path / "seq", quiet=True, make_report=False)
-    pool = run_study(study_file, tmp_path / "pool", quiet=True, make_report=False, workers=2)
+    pool = run_study(study_file, tmp_path / "pool", quiet=True, make_report=False, workers=2,
+                     loggers="mlflow")  # fmt: skip
     for name in ("A-seed1", "B-seed1"):
         assert (pool / name / "complete").exists()
+    # Two worker processes logged to one SQLite store at once.
+    assert _tracked(pool / "mlflow.db", "tiny") == {"A-seed1": "FINISHED", "B-seed1": "FINISHED"}
     # Same config and seed, one thread each: the same numbers, whichever backend ran them.
     assert _accuracies(seq) == _accuracies(pool)
     assert json.loads((pool / "study.json").read_text())["backend"]["workers"] == 2
@@ -113,9 +128,11 @@ def local_ray():
 
 @pytest.mark.slow
 def test_ray_backend_runs_a_study_end_to_end(study_file, tmp_path, local_ray):
-    out = run_study(study_file, tmp_path / "ray", quiet=True, backend="ray", workers=2)
+    out = run_study(study_file, tmp_path / "ray", quiet=True, backend="ray", workers=2,
+                    loggers="mlflow")  # fmt: skip
     for name in ("A-seed1", "B-seed1"):
         assert (out / name / "complete").exists()
+    assert _tracked(out / "mlflow.db", "tiny") == {"A-seed1": "FINISHED", "B-seed1": "FINISHED"}
     assert (out / "report.html").is_file()
     assert json.loads((out / "study.json").read_text())["backend"]["name"] == "ray"
 
@@ -124,8 +141,12 @@ def test_ray_backend_runs_a_study_end_to_end(study_file, tmp_path, local_ray):
 def test_tune_searches_the_space_and_writes_the_best(study_file, tmp_path, local_ray):
     from fashionlab.studies.tune import tune_study
 
-    summary = tune_study(study_file, tmp_path / "tune", {"epochs": 2}, workers=2, quiet=True)
+    summary = tune_study(study_file, tmp_path / "tune", {"epochs": 2}, workers=2, quiet=True,
+                         loggers="mlflow")  # fmt: skip
     assert len(summary["trials"]) == 2 and summary["failed"] == 0
+    tracked = _tracked(tmp_path / "tune" / "mlflow.db", "tiny-tune")
+    assert sorted(tracked) == sorted(t["trial"] for t in summary["trials"])
+    assert "RUNNING" not in tracked.values()  # a trial ASHA stopped is closed as KILLED
     best = summary["best"]
     assert 1e-4 <= best["config"]["lr"] <= 1e-2 and best["config"]["batch_size"] in (32, 64)
     assert best["val_loss"] == min(t["val_loss"] for t in summary["trials"])

@@ -36,6 +36,9 @@ _API = {
     "AuditSettings": "fashionlab.audit",
     "CrossValSettings": "fashionlab.audit",
     "run_study": "fashionlab.studies",
+    "list_runs": "fashionlab.runs.table",
+    "import_runs": "fashionlab.tracking",
+    "TrackingSettings": "fashionlab.tracking",
     "write_report": "fashionlab.report",
     "NumpyMLP": "fashionlab.numpy_nn",
 }

@@ -12,6 +12,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "export": ("onnx", "onnxruntime"),
     "ray": ("ray",),
     "audit": ("cleanlab",),
+    "track": ("tensorboard", "mlflow"),
 }
 
 

@@ -13,6 +13,7 @@ COMMANDS: dict[str, str] = {
     "study": "run a study file (runs x grid x seeds), then aggregate and report",
     "tune": "hyperparameter search (Ray Tune + ASHA) over a study file's 'tune:' ranges",
     "runs": "one row per run folder under a folder: model, seed, accuracy, state; sort, filter",
+    "track": "experiment tracking: push existing run folders into MLflow (track import DIR)",
     "compare": "McNemar's test between two runs tested on the same images",
     "report": "write report.html (self-contained) and report.md for a run or study folder",
     "predict": "classify your own images with a trained run",

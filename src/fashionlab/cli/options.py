@@ -16,3 +16,16 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
         help="folder with the four IDX files (default: FASHIONLAB_DATA, the cache, "
         "/usr/share/datasets/fashion-mnist, then a download)",
     )
+
+
+def add_tracking_options(parser: argparse.ArgumentParser) -> None:
+    """--log, for every command that trains."""
+    parser.add_argument(
+        "--log",
+        action="append",
+        default=None,
+        metavar="TRACKER",
+        help="also log each run to tensorboard (event files in the run folder) or mlflow "
+        "(MLFLOW_TRACKING_URI, else mlflow.db beside the runs); repeatable or "
+        "comma-separated, e.g. --log tensorboard,mlflow (default: none)",
+    )

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from fashionlab.cli.commands import COMMANDS
-from fashionlab.cli.options import add_data_options
+from fashionlab.cli.options import add_data_options, add_tracking_options
 from fashionlab.config import parse_set_options
 from fashionlab.runs import is_complete
 from fashionlab.studies import load_study, plan_study, run_study
@@ -61,6 +61,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     add_data_options(parser)
+    add_tracking_options(parser)
     parser.set_defaults(func=cmd_study)
 
 
@@ -88,6 +89,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         backend=args.backend,
         workers=args.workers or (1 if args.backend == "local" else os.cpu_count() or 1),
         address=args.address,
+        loggers=args.log,
     )
     print(out / "report.html")
     return 0

@@ -7,10 +7,11 @@ import os
 from pathlib import Path
 
 from fashionlab.cli.commands import COMMANDS
-from fashionlab.cli.options import add_data_options
+from fashionlab.cli.options import add_data_options, add_tracking_options
 from fashionlab.config import parse_set_options
 from fashionlab.models import build_config
 from fashionlab.runs import load_config
+from fashionlab.tracking import TrackingSettings
 from fashionlab.training import resume, train
 from fashionlab.training.distributed import is_main_process, launch
 
@@ -88,6 +89,7 @@ def register(subparsers) -> None:
     for field, kind in FIELD_FLAGS.items():
         parser.add_argument(f"--{field.replace('_', '-')}", type=kind, dest=field, default=None)
     add_data_options(parser)
+    add_tracking_options(parser)
     parser.set_defaults(func=cmd_train)
 
 
@@ -120,6 +122,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return launch(args.nproc, without_nproc(args.argv))
     overrides = collect_overrides(args)
+    store_dir = args.resume.parent if args.resume else args.runs_dir
+    callbacks = TrackingSettings.of(args.log, store_dir).callbacks()
     if args.resume:
         expected = None
         if overrides or args.model:
@@ -135,6 +139,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             expected_config=expected,
             stop_after=args.stop_after,
+            callbacks=callbacks,
         )
         if is_main_process():
             print(args.resume)
@@ -149,6 +154,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         data_dir=args.data_dir,
         stop_after=args.stop_after,
+        callbacks=callbacks,
     )
     if is_main_process():
         print(run_dir)

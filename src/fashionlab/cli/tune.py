@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from fashionlab.cli.commands import COMMANDS
-from fashionlab.cli.options import add_data_options
+from fashionlab.cli.options import add_data_options, add_tracking_options
 from fashionlab.config import parse_set_options
 from fashionlab.studies.tune import tune_study
 
@@ -36,6 +36,7 @@ def register(subparsers) -> None:
     parser.add_argument("--address", default=None, help="Ray cluster address (default: local)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     add_data_options(parser)
+    add_tracking_options(parser)
     parser.set_defaults(func=cmd_tune)
 
 
@@ -49,6 +50,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         workers=args.workers,
         data_dir=args.data_dir,
         quiet=args.quiet,
+        loggers=args.log,
     )
     best = summary["best"]
     print(f"best {summary['metric']} {best[summary['metric']]:.4f}: {best['config']}")

@@ -1,6 +1,6 @@
 """`Run`: a run folder as an object, for notebooks and scripts.
 
-    run = fashionlab.training("s0-m1", epochs=3, lr=1e-3)
+    run = fashionlab.train("s0-m1", epochs=3, lr=1e-3)
     run.metrics["test_accuracy"], run.history[-1], run.predict(images)
     same = fashionlab.load_run(run.path)
 
@@ -24,6 +24,7 @@ from fashionlab.config import TrainConfig, describe_validation_error
 from fashionlab.errors import ConfigError, RunError
 from fashionlab.models import build_config, get_model_spec
 from fashionlab.runs import is_complete, load_config, load_history, load_metrics
+from fashionlab.tracking import TrackingSettings
 from fashionlab.training import Callback
 from fashionlab.training import train as train_config
 
@@ -133,6 +134,7 @@ def train(
     runs_dir: str | os.PathLike = "runs",
     *,
     callbacks: Sequence[Callback] = (),
+    log: Sequence[str] | str | None = None,
     overwrite: bool = False,
     quiet: bool = False,
     data_dir: str | os.PathLike | None = None,
@@ -140,19 +142,23 @@ def train(
 ) -> Run:
     """Train a model (a registry name, with its study's recipe, or a full `TrainConfig`) with
     config fields as keyword overrides (`epochs=3, lr=1e-3, model_args={...}`) into
-    `runs_dir/<name>/`, and return the `Run`. Callbacks: `fashionlab.Callback`."""
+    `runs_dir/<name>/`, and return the `Run`. Callbacks: `fashionlab.Callback`; `log`:
+    'tensorboard' and/or 'mlflow', as `--log` (MLflow's store: runs_dir/mlflow.db unless
+    MLFLOW_TRACKING_URI is set)."""
     if isinstance(model, TrainConfig):
         try:
             config = TrainConfig(**{**model.model_dump(), **overrides})
         except ValidationError as exc:
-            raise ConfigError(describe_validation_error(exc, "fashionlab.training()")) from None
+            raise ConfigError(describe_validation_error(exc, "fashionlab.train()")) from None
     elif isinstance(model, str):
-        config = build_config(model, overrides, source="fashionlab.training()")
+        config = build_config(model, overrides, source="fashionlab.train()")
     else:
         raise ConfigError(
             f"train() wants a model name or a TrainConfig, got {type(model).__name__}"
         )
+    trackers = TrackingSettings.of(log, runs_dir).callbacks()
     path = train_config(
-        config, runs_dir, overwrite=overwrite, quiet=quiet, data_dir=data_dir, callbacks=callbacks
-    )
+        config, runs_dir, overwrite=overwrite, quiet=quiet, data_dir=data_dir,
+        callbacks=[*callbacks, *trackers],
+    )  # fmt: skip
     return Run(path)

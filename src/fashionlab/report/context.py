@@ -206,7 +206,9 @@ def environment_section(run_dirs: list[Path]) -> Section:
     if not present:
         section.blocks.append(para("No env.json in any run."))
         return section
-    keys = list(dict.fromkeys(k for env in present.values() for k in env))
+    # run_id identifies one training of a folder (for trackers): it differs in every run and
+    # tells a reader nothing about how to reproduce it.
+    keys = [k for k in dict.fromkeys(k for env in present.values() for k in env) if k != "run_id"]
     common = [k for k in keys if len({json.dumps(e.get(k)) for e in present.values()}) == 1]
     varying = [k for k in keys if k not in common]
     first = next(iter(present.values()))

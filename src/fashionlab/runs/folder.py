@@ -30,6 +30,10 @@ LOCK_FILE = ".lock"
 RUN_MARKER = ".fashionlab-run"
 STUDY_MARKER = ".fashionlab-study"
 AUDIT_MARKER = ".fashionlab-audit"
+# Folders beside run folders that hold copies of run files or an engine's own state (the local
+# MLflow store's artefacts, Ray Tune's trial records), never runs of their own.
+TRACKER_ARTIFACTS = "mlflow-artifacts"
+NOT_RUN_FOLDERS = frozenset({TRACKER_ARTIFACTS, "mlruns", "ray"})
 # What an earlier version's folders hold, for recognising them without a marker.
 _LEGACY_SIGNS = {RUN_MARKER: "config.yaml", STUDY_MARKER: "study.yaml"}
 

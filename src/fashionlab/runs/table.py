@@ -18,7 +18,7 @@ import yaml
 
 from fashionlab._io import YamlTooLarge, load_yaml, read_text_bounded
 from fashionlab.errors import ConfigError, one_line
-from fashionlab.runs.folder import CHECKPOINT_FILE, COMPLETE_MARKER, RUN_MARKER
+from fashionlab.runs.folder import CHECKPOINT_FILE, COMPLETE_MARKER, NOT_RUN_FOLDERS, RUN_MARKER
 
 STATES = ("complete", "interrupted-resumable", "failed")
 COLUMNS = (
@@ -56,7 +56,7 @@ class RunRow:
         return out
 
 
-def _run_folders(root: Path, max_depth: int = 3) -> Iterator[Path]:
+def run_folders(root: Path, max_depth: int = 3) -> Iterator[Path]:
     """Folders holding a run (config.yaml or the run marker), at most `max_depth` below
     `root` (a study's runs are one level down, a tree of studies two)."""
     root_depth = len(root.parts)
@@ -68,7 +68,7 @@ def _run_folders(root: Path, max_depth: int = 3) -> Iterator[Path]:
             continue
         if len(here.parts) - root_depth >= max_depth:
             subdirs.clear()
-        subdirs.sort()
+        subdirs[:] = sorted(d for d in subdirs if d not in NOT_RUN_FOLDERS)
 
 
 def read_row(folder: Path) -> RunRow:
@@ -180,7 +180,7 @@ def list_runs(
     if not root.is_dir():
         raise ConfigError(f"{root}: no such folder")
     conditions = parse_where(where)
-    rows = [r for r in map(read_row, _run_folders(root, max_depth)) if _matches(r, conditions)]
+    rows = [r for r in map(read_row, run_folders(root, max_depth)) if _matches(r, conditions)]
     if sort:
         descending = sort.startswith("-")
         key = sort.lstrip("-")

@@ -13,6 +13,7 @@ import io
 import os
 import platform
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,9 @@ class RunWriter:
     def write_env(self, seed: int, device: str, threads: int, world_size: int = 1) -> None:
         env = environment(seed, device, threads)
         env["processes"] = world_size  # data-parallel processes (torchrun), 1 otherwise
+        # Which training of this folder it was: a tracker tells a re-trained folder (same
+        # path, --overwrite) from the run it already holds by this, not by the path.
+        env["run_id"] = uuid.uuid4().hex
         atomic_write_json(self.dir / "env.json", env)
 
     def mark_complete(self) -> None:

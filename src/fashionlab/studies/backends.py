@@ -25,6 +25,7 @@ from fashionlab.errors import ConfigError, RunError
 from fashionlab.runs import load_metrics
 from fashionlab.studies.execute import execute_run, resolve_features_source
 from fashionlab.studies.spec import PlannedRun
+from fashionlab.tracking import TrackingSettings
 
 BACKENDS = ("local", "ray")
 RAY_INSTALL_HINT = "pip install 'fashionlab[ray]' (or: pip install 'ray[tune]')"
@@ -70,29 +71,36 @@ def run_planned(
     address: str | None,
     quiet: bool,
     data_dir: str | Path | None,
+    tracking: TrackingSettings | None = None,
 ) -> None:
-    """Execute every planned run that is not complete, with the chosen backend."""
+    """Execute every planned run that is not complete, with the chosen backend; every
+    backend's runs log to the same `tracking` settings."""
     for run in planned:
         # Absolute: pool and Ray workers may run in another working directory.
         run.run_dir = run.run_dir.resolve()
     data_dir = Path(data_dir).resolve() if data_dir else None
     if backend == "local" and workers == 1:
-        _run_sequential(planned, quiet, data_dir)
+        _run_sequential(planned, quiet, data_dir, tracking)
         return
     for wave in waves(planned):
         for run in wave:
             resolve_features_source(run, planned)
         if backend == "ray":
-            _run_ray(wave, planned, workers, address, quiet, data_dir)
+            _run_ray(wave, planned, workers, address, quiet, data_dir, tracking)
         else:
-            _run_pool(wave, planned, workers, quiet, data_dir)
+            _run_pool(wave, planned, workers, quiet, data_dir, tracking)
 
 
-def _run_sequential(planned: list[PlannedRun], quiet: bool, data_dir: Path | None) -> None:
+def _run_sequential(
+    planned: list[PlannedRun],
+    quiet: bool,
+    data_dir: Path | None,
+    tracking: TrackingSettings | None,
+) -> None:
     for k, run in enumerate(planned, 1):
         if not quiet:
             print(f"[{k}/{len(planned)}] {run.label} seed {run.seed}", file=sys.stderr, flush=True)
-        status = execute_run(run, planned, quiet, data_dir)
+        status = execute_run(run, planned, quiet, data_dir, tracking)
         if not quiet and status == "done":
             print("  already complete", file=sys.stderr)
 
@@ -106,8 +114,13 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _pool_task(index: int, planned: list[PlannedRun], data_dir: Path | None) -> str:
-    return execute_run(planned[index], planned, True, data_dir)
+def _pool_task(
+    index: int,
+    planned: list[PlannedRun],
+    data_dir: Path | None,
+    tracking: TrackingSettings | None,
+) -> str:
+    return execute_run(planned[index], planned, True, data_dir, tracking)
 
 
 def _run_pool(
@@ -116,6 +129,7 @@ def _run_pool(
     workers: int,
     quiet: bool,
     data_dir: Path | None,
+    tracking: TrackingSettings | None,
 ) -> None:
     workers = min(workers, len(wave))
     threads = threads_per_worker(workers)
@@ -124,7 +138,10 @@ def _run_pool(
     with ProcessPoolExecutor(
         workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(threads,)
     ) as pool:
-        futures = {pool.submit(_pool_task, index[id(run)], planned, data_dir): run for run in wave}
+        futures = {
+            pool.submit(_pool_task, index[id(run)], planned, data_dir, tracking): run
+            for run in wave
+        }
         for future in as_completed(futures):
             run = futures[future]
             status = future.result()  # a user error in a worker is re-raised here
@@ -135,13 +152,18 @@ def _run_pool(
 # ---------------------------------------------------------------- Ray Tune
 
 
-def _ray_trial(trial_config: dict, planned: list[PlannedRun], data_dir: Path | None) -> None:
+def _ray_trial(
+    trial_config: dict,
+    planned: list[PlannedRun],
+    data_dir: Path | None,
+    tracking: TrackingSettings | None,
+) -> None:
     import torch
     from ray import tune
 
     torch.set_num_threads(trial_config["threads"])
     run = planned[trial_config["index"]]
-    status = execute_run(run, planned, True, data_dir)
+    status = execute_run(run, planned, True, data_dir, tracking)
     metrics = load_metrics(run.run_dir)
     tune.report(
         {
@@ -159,6 +181,7 @@ def _run_ray(
     address: str | None,
     quiet: bool,
     data_dir: Path | None,
+    tracking: TrackingSettings | None,
 ) -> None:
     from ray import tune
 
@@ -167,7 +190,7 @@ def _run_ray(
         threads = threads_per_worker(min(workers, len(wave)), cpus)
         index = {id(run): i for i, run in enumerate(planned)}
         trainable = tune.with_resources(
-            tune.with_parameters(_ray_trial, planned=planned, data_dir=data_dir),
+            tune.with_parameters(_ray_trial, planned=planned, data_dir=data_dir, tracking=tracking),
             {"cpu": threads},
         )
         storage = planned[0].run_dir.parent / "ray"

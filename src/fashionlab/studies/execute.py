@@ -11,6 +11,7 @@ from pathlib import Path
 from fashionlab.errors import ConfigError, RunError
 from fashionlab.runs import is_complete, load_config
 from fashionlab.studies.spec import PlannedRun
+from fashionlab.tracking import TrackingSettings
 from fashionlab.training import resume, train
 from fashionlab.training.checkpoint import CHECKPOINT
 
@@ -31,10 +32,14 @@ def resolve_features_source(run: PlannedRun, planned: list[PlannedRun]) -> None:
 
 
 def execute_run(
-    run: PlannedRun, planned: list[PlannedRun], quiet: bool, data_dir: str | Path | None
+    run: PlannedRun,
+    planned: list[PlannedRun],
+    quiet: bool,
+    data_dir: str | Path | None,
+    tracking: TrackingSettings | None = None,
 ) -> str:
     """Train one planned run unless it is complete; resume it if it was interrupted.
-    Returns 'done' (was complete), 'resumed' or 'trained'."""
+    Returns 'done' (was complete), 'resumed' or 'trained'. `tracking`: the study's trackers."""
     resolve_features_source(run, planned)
     config = run.config
     if is_complete(run.run_dir):
@@ -44,8 +49,10 @@ def execute_run(
                 "to re-run it or choose another --out folder"
             )
         return "done"
+    callbacks = tracking.callbacks() if tracking else []
     if (run.run_dir / CHECKPOINT).exists() and load_config(run.run_dir) == config:
-        resume(run.run_dir, quiet=quiet, data_dir=data_dir)
+        resume(run.run_dir, quiet=quiet, data_dir=data_dir, callbacks=callbacks)
         return "resumed"
-    train(config, run.run_dir.parent, overwrite=True, quiet=quiet, data_dir=data_dir)
+    train(config, run.run_dir.parent, overwrite=True, quiet=quiet, data_dir=data_dir,
+          callbacks=callbacks)  # fmt: skip
     return "trained"

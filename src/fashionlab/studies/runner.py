@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from fashionlab.runs.folder import (
 from fashionlab.studies.aggregate import aggregate
 from fashionlab.studies.backends import check_backend, run_planned
 from fashionlab.studies.spec import PlannedRun, StudySpec, load_study, plan_study
+from fashionlab.tracking import TrackingSettings
 
 
 def run_study(
@@ -40,13 +42,16 @@ def run_study(
     backend: str = "local",
     workers: int = 1,
     address: str | None = None,
+    loggers: Sequence[str] | str | None = None,
 ) -> Path:
     """Run (or resume) a study and write its aggregate and report; returns the study folder.
 
     `seeds` replaces the seeds given in the file, for every run. `backend` 'local' runs the
     runs one after another (workers=1) or in a process pool of `workers`; 'ray' runs them as
     Ray Tune trials on a local Ray instance or the cluster at `address`. Every backend writes
-    the same run folders, so the aggregate and report do not depend on it."""
+    the same run folders, so the aggregate and report do not depend on it. `loggers`
+    ('tensorboard', 'mlflow'): each run logs there too, the study being an MLflow experiment
+    whose store is the study folder's mlflow.db unless MLFLOW_TRACKING_URI is set."""
     check_backend(backend, workers, address)
     study = load_study(path)
     if seeds:
@@ -55,12 +60,15 @@ def run_study(
             spec.seeds = None
     out = Path(out_dir) if out_dir else Path("runs") / study.name
     planned = plan_study(study, out, overrides, source=str(path))
+    tracking = TrackingSettings.of(loggers, out, study.name)
+    tracking.check()
     with claim_folder(out, "study"):
         if overwrite:
             prepare_folder(out, overwrite=True, marker=STUDY_MARKER)
         mark(out, STUDY_MARKER)
+        tracking.prepare()
         return _run_in(out, study, planned, path, backend, workers, address, quiet, data_dir,
-                       make_report)  # fmt: skip
+                       make_report, tracking)  # fmt: skip
 
 
 def _run_in(
@@ -74,10 +82,11 @@ def _run_in(
     quiet: bool,
     data_dir: str | Path | None,
     make_report: bool,
+    tracking: TrackingSettings,
 ) -> Path:
     atomic_write_text(out / "study.yaml", read_text_bounded(path))
     started = time.perf_counter()
-    run_planned(planned, backend, workers, address, quiet, data_dir)
+    run_planned(planned, backend, workers, address, quiet, data_dir, tracking)
     summary = aggregate(study, planned)
     summary["wall_seconds_this_invocation"] = time.perf_counter() - started
     summary["backend"] = {"name": backend, "workers": workers, "address": address}

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from fashionlab.config import TrainConfig, describe_validation_error
 from fashionlab.errors import ConfigError, RunError
 from fashionlab.studies.backends import import_ray, ray_session, threads_per_worker
 from fashionlab.studies.spec import TuneSpec, load_study, plan_study
+from fashionlab.tracking import TrackingSettings
 from fashionlab.training import train
 
 
@@ -52,7 +54,11 @@ def search_space(spec: TuneSpec) -> dict[str, Any]:
 
 
 def _trial(
-    sampled: dict[str, Any], base: TrainConfig, out_dir: Path, data_dir: Path | None
+    sampled: dict[str, Any],
+    base: TrainConfig,
+    out_dir: Path,
+    data_dir: Path | None,
+    tracking: TrackingSettings | None = None,
 ) -> None:
     import torch
     from ray import tune
@@ -71,7 +77,9 @@ def _trial(
             }
         )
 
-    train(config, out_dir, overwrite=True, quiet=True, data_dir=data_dir, epoch_callback=report)
+    callbacks = tracking.callbacks() if tracking else []
+    train(config, out_dir, overwrite=True, quiet=True, data_dir=data_dir, epoch_callback=report,
+          callbacks=callbacks)  # fmt: skip
 
 
 def tune_study(
@@ -83,8 +91,10 @@ def tune_study(
     workers: int | None = None,
     data_dir: str | Path | None = None,
     quiet: bool = False,
+    loggers: Sequence[str] | str | None = None,
 ) -> dict[str, Any]:
-    """Search the study's `tune:` space; write and return `<out>/tune.json`."""
+    """Search the study's `tune:` space; write and return `<out>/tune.json`. With `loggers`,
+    every trial logs like a study's run, to the experiment '<study>-tune'."""
     study = load_study(path)
     if study.tune is None:
         raise ConfigError(
@@ -113,7 +123,9 @@ def tune_study(
                     f"{path}: {describe_validation_error(exc, 'tune.space')}"
                 ) from None
 
+    tracking = TrackingSettings.of(loggers, out, f"{study.name}-tune")
     import_ray()  # a one-line error without the extra, before anything starts
+    tracking.prepare()
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
@@ -137,6 +149,7 @@ def tune_study(
                     base=base,
                     out_dir=out / "tune",
                     data_dir=Path(data_dir).resolve() if data_dir else None,
+                    tracking=tracking,
                 ),
                 {"cpu": threads},
             ),
@@ -152,6 +165,8 @@ def tune_study(
             run_config=tune.RunConfig(storage_path=str(out / "ray"), name="tune", verbose=0),
         )
         results = tuner.fit()
+    # ASHA ends a weak trial by stopping its process, which no hook sees.
+    tracking.close_unfinished()
 
     trials = []
     for result in results:

@@ -31,7 +31,7 @@ from fashionlab.runs import (
     prepare_folder,
 )
 from fashionlab.runs.weights import load_model
-from fashionlab.training.callbacks import Callback
+from fashionlab.training.callbacks import Callback, replay
 from fashionlab.training.checkpoint import CHECKPOINT
 from fashionlab.training.device import deterministic_algorithms, resolve_device
 from fashionlab.training.distributed import DistContext, init_distributed, shutdown_distributed
@@ -89,7 +89,7 @@ def train(
     callbacks: Sequence[Callback] = (),
 ) -> Path:
     """Train `config` into `runs_dir/<name>/` and return that folder. `callbacks`: see
-    `fashionlab.training.callbacks` (PyTorch models only).
+    `fashionlab.training.callbacks` (the NumPy MLP's run replays them once it has finished).
 
     Under torchrun (WORLD_SIZE > 1) this is one rank of a data-parallel job. `stop_after`
     ends this invocation after that many epochs, checkpointed, for `resume` to continue."""
@@ -98,11 +98,11 @@ def train(
     if _is_numpy(config.model):
         if dist_ctx.enabled:
             raise ConfigError("numpy-mlp trains in one process; run it without torchrun/--nproc")
-        if callbacks:
-            raise ConfigError("callbacks watch the PyTorch trainer; numpy-mlp runs take none")
         with claim_folder(run_dir):
             prepare_folder(run_dir, overwrite)
-            return train_numpy_run(config, run_dir, quiet=quiet, data_dir=data_dir)
+            train_numpy_run(config, run_dir, quiet=quiet, data_dir=data_dir)
+        replay(callbacks, run_dir)  # the NumPy trainer has no live hooks
+        return run_dir
     with contextlib.ExitStack() as held, _distributed(dist_ctx):
         _claim_on_rank0(held, dist_ctx, run_dir, overwrite)
         with deterministic_algorithms():
@@ -157,7 +157,9 @@ def resume(
         # interrupted run is trained again from the start with the same config.
         with claim_folder(run_dir):
             prepare_folder(run_dir, overwrite=True)
-            return train_numpy_run(config, run_dir, quiet=quiet, data_dir=data_dir)
+            train_numpy_run(config, run_dir, quiet=quiet, data_dir=data_dir)
+        replay(callbacks, run_dir)
+        return run_dir
     dist_ctx = init_distributed(config.device)
     with contextlib.ExitStack() as held, _distributed(dist_ctx):
         _claim_on_rank0(held, dist_ctx, run_dir, overwrite=None)

@@ -11,6 +11,7 @@ are tested and every file is written, as at the last epoch of the schedule.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,4 +48,29 @@ class Callback:
         """After each epoch, with its history row (losses, accuracies, lr, seconds)."""
 
     def on_train_end(self, run: TrainingRun, metrics: dict[str, Any]) -> None:
-        """After the test pass, with the run's final metrics."""
+        """After the test pass, with the run's final metrics (every file is written)."""
+
+    def on_train_incomplete(self, run: TrainingRun, outcome: str) -> None:
+        """When this invocation ends without finishing the run: `outcome` is 'paused'
+        (--stop-after), 'interrupted' (Ctrl-C; resumable) or 'failed' (an error)."""
+
+
+def replay(callbacks: Sequence[Callback], run_dir: Path) -> None:
+    """Drive the hooks over a finished run folder, as if they had watched it train: for runs
+    whose trainer has no live hooks (the NumPy MLP) and for pushing existing runs to a
+    tracker. A stop requested here has nothing left to stop."""
+    if not callbacks:
+        return
+    from fashionlab.runs import load_config, load_history, load_metrics
+
+    view = TrainingRun(Path(run_dir), load_config(run_dir))
+    rows = load_history(run_dir)
+    for callback in callbacks:
+        callback.on_train_start(view)
+    for row in rows:
+        view.history.append(row)
+        for callback in callbacks:
+            callback.on_epoch_end(view, row)
+    metrics = load_metrics(run_dir)
+    for callback in callbacks:
+        callback.on_train_end(view, metrics)

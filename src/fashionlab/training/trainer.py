@@ -466,15 +466,24 @@ class Trainer:
             callback.on_train_end(self.view, metrics)
         return metrics
 
+    def _tell_incomplete(self, outcome: str) -> None:
+        for callback in self.callbacks:
+            callback.on_train_incomplete(self.view, outcome)
+
     def execute(self) -> Path:
         try:
             self.run()
         except KeyboardInterrupt:
+            self._tell_incomplete("interrupted")
             raise RunInterrupted(
                 f"interrupted; epochs 1..{self.state.epoch} are checkpointed. "
                 f"Continue with: fashionlab train --resume {self.run_dir}"
             ) from None
+        except Exception:
+            self._tell_incomplete("failed")
+            raise
         if self.paused:
+            self._tell_incomplete("paused")
             # Every rank leaves together: a rank tearing down the process group while another
             # is still in its last checkpoint gather can leave that rank waiting forever.
             self.dist.barrier()
@@ -485,7 +494,11 @@ class Trainer:
                     file=sys.stderr,
                 )
             return self.run_dir
-        metrics = self.finish()
+        try:
+            metrics = self.finish()
+        except Exception:
+            self._tell_incomplete("failed")
+            raise
         self.dist.barrier()  # the other ranks leave only once rank 0 has written everything
         if not self.quiet:
             print(

@@ -1,0 +1,191 @@
+"""MLflow: one MLflow run per run folder, in the experiment of its study (or 'fashionlab').
+
+Runs are found again by the `run_id` their env.json records, so a resumed run continues its
+MLflow run and importing a folder twice does not duplicate it. The store is SQLite (a real
+database, which MLflow's UI and `mlflow.search_runs` read) unless MLFLOW_TRACKING_URI names
+another.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from fashionlab._io import read_text_bounded
+from fashionlab.runs import is_complete
+from fashionlab.tracking.records import (
+    artifact_files,
+    config_params,
+    epoch_values,
+    final_metrics,
+)
+from fashionlab.training.callbacks import Callback, TrainingRun
+
+if TYPE_CHECKING:  # settings builds the loggers, lazily: a type-only import keeps no cycle
+    from fashionlab.tracking.settings import TrackingSettings
+
+RUN_ID_TAG = "fashionlab.run_id"
+BATCH = 100  # MLflow's limit of params per log_batch call
+OUTCOME_STATUS = {"paused": "KILLED", "interrupted": "KILLED", "failed": "FAILED"}
+T = TypeVar("T")
+
+
+def _quiet_mlflow() -> None:
+    # Schema creation logs at INFO through MLflow's and alembic's loggers on every new store.
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def retrying(action: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call `action`, retrying while SQLite reports the store locked by another process
+    (a study's workers log concurrently)."""
+    for attempt in range(8):
+        try:
+            return action(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - MLflow wraps the driver's error
+            if "locked" not in str(exc) or attempt == 7:
+                raise
+            time.sleep(0.1 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def open_experiment(settings: TrackingSettings):
+    """(client, experiment id), creating the store and the experiment if needed."""
+    _quiet_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    if "MLFLOW_TRACKING_URI" not in os.environ:
+        settings.store_dir.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(tracking_uri=settings.tracking_uri())
+    found = retrying(client.get_experiment_by_name, settings.experiment)
+    if found is not None:
+        return client, found.experiment_id
+    try:
+        return client, retrying(
+            client.create_experiment, settings.experiment,
+            artifact_location=settings.artifact_location(),
+        )  # fmt: skip
+    except Exception:  # noqa: BLE001 - another process created it first
+        found = retrying(client.get_experiment_by_name, settings.experiment)
+        if found is None:
+            raise
+        return client, found.experiment_id
+
+
+def run_identity(run_dir: Path) -> str:
+    """The env.json run_id of this training of the folder; older folders have none, and
+    their absolute path stands in."""
+    try:
+        run_id = json.loads(read_text_bounded(run_dir / "env.json")).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        run_id = None
+    return str(run_id) if run_id else f"path:{run_dir.resolve()}"
+
+
+def find_run(client, experiment_id: str, identity: str):
+    found = retrying(
+        client.search_runs,
+        [experiment_id],
+        filter_string=f"tags.`{RUN_ID_TAG}` = '{identity}'",
+        max_results=1,
+    )
+    return found[0] if found else None
+
+
+def close_unfinished(settings: TrackingSettings) -> None:
+    client, experiment_id = open_experiment(settings)
+    running = retrying(
+        client.search_runs, [experiment_id], filter_string="attributes.status = 'RUNNING'"
+    )
+    for found in running:
+        folder = found.data.tags.get("fashionlab.run_dir")
+        if folder and not is_complete(folder):
+            retrying(client.set_terminated, found.info.run_id, "KILLED")
+
+
+class MLflowLogger(Callback):
+    """Logs params at the start, each history row as metrics (step = epoch), the final metrics
+    and artefacts at the end, and the run's status."""
+
+    def __init__(self, settings: TrackingSettings) -> None:
+        self.settings = settings
+        self.client = None
+        self.run_id: str | None = None
+        self.failed = False
+
+    def _guard(self, action: Callable[..., Any], *args: Any) -> None:
+        # A tracker must never cost the user their run: warn once, then stay quiet.
+        if self.failed:
+            return
+        try:
+            action(*args)
+        except Exception as exc:  # noqa: BLE001 - store, network and driver errors alike
+            self.failed = True
+            first = str(exc).strip().splitlines()
+            print(
+                f"mlflow logging stopped ({type(exc).__name__}: {first[0] if first else ''}); "
+                "the run folder is unaffected: push it later with fashionlab track import",
+                file=sys.stderr,
+            )
+
+    def on_train_start(self, run: TrainingRun) -> None:
+        self._guard(self._start, run)
+
+    def _start(self, run: TrainingRun) -> None:
+        from mlflow.entities import Param
+
+        self.client, experiment_id = open_experiment(self.settings)
+        identity = run_identity(run.path)
+        existing = find_run(self.client, experiment_id, identity)
+        if existing is not None:  # a resumed run continues its MLflow run
+            self.run_id = existing.info.run_id
+            retrying(self.client.update_run, self.run_id, status="RUNNING")
+            return
+        tags = {
+            RUN_ID_TAG: identity,
+            "fashionlab.run_dir": str(run.path.resolve()),
+            "fashionlab.model": run.config.model,
+            "fashionlab.seed": str(run.config.seed),
+        }
+        created = retrying(
+            self.client.create_run, experiment_id, run_name=run.path.name, tags=tags
+        )
+        self.run_id = created.info.run_id
+        params = [Param(k, str(v)) for k, v in config_params(run.config).items()]
+        for start in range(0, len(params), BATCH):
+            retrying(self.client.log_batch, self.run_id, params=params[start : start + BATCH])
+        for row in run.history:  # resumed with no MLflow run yet: the epochs done so far
+            self._epoch(row)
+
+    def _log_metrics(self, values: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, step) for k, v in values.items()]
+        if metrics:
+            retrying(self.client.log_batch, self.run_id, metrics=metrics)
+
+    def on_epoch_end(self, run: TrainingRun, row: dict[str, Any]) -> None:
+        self._guard(self._epoch, row)
+
+    def _epoch(self, row: dict[str, Any]) -> None:
+        self._log_metrics(epoch_values(row), int(row["epoch"]))
+
+    def on_train_end(self, run: TrainingRun, metrics: dict[str, Any]) -> None:
+        self._guard(self._end, run, metrics)
+
+    def _end(self, run: TrainingRun, metrics: dict[str, Any]) -> None:
+        self._log_metrics(final_metrics(metrics), run.epoch)
+        for path in artifact_files(run.path):
+            retrying(self.client.log_artifact, self.run_id, str(path))
+        retrying(self.client.set_terminated, self.run_id, "FINISHED")
+
+    def on_train_incomplete(self, run: TrainingRun, outcome: str) -> None:
+        if self.run_id is not None:
+            self._guard(self.client.set_terminated, self.run_id, OUTCOME_STATUS[outcome])
