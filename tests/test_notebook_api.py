@@ -115,3 +115,14 @@ def test_figures_without_a_path_are_returned(tmp_path):
 def test_the_facade_names_are_functions_even_after_the_packages_load():
     assert callable(fashionlab.train) and callable(fashionlab.study)
     assert fashionlab.train is fashionlab.notebook.train
+
+
+def test_every_public_name_has_a_docstring_and_is_in_docs_api():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    for name in fashionlab.__all__:
+        if name == "__version__":
+            continue
+        obj = getattr(fashionlab, name)
+        if callable(obj):
+            assert obj.__doc__, f"fashionlab.{name} has no docstring"
+        assert f"`{name}" in text or f"{name}(" in text, f"docs/api.md does not show {name}"

@@ -25,6 +25,7 @@ _API = {
     "study": "fashionlab.notebook",
     "Run": "fashionlab.notebook",
     "StudyResult": "fashionlab.notebook",
+    "compare_runs": "fashionlab.notebook",
     "Callback": "fashionlab.training",
     "TrainingRun": "fashionlab.training",
     "resume": "fashionlab.training",

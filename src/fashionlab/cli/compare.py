@@ -6,12 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from fashionlab.cli.commands import COMMANDS
-from fashionlab.errors import RunError
-from fashionlab.evaluation import accuracy, mcnemar
-from fashionlab.runs import load_predictions
+from fashionlab.notebook.compare import compare_runs
 
 
 def register(subparsers) -> None:
@@ -25,21 +21,7 @@ def register(subparsers) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    a, b = load_predictions(args.run_a), load_predictions(args.run_b)
-    if not np.array_equal(a["labels"], b["labels"]):
-        raise RunError(f"{args.run_a} and {args.run_b} were tested on different items")
-    result = mcnemar(a["labels"], a["logits"], b["logits"])
-    out = {
-        "a": str(args.run_a),
-        "b": str(args.run_b),
-        "accuracy_a": accuracy(a["labels"], a["logits"]),
-        "accuracy_b": accuracy(b["labels"], b["logits"]),
-        "only_a_right": int(result.b),
-        "only_b_right": int(result.c),
-        "statistic": float(result.statistic),
-        "p_value": float(result.p_value),
-        "method": result.method,
-    }
+    out = compare_runs(args.run_a, args.run_b)
     if args.json:
         print(json.dumps(out, indent=2))
         return 0

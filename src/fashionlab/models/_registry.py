@@ -71,6 +71,7 @@ def get_model_spec(name: str) -> ModelSpec:
 
 
 def list_models() -> list[str]:
+    """The registered model names, sorted (`fashionlab models` lists them with sizes)."""
     return sorted(_REGISTRY)
 
 
