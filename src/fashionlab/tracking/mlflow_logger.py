@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,13 +18,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from fashionlab._io import read_text_bounded
 from fashionlab.runs import is_complete
+from fashionlab.tracking.base import Tracker
 from fashionlab.tracking.records import (
     artifact_files,
     config_params,
     epoch_values,
     final_metrics,
 )
-from fashionlab.training.callbacks import Callback, TrainingRun
+from fashionlab.training.callbacks import TrainingRun
 
 if TYPE_CHECKING:  # settings builds the loggers, lazily: a type-only import keeps no cycle
     from fashionlab.tracking.settings import TrackingSettings
@@ -109,33 +109,21 @@ def close_unfinished(settings: TrackingSettings) -> None:
             retrying(client.set_terminated, found.info.run_id, "KILLED")
 
 
-class MLflowLogger(Callback):
+class MLflowLogger(Tracker):
     """Logs params at the start, each history row as metrics (step = epoch), the final metrics
     and artefacts at the end, and the run's status."""
 
+    name = "mlflow"
+    recovery = ": push it later with fashionlab track import"
+
     def __init__(self, settings: TrackingSettings) -> None:
+        super().__init__()
         self.settings = settings
         self.client = None
         self.run_id: str | None = None
-        self.failed = False
-
-    def _guard(self, action: Callable[..., Any], *args: Any) -> None:
-        # A tracker must never cost the user their run: warn once, then stay quiet.
-        if self.failed:
-            return
-        try:
-            action(*args)
-        except Exception as exc:  # noqa: BLE001 - store, network and driver errors alike
-            self.failed = True
-            first = str(exc).strip().splitlines()
-            print(
-                f"mlflow logging stopped ({type(exc).__name__}: {first[0] if first else ''}); "
-                "the run folder is unaffected: push it later with fashionlab track import",
-                file=sys.stderr,
-            )
 
     def on_train_start(self, run: TrainingRun) -> None:
-        self._guard(self._start, run)
+        self.guard(self._start, run)
 
     def _start(self, run: TrainingRun) -> None:
         from mlflow.entities import Param
@@ -172,13 +160,13 @@ class MLflowLogger(Callback):
             retrying(self.client.log_batch, self.run_id, metrics=metrics)
 
     def on_epoch_end(self, run: TrainingRun, row: dict[str, Any]) -> None:
-        self._guard(self._epoch, row)
+        self.guard(self._epoch, row)
 
     def _epoch(self, row: dict[str, Any]) -> None:
         self._log_metrics(epoch_values(row), int(row["epoch"]))
 
     def on_train_end(self, run: TrainingRun, metrics: dict[str, Any]) -> None:
-        self._guard(self._end, run, metrics)
+        self.guard(self._end, run, metrics)
 
     def _end(self, run: TrainingRun, metrics: dict[str, Any]) -> None:
         self._log_metrics(final_metrics(metrics), run.epoch)
@@ -188,4 +176,4 @@ class MLflowLogger(Callback):
 
     def on_train_incomplete(self, run: TrainingRun, outcome: str) -> None:
         if self.run_id is not None:
-            self._guard(self.client.set_terminated, self.run_id, OUTCOME_STATUS[outcome])
+            self.guard(self.client.set_terminated, self.run_id, OUTCOME_STATUS[outcome])

@@ -3,36 +3,27 @@ shows every run by its folder name, with the config and final metrics in the HPa
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
+from fashionlab.tracking.base import Tracker
 from fashionlab.tracking.records import config_params, epoch_values, final_metrics
-from fashionlab.training.callbacks import Callback, TrainingRun
+from fashionlab.training.callbacks import TrainingRun
 
 EVENTS_DIR = "tensorboard"
 FINAL_PREFIX = "final/"  # final metrics' tags, apart from the per-epoch curves
 
 
-class TensorBoardLogger(Callback):
+class TensorBoardLogger(Tracker):
     """Writes each history row as scalars (step = epoch) and, at the end, the hparams."""
 
-    def __init__(self) -> None:
-        self.writer = None
-        self.failed = False
+    name = "tensorboard"
 
-    def _guard(self, action, *args) -> None:
-        # A tracker must never cost the user their run: warn once, then stay quiet.
-        if self.failed:
-            return
-        try:
-            action(*args)
-        except Exception as exc:  # noqa: BLE001 - any writer error is reported the same way
-            self.failed = True
-            print(f"tensorboard logging stopped: {exc}; the run folder is unaffected",
-                  file=sys.stderr)  # fmt: skip
+    def __init__(self) -> None:
+        super().__init__()
+        self.writer = None
 
     def on_train_start(self, run: TrainingRun) -> None:
-        self._guard(self._open, run)
+        self.guard(self._open, run)
 
     def _open(self, run: TrainingRun) -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -42,7 +33,7 @@ class TensorBoardLogger(Callback):
         self.writer = SummaryWriter(str(run.path / EVENTS_DIR), purge_step=purge)
 
     def on_epoch_end(self, run: TrainingRun, row: dict[str, Any]) -> None:
-        self._guard(self._epoch, row)
+        self.guard(self._epoch, row)
 
     def _epoch(self, row: dict[str, Any]) -> None:
         for key, value in epoch_values(row).items():
@@ -50,7 +41,7 @@ class TensorBoardLogger(Callback):
         self.writer.flush()
 
     def on_train_end(self, run: TrainingRun, metrics: dict[str, Any]) -> None:
-        self._guard(self._end, run, metrics)
+        self.guard(self._end, run, metrics)
         self._close()
 
     def _end(self, run: TrainingRun, metrics: dict[str, Any]) -> None:
@@ -69,5 +60,5 @@ class TensorBoardLogger(Callback):
 
     def _close(self) -> None:
         if self.writer is not None:
-            self._guard(self.writer.close)
+            self.guard(self.writer.close)
             self.writer = None
