@@ -154,3 +154,61 @@ def test_tune_searches_the_space_and_writes_the_best(study_file, tmp_path, local
     assert saved["best"] == best
     trial_dirs = list((tmp_path / "tune" / "tune").iterdir())
     assert len(trial_dirs) == 2 and all((d / "config.yaml").exists() for d in trial_dirs)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again: nothing listens there
+
+
+@pytest.mark.parametrize("scheme", ["ray://127.0.0.1:{port}", "127.0.0.1:{port}"])
+def test_no_cluster_at_the_address_is_one_line_and_quick(scheme, study_file, tmp_path, capsys):
+    import time
+
+    address = scheme.format(port=_free_port())
+    started = time.monotonic()
+    code = main(["study", str(study_file), "--backend", "ray", "--address", address,
+                 "--out", str(tmp_path / "out")])  # fmt: skip
+    elapsed = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert code == 2 and f"no Ray cluster at {address}" in err and "refused" in err.lower()
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # nothing was started or written
+    assert elapsed < 30  # a hang guard, not a speed target: Ray itself retries for minutes
+
+
+def test_cluster_addresses_and_timeout_are_checked(monkeypatch):
+    from fashionlab.studies.cluster import check_reachable, connect_timeout, parse_address
+
+    assert parse_address("ray://head") == ("head", 10001)
+    assert parse_address("head") == ("head", 6379)
+    assert parse_address("10.0.0.2:7000") == ("10.0.0.2", 7000)
+    assert parse_address("auto") is None
+    for bad in ("http://head:1", "head:port", "ray://:10001", "head:70000"):
+        with pytest.raises(ConfigError, match="expected ray://HOST"):
+            parse_address(bad)
+    with pytest.raises(ConfigError, match="unknown host"):
+        check_reachable("no-such-host.invalid:6379", timeout=2)
+    monkeypatch.setenv("FASHIONLAB_RAY_TIMEOUT", "0.5")
+    assert connect_timeout() == 0.5
+    monkeypatch.setenv("FASHIONLAB_RAY_TIMEOUT", "soon")
+    with pytest.raises(ConfigError, match="FASHIONLAB_RAY_TIMEOUT='soon'"):
+        connect_timeout()
+
+
+def test_a_cluster_without_a_free_cpu_is_one_line():
+    from fashionlab.errors import RunError
+    from fashionlab.studies.backends import require_free_cpu
+
+    class Busy:
+        def cluster_resources(self):
+            return {"CPU": 4.0}
+
+        def available_resources(self):
+            return {"CPU": 0.0}
+
+    with pytest.raises(RunError, match="no free CPU \\(4 in all, all in use\\)"):
+        require_free_cpu(Busy(), "ray://head:10001")

@@ -57,7 +57,10 @@ def register(subparsers) -> None:
         "CPU count for ray)",
     )
     parser.add_argument(
-        "--address", default=None, help="Ray cluster address, e.g. ray://head:10001 (ray only)"
+        "--address",
+        default=None,
+        help="Ray cluster address, e.g. ray://head:10001 or head:6379 (ray only); an "
+        "unreachable one is an error within FASHIONLAB_RAY_TIMEOUT seconds (default 10)",
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     add_data_options(parser)

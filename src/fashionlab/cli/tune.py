@@ -33,7 +33,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--num-samples", type=int, default=None, help="trials to sample")
     parser.add_argument("--workers", type=int, default=None, help="trials at the same time")
-    parser.add_argument("--address", default=None, help="Ray cluster address (default: local)")
+    parser.add_argument(
+        "--address", default=None, help="Ray cluster address (default: local); see study --help"
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     add_data_options(parser)
     add_tracking_options(parser)

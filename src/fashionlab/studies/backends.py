@@ -23,6 +23,7 @@ from pathlib import Path
 
 from fashionlab.errors import ConfigError, RunError
 from fashionlab.runs import load_metrics
+from fashionlab.studies.cluster import check_reachable
 from fashionlab.studies.execute import execute_run, resolve_features_source
 from fashionlab.studies.spec import PlannedRun
 from fashionlab.tracking import TrackingSettings
@@ -41,6 +42,8 @@ def check_backend(backend: str, workers: int, address: str | None) -> None:
         raise ConfigError("--address is for --backend ray")
     if backend == "ray":
         import_ray()
+        if address:
+            check_reachable(address)
 
 
 def import_ray():
@@ -187,6 +190,7 @@ def _run_ray(
 
     with ray_session(address, quiet) as ray:
         cpus = int(ray.cluster_resources().get("CPU", 1))
+        require_free_cpu(ray, address)
         threads = threads_per_worker(min(workers, len(wave)), cpus)
         index = {id(run): i for i, run in enumerate(planned)}
         trainable = tune.with_resources(
@@ -219,6 +223,18 @@ def _run_ray(
             )
 
 
+def require_free_cpu(ray, address: str | None) -> None:
+    """A one-line error instead of trials that wait forever for a CPU."""
+    total = ray.cluster_resources().get("CPU", 0)
+    free = ray.available_resources().get("CPU", 0)
+    if free < 1:
+        where = f"at {address}" if address else "here"
+        raise RunError(
+            f"the Ray cluster {where} has no free CPU ({total:g} in all, all in use); "
+            "wait for its jobs to end or add a worker node"
+        )
+
+
 @contextmanager
 def ray_session(address: str | None, quiet: bool) -> Iterator:
     """The `ray` module with a connection: the one already open (left open), else a new local
@@ -228,6 +244,7 @@ def ray_session(address: str | None, quiet: bool) -> Iterator:
     if started_here:
         init_args: dict = {"include_dashboard": False, "log_to_driver": not quiet}
         if address:
+            check_reachable(address)
             init_args["address"] = address
         else:
             init_args["num_cpus"] = os.cpu_count() or 1

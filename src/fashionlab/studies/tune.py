@@ -32,7 +32,12 @@ from pydantic import ValidationError
 from fashionlab._io import atomic_write_json
 from fashionlab.config import TrainConfig, describe_validation_error
 from fashionlab.errors import ConfigError, RunError
-from fashionlab.studies.backends import import_ray, ray_session, threads_per_worker
+from fashionlab.studies.backends import (
+    import_ray,
+    ray_session,
+    require_free_cpu,
+    threads_per_worker,
+)
 from fashionlab.studies.spec import TuneSpec, load_study, plan_study
 from fashionlab.tracking import TrackingSettings
 from fashionlab.training import train
@@ -132,6 +137,7 @@ def tune_study(
 
     with ray_session(address, quiet) as ray:
         cpus = int(ray.cluster_resources().get("CPU", 1))
+        require_free_cpu(ray, address)
         concurrent = workers or spec.max_concurrent or cpus
         threads = threads_per_worker(min(concurrent, spec.num_samples), cpus)
         scheduler = None
