@@ -105,6 +105,18 @@ def test_precision_auto_and_channels_last_are_resolved_and_recorded(tmp_path):
     assert json.loads((mlp / "metrics.json").read_text())["channels_last"] is False
 
 
+def test_auto_precision_never_picks_emulated_bf16_on_a_gpu(monkeypatch):
+    from fashionlab.training.device import resolve_precision
+
+    cuda = torch.device("cuda")
+    # A pre-Ampere GPU: bf16 "supported" only through emulation.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: including_emulation)  # fmt: skip
+    assert resolve_precision("auto", cuda) == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert resolve_precision("auto", cuda) == "bf16"
+
+
 def _tta_case():
     """A small CNN in eval mode, five random uint8 images, the dataset normaliser, the CPU."""
     from fashionlab.data import make_normalizer

@@ -30,7 +30,12 @@ def resolve_device(name: str) -> torch.device:
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes in bf16 natively (so bf16 autocast is faster, not emulated)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        # Plain is_bf16_supported() also says yes where bf16 is emulated (pre-Ampere GPUs),
+        # which is slower than fp32: only native support counts.
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # a torch without the argument reports native support only
+            return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
         cpu = torch.cpu
         return any(
