@@ -1,0 +1,194 @@
+"""Across hosts, for real: two Linux network namespaces joined by a veth pair stand in for two
+machines (their own addresses and interfaces, traffic only over the veth), and real torchrun
+nodes run in them with c10d rendezvous and gloo over that link.
+
+The namespaces, the veth pair and every process are created and removed by the test, also when
+it fails; every wait is bounded. Skipped, with the reason, where namespaces cannot be made
+(not root, or no `ip`). The folders are shared between the two "hosts" as a cluster's shared
+file system would be: the data and the runs folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fashionlab.runs import load_history
+
+SMALL = ["--train-subset", "768", "--eval-subset", "256", "--batch-size", "64", "--quiet"]
+WAIT_S = 240  # the most any one process may take before the test kills it
+
+
+@dataclass
+class Host:
+    namespace: str
+    interface: str
+    address: str
+
+    def command(self, argv: list[str], env: dict[str, str] | None = None) -> list[str]:
+        settings = {"GLOO_SOCKET_IFNAME": self.interface, "OMP_NUM_THREADS": "1", **(env or {})}
+        return ["ip", "netns", "exec", self.namespace, "env",
+                *(f"{k}={v}" for k, v in settings.items()), *argv]  # fmt: skip
+
+    def kill_all(self) -> None:
+        """SIGKILL every process in this host's namespace (a node losing power)."""
+        pids = subprocess.run(["ip", "netns", "pids", self.namespace], capture_output=True,
+                              text=True).stdout.split()  # fmt: skip
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+def _can_make_namespaces() -> str | None:
+    """None when this runner can create network namespaces, else why not."""
+    if shutil.which("ip") is None:
+        return "no `ip` command (iproute2)"
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    probe = f"fl-probe-{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"cannot create a network namespace: {made.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
+@pytest.fixture
+def two_hosts() -> Iterator[tuple[Host, Host]]:
+    reason = _can_make_namespaces()
+    if reason:
+        pytest.skip(reason)
+    tag = os.getpid() % 100_000
+    subnet = f"10.{200 + tag % 50}.{tag % 250}"
+    hosts = (
+        Host(f"fl-{tag}-a", f"fl{tag}a", f"{subnet}.1"),
+        Host(f"fl-{tag}-b", f"fl{tag}b", f"{subnet}.2"),
+    )
+    try:
+        for host in hosts:
+            _ip("netns", "add", host.namespace)
+            _ip("-n", host.namespace, "link", "set", "lo", "up")
+        a, b = hosts
+        _ip("link", "add", a.interface, "netns", a.namespace, "type", "veth",
+            "peer", "name", b.interface, "netns", b.namespace)  # fmt: skip
+        for host in hosts:
+            _ip("-n", host.namespace, "addr", "add", f"{host.address}/24", "dev", host.interface)
+            _ip("-n", host.namespace, "link", "set", host.interface, "up")
+        yield hosts
+    finally:
+        for host in hosts:
+            host.kill_all()
+            subprocess.run(["ip", "netns", "del", host.namespace], capture_output=True)
+
+
+def _node(host: Host, rendezvous: Host, train_args: list[str], port: int) -> list[str]:
+    # Both namespaces share this machine's hostname, so torchrun cannot tell by name which
+    # node hosts the rendezvous store: say so (a real cluster's hosts have their own names).
+    is_host = int(host is rendezvous)
+    return host.command([
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{rendezvous.address}:{port}",
+        "--rdzv-id", f"job{port}", "--rdzv-conf", f"is_host={is_host},join_timeout=60",
+        "--local-addr", host.address, "--max-restarts", "0",
+        "-m", "fashionlab", "train", *train_args,
+    ])  # fmt: skip
+
+
+def _start_nodes(hosts: tuple[Host, Host], train_args: list[str], port: int):
+    a, _ = hosts
+    return [
+        subprocess.Popen(_node(h, a, train_args, port), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        for h in hosts
+    ]
+
+
+def _wait(procs: list[subprocess.Popen], timeout: float = WAIT_S) -> list[str]:
+    outputs = []
+    for proc in procs:
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        outputs.append(out)
+    return outputs
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "model.safetensors")
+
+
+def _one_node_two_processes(train_args: list[str], runs_dir: Path) -> Path:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "fashionlab", "train", *train_args, "--nproc",
+                           "2", "--runs-dir", str(runs_dir)],
+                          capture_output=True, text=True, env=env, timeout=WAIT_S)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return runs_dir / "s2-cnn-seed42"
+
+
+@pytest.mark.slow
+def test_two_nodes_train_the_same_weights_as_one_node(two_hosts, tmp_path: Path, fashion):
+    train_args = ["--model", "s2-cnn", "--epochs", "1", *SMALL]
+    reference = _one_node_two_processes(train_args, tmp_path / "one-node")
+
+    procs = _start_nodes(two_hosts, [*train_args, "--runs-dir", str(tmp_path / "two-nodes")],
+                         port=29411)  # fmt: skip
+    outputs = _wait(procs)
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-1500:] for o in outputs)
+    run = tmp_path / "two-nodes" / "s2-cnn-seed42"
+    assert (run / "complete").exists()
+    one, two = _weights(reference), _weights(run)
+    assert one.keys() == two.keys()
+    for name in one:  # the same two ranks reduce the same gradients: bit-identical
+        assert torch.equal(one[name], two[name]), name
+
+
+@pytest.mark.slow
+def test_a_node_that_dies_leaves_a_checkpoint_that_resume_continues(
+    two_hosts, tmp_path: Path, fashion
+):
+    train_args = ["--model", "s2-cnn", "--epochs", "3", *SMALL]
+    reference = _one_node_two_processes(train_args, tmp_path / "straight")
+
+    runs_dir = tmp_path / "cluster"
+    run = runs_dir / "s2-cnn-seed42"
+    procs = _start_nodes(two_hosts, [*train_args, "--runs-dir", str(runs_dir)], port=29412)
+    deadline = time.monotonic() + WAIT_S
+    while len(load_history(run)) < 1 and time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            break
+        time.sleep(0.2)
+    assert len(load_history(run)) >= 1, "the first epoch never finished"
+    two_hosts[1].kill_all()  # node b loses power after epoch 1
+    outputs = _wait(procs, timeout=120)
+    assert procs[0].returncode != 0, outputs[0][-1500:]  # the survivor gives up, bounded
+    done_epochs = len(load_history(run))
+    assert 1 <= done_epochs < 3 and not (run / "complete").exists()
+    assert (run / "checkpoint.pt").exists()
+
+    procs = _start_nodes(two_hosts, ["--resume", str(run), "--quiet"], port=29413)
+    outputs = _wait(procs)
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-1500:] for o in outputs)
+    assert (run / "complete").exists() and len(load_history(run)) == 3
+    straight, resumed = _weights(reference), _weights(run)
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
