@@ -10,11 +10,14 @@ file system would be: the data and the runs folder.
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -192,3 +195,111 @@ def test_a_node_that_dies_leaves_a_checkpoint_that_resume_continues(
     straight, resumed = _weights(reference), _weights(run)
     for name in straight:
         assert torch.equal(straight[name], resumed[name]), name
+
+
+RAY_STUDY = """\
+name: spread
+seeds: [1]
+overrides: {train_subset: 600, eval_subset: 200, epochs: 1}
+runs:
+  - {label: A, model: mlp, overrides: {model_args: {hidden: [16]}}}
+  - {label: B, model: mlp, overrides: {model_args: {hidden: [24]}}}
+"""
+
+
+def _ray(host: Host, *args: str, temp: Path, auth: dict[str, str]) -> None:
+    ray = str(Path(sys.executable).parent / "ray")
+    done = subprocess.run(
+        host.command([ray, "start", *args, "--node-ip-address", host.address, "--num-cpus", "1",
+                      "--temp-dir", str(temp)], env={"RAY_USAGE_STATS_ENABLED": "0", **auth}),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
+
+
+@pytest.mark.slow
+def test_a_ray_study_spreads_over_two_nodes(two_hosts, tmp_path: Path, fashion):
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    head, worker = two_hosts
+    port = 6390
+    # Ray's socket paths must stay under 108 bytes: short temporary folders, removed after.
+    temps = [Path(tempfile.mkdtemp(prefix="flray", dir="/tmp")) for _ in range(2)]
+    # Ray's token authentication, as a real cluster should run: every process gets the token.
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    try:
+        _ray(head, "--head", "--port", str(port), "--include-dashboard", "false",
+             temp=temps[0], auth=auth)  # fmt: skip
+        _ray(worker, "--address", f"{head.address}:{port}", temp=temps[1], auth=auth)
+        _spread_study(head, worker, port, tmp_path, auth)
+    finally:
+        for host in two_hosts:
+            host.kill_all()
+        for temp in temps:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def _spread_study(head: Host, worker: Host, port: int, tmp_path: Path, auth: dict) -> None:
+    study = tmp_path / "spread.yaml"
+    study.write_text(RAY_STUDY)
+    out = tmp_path / "study"  # the shared folder both nodes write their run folders into
+    driver = subprocess.run(
+        head.command([sys.executable, "-m", "fashionlab", "study", str(study), "--backend", "ray",
+                      "--address", f"{head.address}:{port}", "--workers", "2", "--out", str(out),
+                      "--quiet"], env=auth),
+        capture_output=True, text=True, timeout=WAIT_S,
+    )  # fmt: skip
+    assert driver.returncode == 0, driver.stderr[-2500:]
+    summary = json.loads((out / "study.json").read_text())
+    nodes = summary["backend"]["nodes"]
+    assert sorted(nodes) == ["A-seed1", "B-seed1"]
+    assert sorted(nodes.values()) == sorted([head.address, worker.address])  # one run each
+    assert all((out / name / "complete").exists() for name in nodes)
+
+
+@pytest.mark.slow
+def test_a_ray_trial_on_a_dying_node_is_retried_on_the_survivor(two_hosts, tmp_path, fashion):
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    head, worker = two_hosts
+    port = 6391
+    study = tmp_path / "spread.yaml"
+    study.write_text(RAY_STUDY.replace("train_subset: 600", "train_subset: 4000")
+                     .replace("epochs: 1", "epochs: 4"))  # fmt: skip
+    # The uninterrupted study, on this machine, for the per-run results to equal.
+    local = subprocess.run(
+        [sys.executable, "-m", "fashionlab", "study", str(study), "--out", str(tmp_path / "ref"),
+         "--quiet"], env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True, text=True, timeout=WAIT_S,
+    )  # fmt: skip
+    assert local.returncode == 0, local.stderr[-2000:]
+    temps = [Path(tempfile.mkdtemp(prefix="flray", dir="/tmp")) for _ in range(2)]
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    out = tmp_path / "study"
+    try:
+        _ray(head, "--head", "--port", str(port), "--include-dashboard", "false",
+             temp=temps[0], auth=auth)  # fmt: skip
+        _ray(worker, "--address", f"{head.address}:{port}", temp=temps[1], auth=auth)
+        driver = subprocess.Popen(
+            head.command([sys.executable, "-m", "fashionlab", "study", str(study), "--backend",
+                          "ray", "--address", f"{head.address}:{port}", "--workers", "2",
+                          "--out", str(out), "--quiet"], env=auth),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + WAIT_S
+        runs = [out / "A-seed1", out / "B-seed1"]
+        while not all(load_history(r) for r in runs) and time.monotonic() < deadline:
+            assert driver.poll() is None, driver.communicate()[0][-2000:]
+            time.sleep(0.1)
+        worker.kill_all()  # both trials are past their first epoch: the worker node dies
+        output = _wait([driver])[0]
+        assert driver.returncode == 0, output[-2500:]
+    finally:
+        for host in two_hosts:
+            host.kill_all()
+        for temp in temps:
+            shutil.rmtree(temp, ignore_errors=True)
+    summary = json.loads((out / "study.json").read_text())
+    assert set(summary["backend"]["nodes"].values()) == {head.address}  # all ended on the head
+    reference = json.loads((tmp_path / "ref" / "study.json").read_text())
+    assert [r["label"] for r in summary["rows"]] == [r["label"] for r in reference["rows"]]
+    for ours, theirs in zip(summary["rows"], reference["rows"], strict=True):
+        assert ours["test_accuracy"] == theirs["test_accuracy"], ours["label"]

@@ -29,6 +29,7 @@ from fashionlab.studies.spec import PlannedRun
 from fashionlab.tracking import TrackingSettings
 
 BACKENDS = ("local", "ray")
+TRIAL_RETRIES = 2  # how often Ray Tune restarts a trial whose worker or node died
 RAY_INSTALL_HINT = "pip install 'fashionlab[ray]' (or: pip install 'ray[tune]')"
 
 
@@ -75,23 +76,26 @@ def run_planned(
     quiet: bool,
     data_dir: str | Path | None,
     tracking: TrackingSettings | None = None,
-) -> None:
+) -> dict[str, str]:
     """Execute every planned run that is not complete, with the chosen backend; every
-    backend's runs log to the same `tracking` settings."""
+    backend's runs log to the same `tracking` settings. Returns, for Ray, which node trained
+    each run (folder name -> node address); empty for the local backends."""
     for run in planned:
         # Absolute: pool and Ray workers may run in another working directory.
         run.run_dir = run.run_dir.resolve()
     data_dir = Path(data_dir).resolve() if data_dir else None
     if backend == "local" and workers == 1:
         _run_sequential(planned, quiet, data_dir, tracking)
-        return
+        return {}
+    nodes: dict[str, str] = {}
     for wave in waves(planned):
         for run in wave:
             resolve_features_source(run, planned)
         if backend == "ray":
-            _run_ray(wave, planned, workers, address, quiet, data_dir, tracking)
+            nodes.update(_run_ray(wave, planned, workers, address, quiet, data_dir, tracking))
         else:
             _run_pool(wave, planned, workers, quiet, data_dir, tracking)
+    return nodes
 
 
 def _run_sequential(
@@ -161,6 +165,7 @@ def _ray_trial(
     data_dir: Path | None,
     tracking: TrackingSettings | None,
 ) -> None:
+    import ray
     import torch
     from ray import tune
 
@@ -170,6 +175,7 @@ def _ray_trial(
     metrics = load_metrics(run.run_dir)
     tune.report(
         {
+            "node": ray.util.get_node_ip_address(),  # which machine trained it
             "status": status,
             "test_accuracy": metrics["test_accuracy"],
             "run_dir": str(run.run_dir),
@@ -185,7 +191,7 @@ def _run_ray(
     quiet: bool,
     data_dir: Path | None,
     tracking: TrackingSettings | None,
-) -> None:
+) -> dict[str, str]:
     from ray import tune
 
     with ray_session(address, quiet) as ray:
@@ -205,7 +211,14 @@ def _run_ray(
                 "threads": threads,
             },
             tune_config=tune.TuneConfig(max_concurrent_trials=workers),
-            run_config=tune.RunConfig(storage_path=str(storage), name="study", verbose=0),
+            run_config=tune.RunConfig(
+                storage_path=str(storage),
+                name="study",
+                verbose=0,
+                # A trial whose node dies is started again elsewhere; it resumes its run
+                # folder from the last checkpointed epoch (execute_run), or trains it afresh.
+                failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES),
+            ),
         )
         results = tuner.fit()
         if not quiet:
@@ -221,6 +234,9 @@ def _run_ray(
             raise RunError(
                 f"{len(results.errors)} Ray trial(s) failed; first: {first[-1] if first else '?'}"
             )
+        return {
+            Path(r.metrics["run_dir"]).name: r.metrics["node"] for r in results if r.error is None
+        }
 
 
 def require_free_cpu(ray, address: str | None) -> None:
