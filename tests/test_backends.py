@@ -212,3 +212,20 @@ def test_a_cluster_without_a_free_cpu_is_one_line():
 
     with pytest.raises(RunError, match="no free CPU \\(4 in all, all in use\\)"):
         require_free_cpu(Busy(), "ray://head:10001")
+
+
+def test_something_that_is_not_a_ray_cluster_is_one_line(monkeypatch):
+    """A port that accepts connections but does not speak Ray: Ray's own ConnectionError
+    becomes a one-line error."""
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+    from fashionlab.studies import backends
+
+    def refuse(**kwargs):
+        raise ConnectionError(f"Failed to connect to Ray cluster at {kwargs['address']}")
+
+    monkeypatch.setattr(backends, "check_reachable", lambda address: None)  # it listens
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(ConfigError, match=r"cannot join a Ray cluster at 10\.0\.0\.9:6379: Fail"):
+        with backends.ray_session("10.0.0.9:6379", quiet=True):
+            pass

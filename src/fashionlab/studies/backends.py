@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 
-from fashionlab.errors import ConfigError, RunError
+from fashionlab.errors import ConfigError, RunError, one_line
 from fashionlab.runs import load_metrics
 from fashionlab.studies.cluster import check_reachable
 from fashionlab.studies.execute import execute_run, resolve_features_source
@@ -264,7 +264,14 @@ def ray_session(address: str | None, quiet: bool) -> Iterator:
             init_args["address"] = address
         else:
             init_args["num_cpus"] = os.cpu_count() or 1
-        ray.init(**init_args)
+        try:
+            ray.init(**init_args)
+        except (ConnectionError, RuntimeError) as exc:
+            # Something answered at the address, but not a Ray cluster (or not one we may join).
+            raise ConfigError(
+                f"cannot join a Ray cluster at {address}: {one_line(exc, 160)}; check that a "
+                "cluster runs there (ray start --head), the port, and RAY_AUTH_TOKEN"
+            ) from None
     try:
         yield ray
     finally:
