@@ -43,6 +43,13 @@ def is_complete(run_dir: str | Path) -> bool:
     return (Path(run_dir) / COMPLETE_MARKER).exists()
 
 
+def _claim_bookkeeping(name: str, marker: str) -> bool:
+    """The lock, or the marker while another process is writing it (its atomic write's
+    temporary file): what a folder holds in the instant a concurrent claim has begun. Seen
+    by a second command, that folder is in use, not foreign."""
+    return name == LOCK_FILE or (name.startswith(f".{marker}.") and name.endswith(".tmp"))
+
+
 @contextlib.contextmanager
 def claim_folder(folder: Path, what: str = "run") -> Iterator[Path]:
     """Hold `folder` (created if missing) for this process until the block ends. A folder
@@ -53,7 +60,7 @@ def claim_folder(folder: Path, what: str = "run") -> Iterator[Path]:
     if (
         folder.is_dir()
         and not is_ours(folder, marker)
-        and any(p.name != LOCK_FILE for p in folder.iterdir())
+        and any(not _claim_bookkeeping(p.name, marker) for p in folder.iterdir())
     ):
         raise RunError(
             f"{folder}: not a folder fashionlab made (no {marker} marker) and not empty; "
