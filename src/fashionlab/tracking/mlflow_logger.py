@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,14 +44,14 @@ def _quiet_mlflow() -> None:
 def retrying(action: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call `action`, retrying while SQLite reports the store locked by another process
     (a study's workers log concurrently)."""
-    for attempt in range(8):
+    for attempt in range(7):
         try:
             return action(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - MLflow wraps the driver's error
-            if "locked" not in str(exc) or attempt == 7:
+            if "locked" not in str(exc):
                 raise
             time.sleep(0.1 * 2**attempt)
-    raise AssertionError("unreachable")
+    return action(*args, **kwargs)  # the last try: its error, if any, is the caller's
 
 
 def open_experiment(settings: TrackingSettings):
@@ -60,7 +59,7 @@ def open_experiment(settings: TrackingSettings):
     _quiet_mlflow()
     from mlflow.tracking import MlflowClient
 
-    if "MLFLOW_TRACKING_URI" not in os.environ:
+    if settings.local_store():
         settings.store_dir.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(tracking_uri=settings.tracking_uri())
     found = retrying(client.get_experiment_by_name, settings.experiment)

@@ -60,15 +60,21 @@ class TrackingSettings:
         return cls(parse_loggers(loggers), Path(store_dir).resolve(),
                    experiment or DEFAULT_EXPERIMENT)  # fmt: skip
 
+    def local_store(self) -> bool:
+        """Whether MLflow writes to the SQLite file beside the runs (no MLFLOW_TRACKING_URI)."""
+        return not os.environ.get("MLFLOW_TRACKING_URI")
+
     def tracking_uri(self) -> str:
         """MLFLOW_TRACKING_URI when set (a server, Databricks, another database), else the
         SQLite file beside the runs."""
-        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.store_dir / LOCAL_STORE}"
+        if self.local_store():
+            return f"sqlite:///{self.store_dir / LOCAL_STORE}"
+        return os.environ["MLFLOW_TRACKING_URI"]
 
     def artifact_location(self) -> str | None:
         """Where a new experiment keeps artefacts: beside the local store (MLflow's default is
         ./mlruns under the working directory), or the server's choice when there is one."""
-        if os.environ.get("MLFLOW_TRACKING_URI"):
+        if not self.local_store():
             return None
         return (self.store_dir / TRACKER_ARTIFACTS).as_uri()
 
