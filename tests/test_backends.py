@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import socket
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -134,7 +138,20 @@ def test_ray_backend_runs_a_study_end_to_end(study_file, tmp_path, local_ray):
         assert (out / name / "complete").exists()
     assert _tracked(out / "mlflow.db", "tiny") == {"A-seed1": "FINISHED", "B-seed1": "FINISHED"}
     assert (out / "report.html").is_file()
-    assert json.loads((out / "study.json").read_text())["backend"]["name"] == "ray"
+    backend = json.loads((out / "study.json").read_text())["backend"]
+    assert backend["name"] == "ray"
+    assert len(backend["data"]) == 1  # the one node verified the data it found
+
+
+@pytest.mark.slow
+def test_ray_study_stops_before_any_trial_when_a_node_lacks_the_data(
+    study_file, tmp_path, local_ray
+):
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match=r"Ray node \S+ cannot load Fashion-MNIST: .*Every node"):
+        run_study(study_file, tmp_path / "ray", quiet=True, backend="ray", data_dir=empty)
+    assert not (tmp_path / "ray" / "A-seed1").exists()  # no trial started
 
 
 @pytest.mark.slow
@@ -157,7 +174,6 @@ def test_tune_searches_the_space_and_writes_the_best(study_file, tmp_path, local
 
 
 def _free_port() -> int:
-    import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -197,6 +213,49 @@ def test_cluster_addresses_and_timeout_are_checked(monkeypatch):
     monkeypatch.setenv("FASHIONLAB_RAY_TIMEOUT", "soon")
     with pytest.raises(ConfigError, match="FASHIONLAB_RAY_TIMEOUT='soon'"):
         connect_timeout()
+
+
+@contextlib.contextmanager
+def _server(answer: bytes | None) -> Iterator[int]:
+    """A TCP server on a free port that sends `answer` to each connection (None: says nothing
+    and keeps it open); yields the port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            if answer is None:
+                held.append(connection)
+            else:
+                connection.sendall(answer)
+                connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        for connection in held:
+            connection.close()
+
+
+def test_a_port_where_something_else_listens_is_one_line_and_quick():
+    from fashionlab.studies.cluster import check_reachable
+
+    with _server(b"HTTP/1.1 400 Bad Request\r\n\r\n") as port:  # a web server, say
+        with pytest.raises(ConfigError, match="not a Ray cluster.*check the port"):
+            check_reachable(f"127.0.0.1:{port}", timeout=2)
+    with _server(None) as port:  # accepts, then silence
+        with pytest.raises(ConfigError, match="no answer within 0.5 s"):
+            check_reachable(f"127.0.0.1:{port}", timeout=0.5)
+    settings_frame = bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # how a gRPC server (Ray's GCS) answers
+    with _server(settings_frame) as port:
+        check_reachable(f"ray://127.0.0.1:{port}", timeout=2)
 
 
 def test_a_cluster_without_a_free_cpu_is_one_line():

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fashionlab.cli.train import without_nproc
+from fashionlab.cli.train import without_launch_options
 from fashionlab.data import BatchIterator
 from fashionlab.errors import ConfigError
 from fashionlab.runs import load_history
@@ -51,8 +51,10 @@ def test_single_process_context_is_a_no_op() -> None:
 
 
 def test_launch_command_line() -> None:
-    argv = ["train", "--nproc", "2", "--model", "mlp", "--nproc=3", "--epochs", "1"]
-    assert without_nproc(argv) == ["train", "--model", "mlp", "--epochs", "1"]
+    argv = ["train", "--nproc", "2", "--model", "mlp", "--nproc=3", "--epochs", "1",
+            "--nnodes", "2", "--rdzv-endpoint=h:1", "--rdzv-conf", "is_host=1", "--local-addr",
+            "10.0.0.2", "--rdzv-timeout", "5", "--rdzv-id", "j"]  # fmt: skip
+    assert without_launch_options(argv) == ["train", "--model", "mlp", "--epochs", "1"]
     cmd = torchrun_command(2, ["train", "--model", "mlp"])
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert "--nproc-per-node=2" in cmd and cmd[-4:] == ["fashionlab", "train", "--model", "mlp"]

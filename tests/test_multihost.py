@@ -102,15 +102,14 @@ def two_hosts() -> Iterator[tuple[Host, Host]]:
 
 
 def _node(host: Host, rendezvous: Host, train_args: list[str], port: int) -> list[str]:
-    # Both namespaces share this machine's hostname, so torchrun cannot tell by name which
+    # Both namespaces share this machine's hostname, so the launcher cannot tell by name which
     # node hosts the rendezvous store: say so (a real cluster's hosts have their own names).
     is_host = int(host is rendezvous)
     return host.command([
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{rendezvous.address}:{port}",
-        "--rdzv-id", f"job{port}", "--rdzv-conf", f"is_host={is_host},join_timeout=60",
-        "--local-addr", host.address, "--max-restarts", "0",
-        "-m", "fashionlab", "train", *train_args,
+        sys.executable, "-m", "fashionlab", "train", *train_args,
+        "--nnodes", "2", "--rdzv-endpoint", f"{rendezvous.address}:{port}",
+        "--rdzv-id", f"job{port}", "--rdzv-conf", f"is_host={is_host}",
+        "--local-addr", host.address,
     ])  # fmt: skip
 
 
@@ -184,6 +183,9 @@ def test_a_node_that_dies_leaves_a_checkpoint_that_resume_continues(
     two_hosts[1].kill_all()  # node b loses power after epoch 1
     outputs = _wait(procs, timeout=120)
     assert procs[0].returncode != 0, outputs[0][-1500:]  # the survivor gives up, bounded
+    survivor = outputs[0].strip().splitlines()
+    assert "Traceback" not in outputs[0], outputs[0][-3000:]
+    assert survivor[-1].startswith("fashionlab: error: training process rank 0"), survivor[-1]
     done_epochs = len(load_history(run))
     assert 1 <= done_epochs < 3 and not (run / "complete").exists()
     assert (run / "checkpoint.pt").exists()
@@ -271,7 +273,9 @@ def test_a_ray_study_across_two_nodes_survives_losing_one(two_hosts, tmp_path: P
             host.kill_all()
         for temp in temps:
             shutil.rmtree(temp, ignore_errors=True)
-    spread = json.loads((whole / "study.json").read_text())["backend"]["nodes"]
+    backend = json.loads((whole / "study.json").read_text())["backend"]
+    assert sorted(backend["data"]) == sorted([head.address, worker.address])  # both verified
+    spread = backend["nodes"]
     assert sorted(spread) == ["A-seed1", "B-seed1"]
     assert sorted(spread.values()) == sorted([head.address, worker.address])  # one each
     after = json.loads((hurt / "study.json").read_text())["backend"]["nodes"]

@@ -14,6 +14,12 @@ from fashionlab.runs import load_config
 from fashionlab.tracking import TrackingSettings
 from fashionlab.training import resume, train
 from fashionlab.training.distributed import is_main_process, launch
+from fashionlab.training.multinode import (
+    NodeSettings,
+    default_timeout,
+    launch_nodes,
+    parse_rdzv_conf,
+)
 
 # Flags that map one-to-one onto TrainConfig fields.
 FIELD_FLAGS = {
@@ -77,7 +83,38 @@ def register(subparsers) -> None:
         default=None,
         metavar="N",
         help="data-parallel training on N local processes (runs this command under torchrun; "
-        "same as: torchrun --nproc-per-node N -m fashionlab train ...)",
+        "same as: torchrun --nproc-per-node N -m fashionlab train ...); with --nnodes, the "
+        "processes on each node (default 1)",
+    )
+    nodes = parser.add_argument_group(
+        "across machines",
+        "run the same command on every node; the first node, at --rdzv-endpoint, serves the "
+        "rendezvous (torchrun's c10d launcher, gloo on CPU)",
+    )
+    nodes.add_argument("--nnodes", type=int, default=None, metavar="N", help="number of nodes")
+    nodes.add_argument(
+        "--rdzv-endpoint", metavar="HOST:PORT", help="the first node's address and a free port"
+    )
+    nodes.add_argument(
+        "--rdzv-id", default="fashionlab", metavar="ID", help="job id, the same on every node"
+    )
+    nodes.add_argument(
+        "--rdzv-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds to wait for the other nodes or the endpoint before a one-line error "
+        "(default: FASHIONLAB_RDZV_TIMEOUT, else 60)",
+    )
+    nodes.add_argument(
+        "--rdzv-conf",
+        action="append",
+        metavar="KEY=VALUE",
+        help="torchrun rendezvous settings, e.g. is_host=1 on the endpoint's node where "
+        "machines share a hostname",
+    )
+    nodes.add_argument(
+        "--local-addr", metavar="ADDRESS", help="this node's address as the others reach it"
     )
     parser.add_argument(
         "--set",
@@ -99,17 +136,45 @@ def collect_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
-def without_nproc(argv: list[str]) -> list[str]:
-    """`argv` minus the --nproc option (both `--nproc N` and `--nproc=N`)."""
+# The launcher's own options: the processes it starts get the command without them.
+LAUNCH_OPTIONS = (
+    "--nproc", "--nnodes", "--rdzv-endpoint", "--rdzv-id", "--rdzv-timeout", "--rdzv-conf",
+    "--local-addr",
+)  # fmt: skip
+
+
+def without_launch_options(argv: list[str]) -> list[str]:
+    """`argv` minus the launcher's options (both `--opt VALUE` and `--opt=VALUE`)."""
     out, skip = [], False
     for item in argv:
         if skip:
             skip = False
-        elif item == "--nproc":
+        elif item in LAUNCH_OPTIONS:
             skip = True
-        elif not item.startswith("--nproc="):
+        elif not item.startswith(tuple(f"{option}=" for option in LAUNCH_OPTIONS)):
             out.append(item)
     return out
+
+
+def node_settings(args: argparse.Namespace) -> NodeSettings | None:
+    """This node's part of a multi-node job, or None for a single-machine run."""
+    if args.nnodes is None:
+        if args.rdzv_endpoint:
+            raise SystemExit("fashionlab train: error: --rdzv-endpoint needs --nnodes N")
+        return None
+    if not args.rdzv_endpoint:
+        raise SystemExit("fashionlab train: error: --nnodes needs --rdzv-endpoint HOST:PORT")
+    settings = NodeSettings(
+        nnodes=args.nnodes,
+        endpoint=args.rdzv_endpoint,
+        nproc_per_node=args.nproc or 1,
+        run_id=args.rdzv_id,
+        local_addr=args.local_addr,
+        timeout_s=default_timeout() if args.rdzv_timeout is None else args.rdzv_timeout,
+        rdzv_conf=parse_rdzv_conf(args.rdzv_conf),
+    )
+    settings.check()
+    return settings
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -119,8 +184,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"fashionlab train: error: --stop-after must be >= 1, got {args.stop_after}"
         )
-    if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return launch(args.nproc, without_nproc(args.argv))
+    if "WORLD_SIZE" not in os.environ:
+        nodes = node_settings(args)
+        if nodes is not None:
+            return launch_nodes(nodes, without_launch_options(args.argv))
+        if args.nproc and args.nproc > 1:
+            return launch(args.nproc, without_launch_options(args.argv))
     overrides = collect_overrides(args)
     store_dir = args.resume.parent if args.resume else args.runs_dir
     callbacks = TrackingSettings.of(args.log, store_dir).callbacks()

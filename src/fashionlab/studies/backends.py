@@ -25,6 +25,7 @@ from fashionlab.errors import ConfigError, RunError, one_line
 from fashionlab.runs import load_metrics
 from fashionlab.studies.cluster import check_reachable
 from fashionlab.studies.execute import execute_run, resolve_features_source
+from fashionlab.studies.node_data import check_nodes_have_data
 from fashionlab.studies.spec import PlannedRun
 from fashionlab.tracking import TrackingSettings
 
@@ -76,10 +77,11 @@ def run_planned(
     quiet: bool,
     data_dir: str | Path | None,
     tracking: TrackingSettings | None = None,
-) -> dict[str, str]:
+) -> dict[str, dict[str, str]]:
     """Execute every planned run that is not complete, with the chosen backend; every
     backend's runs log to the same `tracking` settings. Returns, for Ray, which node trained
-    each run (folder name -> node address); empty for the local backends."""
+    each run ("nodes": folder name -> node address) and the data source each node verified
+    ("data": node address -> source); empty for the local backends."""
     for run in planned:
         # Absolute: pool and Ray workers may run in another working directory.
         run.run_dir = run.run_dir.resolve()
@@ -87,15 +89,17 @@ def run_planned(
     if backend == "local" and workers == 1:
         _run_sequential(planned, quiet, data_dir, tracking)
         return {}
-    nodes: dict[str, str] = {}
+    details: dict[str, dict[str, str]] = {}
     for wave in waves(planned):
         for run in wave:
             resolve_features_source(run, planned)
         if backend == "ray":
-            nodes.update(_run_ray(wave, planned, workers, address, quiet, data_dir, tracking))
+            found = _run_ray(wave, planned, workers, address, quiet, data_dir, tracking)
+            for key, values in found.items():
+                details.setdefault(key, {}).update(values)
         else:
             _run_pool(wave, planned, workers, quiet, data_dir, tracking)
-    return nodes
+    return details
 
 
 def _run_sequential(
@@ -191,12 +195,13 @@ def _run_ray(
     quiet: bool,
     data_dir: Path | None,
     tracking: TrackingSettings | None,
-) -> dict[str, str]:
+) -> dict[str, dict[str, str]]:
     from ray import tune
 
     with ray_session(address, quiet) as ray:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         require_free_cpu(ray, address)
+        data_sources = check_nodes_have_data(ray, data_dir)
         threads = threads_per_worker(min(workers, len(wave)), cpus)
         index = {id(run): i for i, run in enumerate(planned)}
         trainable = tune.with_resources(
@@ -234,9 +239,10 @@ def _run_ray(
             raise RunError(
                 f"{len(results.errors)} Ray trial(s) failed; first: {first[-1] if first else '?'}"
             )
-        return {
+        nodes = {
             Path(r.metrics["run_dir"]).name: r.metrics["node"] for r in results if r.error is None
         }
+        return {"nodes": nodes, "data": data_sources}
 
 
 def require_free_cpu(ray, address: str | None) -> None:

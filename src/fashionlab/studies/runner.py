@@ -86,12 +86,12 @@ def _run_in(
 ) -> Path:
     atomic_write_text(out / "study.yaml", read_text_bounded(path))
     started = time.perf_counter()
-    nodes = run_planned(planned, backend, workers, address, quiet, data_dir, tracking)
+    details = run_planned(planned, backend, workers, address, quiet, data_dir, tracking)
     summary = aggregate(study, planned)
     summary["wall_seconds_this_invocation"] = time.perf_counter() - started
     summary["backend"] = {"name": backend, "workers": workers, "address": address}
-    if nodes:  # the runs this invocation trained or found, by the Ray node that did
-        summary["backend"]["nodes"] = nodes
+    # Ray: the node that trained or found each run, and the data each node verified.
+    summary["backend"].update(details)
     atomic_write_json(out / "study.json", summary)
     if study.robustness is not None:
         spec = study.robustness

@@ -22,7 +22,33 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from fashionlab.errors import ConfigError
+from fashionlab.errors import ConfigError, RunError, one_line
+
+# How gloo, NCCL and c10d word a lost peer: DDP's reducer re-raises their errors as plain
+# RuntimeErrors, so the text is all there is to tell a dead node from a bug.
+_PEER_FAILURE_MARKERS = ("gloo", "nccl", "c10d", "connection closed by peer", "connection reset")
+
+
+class PeerLost(RunError):
+    """Another process of a data-parallel job stopped (its node died or it failed)."""
+
+
+def is_peer_failure(exc: BaseException) -> bool:
+    """Whether `exc`, raised inside a data-parallel job, is the loss of another process."""
+    if isinstance(exc, dist.DistError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(m in text for m in _PEER_FAILURE_MARKERS)
+
+
+def peer_lost(exc: BaseException, run_dir: object, epochs_done: int) -> PeerLost:
+    """The one-line error for a lost peer: what happened and how to continue."""
+    saved = f"epochs 1..{epochs_done} are checkpointed" if epochs_done else "no epoch finished"
+    return PeerLost(
+        f"another process of this data-parallel job stopped ({one_line(exc, 160)}); {saved}. "
+        f"Continue with the same command on every node, `--resume {run_dir}` in place of the "
+        "training options"
+    )
 
 
 @dataclass(frozen=True)

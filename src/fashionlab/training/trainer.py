@@ -40,7 +40,7 @@ from fashionlab.runs.weights import WEIGHTS_FILE, model_info, save_weights
 from fashionlab.training.callbacks import Callback, TrainingRun
 from fashionlab.training.checkpoint import CHECKPOINT, read_checkpoint, write_checkpoint
 from fashionlab.training.device import autocast, resolve_device, resolve_precision
-from fashionlab.training.distributed import DistContext
+from fashionlab.training.distributed import DistContext, is_peer_failure, peer_lost
 from fashionlab.training.optim import build_optimizer, build_scheduler
 from fashionlab.training.predict import PredictSettings, predict_logits
 
@@ -479,8 +479,10 @@ class Trainer:
                 f"interrupted; epochs 1..{self.state.epoch} are checkpointed. "
                 f"Continue with: fashionlab train --resume {self.run_dir}"
             ) from None
-        except Exception:
+        except Exception as exc:
             self._tell_incomplete("failed")
+            if self.dist.enabled and is_peer_failure(exc):
+                raise peer_lost(exc, self.run_dir, self.state.epoch) from None
             raise
         if self.paused:
             self._tell_incomplete("paused")
