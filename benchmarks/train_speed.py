@@ -7,6 +7,11 @@ way the studies' own code trains. For each model, at its recipe's batch size and
   (a) fashionlab     the real `Trainer.train_one_epoch` on an in-memory subset of
                      `steps` batches (batched normalise + augment, channels-last, autocast),
                      the median of `repeats` timed epochs after a warm-up epoch, fp32 and bf16;
+  (a') default path  what `fashionlab train --model M` does with no flags: a real run (the
+                     recipe's precision, i.e. `auto` where the recipe does not say), `steps`
+                     batches per epoch, images per second from the epoch times the trainer
+                     records in history.csv (which include its validation pass), the median
+                     of `repeats` epochs after the first;
   (b) usual          a torch `Dataset` that converts one sample at a time (uint8 -> float ->
                      normalise -> augment) through a `DataLoader` (num_workers=0: on 2 cores a
                      worker process only competes with the compute threads), float32, NCHW,
@@ -50,6 +55,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -170,6 +176,22 @@ def fashionlab_images_per_s(
         trainer.train_one_epoch(epoch)
         rates.append(recipe.batch_size * steps / (time.perf_counter() - started))
     return statistics.median(rates)
+
+
+def default_path_images_per_s(model: str, steps: int, threads: int, repeats: int) -> tuple:
+    """(images/s, precision used) of a real `train` run with the recipe's own precision."""
+    from fashionlab.runs import load_history, load_metrics
+    from fashionlab.training import train
+
+    recipe = build_config(model)
+    images = recipe.batch_size * steps
+    overrides = {"train_subset": images, "eval_subset": 100, "epochs": 1 + repeats,
+                 "threads": threads}  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        run = train(build_config(model, overrides), Path(folder), quiet=True)
+        seconds = [row["seconds"] for row in load_history(run)[1:]]
+        used = load_metrics(run)["precision_used"]
+    return images / statistics.median(seconds), used
 
 
 def layer_inputs(model: torch.nn.Module, batch: int) -> list[tuple[torch.nn.Module, torch.Tensor]]:
@@ -335,6 +357,15 @@ def main() -> None:
     for kernel, status in kernel_statuses().items():
         print(f"compiled {kernel} kernel in (a): {status}")
     rows = []
+    default_rows = []
+    for name in args.models:
+        ips, used = default_path_images_per_s(name, args.steps, args.threads, args.repeats)
+        row = {"model": name, "path": "default", "precision": used, "fashionlab": ips}
+        if keras and name in keras:
+            best = max(keras[name].get("fp32", 0.0), keras[name].get("mixed_bfloat16", 0.0))
+            row["best keras"], row["a/d"] = best, ips / best
+        default_rows.append(row)
+        print(json.dumps(row), flush=True)
     for name in args.models:
         model = create_model(name)
         flops = 3 * count_flops(model)
@@ -389,7 +420,18 @@ def main() -> None:
             f"{ad and f'{ad:.2f}' or '-'} | {kc and f'{kc:.0%}' or '-'} | "
             f"{kl and f'{kl:.0%}' or '-'} |"
         )
+    print("\n| model | default path: precision | img/s (trainer's epoch times) | best Keras | "
+          "a/d |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    for r in default_rows:
+        best, ad = r.get("best keras"), r.get("a/d")
+        print(f"| {r['model']} | {r['precision']} | {r['fashionlab']:.0f} | "
+              f"{best and f'{best:.0f}' or '-'} | {ad and f'{ad:.2f}' or '-'} |")  # fmt: skip
     print_targets(rows)
+    for r in default_rows:
+        if "a/d" in r:
+            verdict = ">=" if r["a/d"] >= 1.2 else "<"
+            print(f"  {r['model']} default path: a/d {r['a/d']:.2f} {verdict} 1.2")
     if args.profile:
         print_profile(args.profile, args.steps, args.threads)
 

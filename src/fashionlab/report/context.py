@@ -290,6 +290,7 @@ def _study_summary(rows: list[dict]) -> Section:
             row["model"],
             fmt_params(row.get("params", {}).get("mean")),
             str(len(row.get("seeds", []))),
+            ", ".join(row.get("precision") or ["?"]),
             fmt_stat(row.get("test_accuracy")),
             fmt_stat(row.get("macro_f1")),
             fmt_seconds_stat(row.get("train_seconds")),
@@ -303,12 +304,13 @@ def _study_summary(rows: list[dict]) -> Section:
                 "model",
                 "parameters",
                 "seeds",
+                "precision",
                 "test accuracy",
                 "macro-F1",
                 "training time / run",
             ],
             body,
-            align="llrrrrr",
+            align="llrrlrrr",
             caption="Mean ± sample standard deviation over seeds.",
         )
     )
@@ -495,6 +497,8 @@ def run_context(run_dir: Path, collected: Collected) -> ReportContext:
     summary = Section("summary", SECTION_TITLES["summary"])
     rows = [[name, fmt(metrics.get(key))] for key, name in RUN_METRICS if key in metrics]
     rows.append(["parameters", fmt_params(metrics.get("params"))])
+    used = metrics.get("precision_used", "?")
+    rows.append(["precision", used if used == config.precision else f"{used} ({config.precision})"])
     rows.append(["training time", fmt_seconds(metrics.get("train_seconds"))])
     rows.append(["time / epoch", fmt_seconds(metrics.get("seconds_per_epoch"))])
     summary.blocks.append(table(["metric", "value"], rows, align="lr"))

@@ -33,6 +33,8 @@ def aggregate(study: StudySpec, planned: list[PlannedRun]) -> dict[str, Any]:
             "grid": runs[0].grid_point,
             "seeds": [r.seed for r in runs],
             "runs": [r.run_dir.name for r in runs],
+            # What the runs computed in ('auto' resolved on the machine that trained them).
+            "precision": sorted({m["precision_used"] for m in metrics if m.get("precision_used")}),
         }
         for key in (*METRIC_KEYS, *CALIBRATION_KEYS, "params", "train_seconds",
                     "seconds_per_epoch", "best_epoch"):  # fmt: skip
