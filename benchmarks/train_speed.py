@@ -8,10 +8,11 @@ way the studies' own code trains. For each model, at its recipe's batch size and
                      `steps` batches (batched normalise + augment, channels-last, autocast),
                      the median of `repeats` timed epochs after a warm-up epoch, fp32 and bf16;
   (a') default path  what `fashionlab train --model M` does with no flags: a real run (the
-                     recipe's precision, i.e. `auto` where the recipe does not say), `steps`
-                     batches per epoch, images per second from the epoch times the trainer
-                     records in history.csv (which include its validation pass), the median
-                     of `repeats` epochs after the first;
+                     recipe's precision, i.e. `auto` where the recipe does not say) on the
+                     recipe's whole split (`--default-steps N`: N batches per epoch), images
+                     per second from the epoch times the trainer records in history.csv
+                     (which include its validation pass and checkpoint), the median of
+                     `repeats` epochs after the first;
   (b) usual          a torch `Dataset` that converts one sample at a time (uint8 -> float ->
                      normalise -> augment) through a `DataLoader` (num_workers=0: on 2 cores a
                      worker process only competes with the compute threads), float32, NCHW,
@@ -178,15 +179,26 @@ def fashionlab_images_per_s(
     return statistics.median(rates)
 
 
-def default_path_images_per_s(model: str, steps: int, threads: int, repeats: int) -> tuple:
-    """(images/s, precision used) of a real `train` run with the recipe's own precision."""
+def default_path_images_per_s(
+    model: str, steps: int | None, threads: int, repeats: int
+) -> tuple[float, str]:
+    """(images/s, precision used) of a real `train` run with the recipe's own precision, on
+    `steps` batches per epoch, or (None) on the recipe's whole training split and validation
+    set, as a user's run trains: then each epoch's fixed costs (validation, checkpoint,
+    history) weigh what they weigh in a real run."""
+    from fashionlab.data import load_fashion_mnist, make_split
     from fashionlab.runs import load_history, load_metrics
     from fashionlab.training import train
 
     recipe = build_config(model)
-    images = recipe.batch_size * steps
-    overrides = {"train_subset": images, "eval_subset": 100, "epochs": 1 + repeats,
-                 "threads": threads}  # fmt: skip
+    overrides: dict = {"epochs": 1 + repeats, "threads": threads}
+    if steps is None:
+        data = load_fashion_mnist()
+        split = make_split(data, recipe.split, recipe.val_fraction, recipe.split_seed)
+        images = len(split.train)
+    else:
+        images = recipe.batch_size * steps
+        overrides.update({"train_subset": images, "eval_subset": 100})
     with tempfile.TemporaryDirectory() as folder:
         run = train(build_config(model, overrides), Path(folder), quiet=True)
         seconds = [row["seconds"] for row in load_history(run)[1:]]
@@ -336,6 +348,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs; the median counts")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--profile", metavar="MODEL", help="also profile this model's step")
+    parser.add_argument("--default-steps", type=int, default=None, metavar="N",
+                        help="(a') on N batches per epoch (default: the whole split)")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from fashionlab.data import load_fashion_mnist
@@ -359,7 +373,9 @@ def main() -> None:
     rows = []
     default_rows = []
     for name in args.models:
-        ips, used = default_path_images_per_s(name, args.steps, args.threads, args.repeats)
+        ips, used = default_path_images_per_s(
+            name, args.default_steps, args.threads, args.repeats
+        )
         row = {"model": name, "path": "default", "precision": used, "fashionlab": ips}
         if keras and name in keras:
             best = max(keras[name].get("fp32", 0.0), keras[name].get("mixed_bfloat16", 0.0))
