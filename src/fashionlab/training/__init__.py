@@ -3,7 +3,8 @@ points `train`, `resume` and `evaluate_run`.
 
 Modules, bottom up: `device` (device, precision, determinism), `optim` (optimisers and
 schedules), `predict` (`predict_logits`, the path every prediction takes), `checkpoint`,
-`distributed` (torchrun + DDP), `trainer` (the loop), `numpy_trainer`, `api`.
+`distributed` (torchrun + DDP), `multinode` (torchrun's launcher across machines), `trainer`
+(the loop), `numpy_trainer`, `api`.
 """
 
 from fashionlab.training.api import evaluate_run, resume, train
