@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 from fashionlab.cli import main
 from fashionlab.errors import ConfigError
-from fashionlab.training.distributed import is_peer_failure, peer_lost
+from fashionlab.training.distributed import collective_timeout, is_peer_failure, peer_lost
 from fashionlab.training.multinode import (
     TIMEOUT_ENV,
     NodeSettings,
@@ -61,7 +61,14 @@ def test_settings_are_checked_with_a_message_that_says_what_to_give() -> None:
         parse_rdzv_conf(["is_host"])
 
 
-def test_timeout_comes_from_the_environment(monkeypatch) -> None:
+def test_timeouts_come_from_the_environment(monkeypatch) -> None:
+    monkeypatch.delenv("FASHIONLAB_DIST_TIMEOUT", raising=False)
+    assert collective_timeout().total_seconds() == 1800
+    monkeypatch.setenv("FASHIONLAB_DIST_TIMEOUT", "90")
+    assert collective_timeout().total_seconds() == 90
+    monkeypatch.setenv("FASHIONLAB_DIST_TIMEOUT", "never")
+    with pytest.raises(ConfigError, match="FASHIONLAB_DIST_TIMEOUT='never'"):
+        collective_timeout()
     monkeypatch.delenv(TIMEOUT_ENV, raising=False)
     assert default_timeout() == 60
     monkeypatch.setenv(TIMEOUT_ENV, "7.5")

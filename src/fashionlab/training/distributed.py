@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -107,6 +108,28 @@ class DistContext:
             dist.barrier()
 
 
+COLLECTIVE_TIMEOUT_ENV = "FASHIONLAB_DIST_TIMEOUT"
+DEFAULT_COLLECTIVE_TIMEOUT_S = 1800.0  # PyTorch's own default for gloo
+
+
+def collective_timeout() -> timedelta:
+    """How long a process waits for the others at a collective before giving up: a node that
+    vanishes without closing its connections (power loss) is noticed only then. It must exceed
+    the longest wait of a healthy job: the others wait while rank 0 tests and checkpoints."""
+    raw = os.environ.get(COLLECTIVE_TIMEOUT_ENV)
+    if raw is None:
+        return timedelta(seconds=DEFAULT_COLLECTIVE_TIMEOUT_S)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86_400:
+        raise ConfigError(
+            f"{COLLECTIVE_TIMEOUT_ENV}={raw!r} must be a number of seconds in (0, 86400]"
+        )
+    return timedelta(seconds=value)
+
+
 def init_distributed(device_name: str = "auto") -> DistContext:
     """The process group torchrun asked for (WORLD_SIZE > 1), or a single-process context."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -119,7 +142,7 @@ def init_distributed(device_name: str = "auto") -> DistContext:
     if not dist.is_initialized():
         if use_cuda:
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, timeout=collective_timeout())
     return DistContext(rank, world_size, local_rank, backend)
 
 
