@@ -103,6 +103,23 @@ def test_study_runs_resumes_and_aggregates(tmp_path):
     assert changed == ["CNN-seed2"]  # only the unfinished run was trained again
 
 
+def test_evaluate_a_whole_study(tmp_path, capsys):
+    path = write(tmp_path, "name: e\nseeds: [1, 2]\n" + TINY + "runs:\n  - {model: s4-ann}\n")
+    out = run_study(path, tmp_path / "out", quiet=True, make_report=False)
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == ["s4-ann-seed1", "s4-ann-seed2"]
+    assert all(line.endswith("matches") for line in lines[1:])
+    metrics_file = out / "s4-ann-seed2" / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    metrics["test_accuracy"] += 0.01  # a stored figure the weights do not give
+    metrics_file.write_text(json.dumps(metrics))
+    assert main(["evaluate", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert "DIFFERS" in captured.out and "first s4-ann-seed2" in captured.err
+
+
 def test_compare_cli_runs_mcnemar(tmp_path, capsys):
     path = write(
         tmp_path, "name: c\nseeds: [1]\n" + TINY + "runs:\n  - {model: mlp}\n  - {model: s2-ann}\n"
