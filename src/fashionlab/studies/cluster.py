@@ -11,9 +11,9 @@ what is wrong.
 
 from __future__ import annotations
 
-import os
 import socket
 
+from fashionlab._env import seconds_from_env
 from fashionlab.errors import ConfigError
 
 CLIENT_PORT = 10001  # `ray://host` (Ray Client)
@@ -28,16 +28,7 @@ _SETTINGS = 4
 
 def connect_timeout() -> float:
     """Seconds to wait for the cluster: FASHIONLAB_RAY_TIMEOUT, else 10."""
-    raw = os.environ.get(TIMEOUT_ENV)
-    if raw is None:
-        return DEFAULT_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 3600:
-        raise ConfigError(f"{TIMEOUT_ENV}={raw!r}: expected seconds between 0 and 3600")
-    return value
+    return seconds_from_env(TIMEOUT_ENV, DEFAULT_TIMEOUT, 3600)
 
 
 def parse_address(address: str) -> tuple[str, int] | None:

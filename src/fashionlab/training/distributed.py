@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from fashionlab._env import seconds_from_env
 from fashionlab.errors import ConfigError, RunError, one_line
 
 # How gloo, NCCL and c10d word a lost peer: DDP's reducer re-raises their errors as plain
@@ -116,18 +117,9 @@ def collective_timeout() -> timedelta:
     """How long a process waits for the others at a collective before giving up: a node that
     vanishes without closing its connections (power loss) is noticed only then. It must exceed
     the longest wait of a healthy job: the others wait while rank 0 tests and checkpoints."""
-    raw = os.environ.get(COLLECTIVE_TIMEOUT_ENV)
-    if raw is None:
-        return timedelta(seconds=DEFAULT_COLLECTIVE_TIMEOUT_S)
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 86_400:
-        raise ConfigError(
-            f"{COLLECTIVE_TIMEOUT_ENV}={raw!r} must be a number of seconds in (0, 86400]"
-        )
-    return timedelta(seconds=value)
+    return timedelta(
+        seconds=seconds_from_env(COLLECTIVE_TIMEOUT_ENV, DEFAULT_COLLECTIVE_TIMEOUT_S, 86_400)
+    )
 
 
 def init_distributed(device_name: str = "auto") -> DistContext:

@@ -25,6 +25,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+from fashionlab._env import seconds_from_env
 from fashionlab.errors import ConfigError
 
 TIMEOUT_ENV = "FASHIONLAB_RDZV_TIMEOUT"
@@ -35,16 +36,7 @@ _USER_CPP_LOG_LEVEL = "FASHIONLAB_USER_TORCH_CPP_LOG_LEVEL"  # unset = the user 
 
 def default_timeout() -> float:
     """The rendezvous timeout in seconds: FASHIONLAB_RDZV_TIMEOUT, else 60."""
-    raw = os.environ.get(TIMEOUT_ENV)
-    if raw is None:
-        return DEFAULT_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 86_400:
-        raise ConfigError(f"{TIMEOUT_ENV}={raw!r} must be a number of seconds in (0, 86400]")
-    return value
+    return seconds_from_env(TIMEOUT_ENV, DEFAULT_TIMEOUT_S, 86_400)
 
 
 @dataclass(frozen=True)
