@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
+
+from fashionlab._platform import cpu_description
 
 WORKER = r"""
 import json, sys, tempfile, time
@@ -40,17 +41,6 @@ with tempfile.TemporaryDirectory() as tmp:
 n = len(trainer.split.train)
 print(json.dumps({"images_per_s": n / min(times), "kernels": kernel_statuses()}))
 """
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure(model: str, precision: str, images: int, epochs: int, kernels: bool) -> dict:
@@ -76,7 +66,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs (best is kept)")
     parser.add_argument("--rounds", type=int, default=2, help="on/off pairs per row")
     args = parser.parse_args()
-    print(f"CPU {cpu_model()}, {os.cpu_count()} cores; best of {args.epochs} epochs of "
+    print(f"CPU {cpu_description()}, {os.cpu_count()} cores; best of {args.epochs} epochs of "
           f"{args.images} images, median of {args.rounds} alternating rounds")  # fmt: skip
     print(f"{'model':<8} {'precision':<9} {'kernels img/s':>14} {'PyTorch img/s':>14} {'ratio':>6}")
     for model in args.models:

@@ -64,6 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from fashionlab._platform import cpu_description
 from fashionlab.accel import kernel_statuses
 from fashionlab.allocator import retain_freed_memory
 from fashionlab.models import build_config, create_model
@@ -135,14 +136,8 @@ def layer_shape_gflops(model: torch.nn.Module, batch: int, dtype: torch.dtype) -
 
 
 def cpu_name() -> str:
-    """The CPU's model name (the ceiling and every ratio depend on it)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
+    """The CPU's model name and bf16 features (the ceiling and every ratio depend on them)."""
+    return cpu_description()
 
 
 def fashionlab_trainer(

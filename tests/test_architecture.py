@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1] / "src"
 
 # Bottom to top: a module may import from its own layer's packages or any layer below.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "_io", "_env", "allocator", "_extras"),
+    ("errors", "_io", "_env", "_platform", "allocator", "_extras"),
     ("config",),
     ("data", "numpy_nn", "evaluation"),
     ("models",),

@@ -157,6 +157,14 @@ def augment_batch(
     return random_erasing(x, generator, erasing)
 
 
+def shrink(x: torch.Tensor, size: int) -> torch.Tensor:
+    """A batch (N, C, H, W) resampled to size x size by area averaging (each output pixel the
+    mean of the input pixels it covers), for training on low-resolution images first."""
+    if x.shape[-2:] == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="area")
+
+
 def tta_views(x: torch.Tensor, tta_flip: bool, tta_shift: bool) -> list[tuple[torch.Tensor, float]]:
     """The test-time-augmentation views of a normalised batch (N, C, H, W) and their weights:
     `x` itself, its mirror image (`tta_flip`), and each of those moved one pixel up-left and

@@ -79,7 +79,8 @@ S3: dict[str, Any] = {
     "split": "random",
     "val_fraction": 0.1,
     "split_seed": 42,
-    "seed": 42,    "precision": "fp32",  # bf16 not yet checked against fp32 over three seeds
+    "seed": 42,
+    "precision": "fp32",  # bf16 not yet checked against fp32 over three seeds
 }
 
 # S4: all 70k pooled, then 60/20/20 stratified; val_fraction is the validation share of the pool.

@@ -104,6 +104,7 @@ def environment(seed: int, device: str, threads: int) -> dict[str, Any]:
     import torch
 
     from fashionlab import __version__
+    from fashionlab._platform import cpu_description
     from fashionlab.accel import kernel_statuses
 
     return {
@@ -111,6 +112,7 @@ def environment(seed: int, device: str, threads: int) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_description(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "numpy": np.__version__,

@@ -3,18 +3,53 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
+from torch import nn
 
 from fashionlab.config import TrainConfig
 
+NORM_LAYERS = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.GroupNorm,
+    nn.LayerNorm,
+)
+
+
+def parameter_groups(
+    config: TrainConfig, model: torch.nn.Module
+) -> list[dict[str, Any]] | Iterator[torch.nn.Parameter]:
+    """The model's parameters as the optimiser takes them: one group, or with `norm_lr_scale`
+    != 1 a second group of the normalisation layers' weights and biases at `lr * norm_lr_scale`
+    and `weight_decay / norm_lr_scale` (airbench's high bias learning rate: their decay then
+    pulls no harder per step than the other weights', only their step is larger)."""
+    if config.norm_lr_scale == 1:
+        return model.parameters()
+    norm_ids = {
+        id(p) for m in model.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters()
+    }
+    norm = [p for p in model.parameters() if id(p) in norm_ids]
+    other = [p for p in model.parameters() if id(p) not in norm_ids]
+    scale = config.norm_lr_scale
+    return [
+        {"params": other},
+        {"params": norm, "lr": config.lr * scale, "weight_decay": config.weight_decay / scale},
+    ]
+
 
 def build_optimizer(
-    config: TrainConfig, params: Iterable[torch.nn.Parameter], fused: bool = True
+    config: TrainConfig,
+    params: Iterable[torch.nn.Parameter] | list[dict[str, Any]],
+    fused: bool = True,
 ) -> torch.optim.Optimizer:
-    """The configured optimiser. `fused`: Adam and AdamW use PyTorch's single-kernel update
-    where it has one for the parameters' device, else its default.
+    """The configured optimiser over `params` (parameters or `parameter_groups`' groups).
+    `fused`: Adam and AdamW use PyTorch's single-kernel update where it has one for the
+    parameters' device, else its default.
 
     Why fused: the default CPU implementation makes one pass over memory per arithmetic step
     (lerp, mul, addcmul, sqrt, div, addcdiv), a large share of a step for wide linear layers
@@ -50,8 +85,10 @@ def build_scheduler(
     if config.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     if config.scheduler == "onecycle":
+        # Each group peaks at its own learning rate (the normalisation group's is scaled).
+        peaks = [group["lr"] for group in optimizer.param_groups]
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch
+            optimizer, max_lr=peaks, epochs=config.epochs, steps_per_epoch=steps_per_epoch
         )
     if config.scheduler == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, config.step_size, config.step_gamma)

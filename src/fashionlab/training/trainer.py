@@ -31,6 +31,7 @@ from fashionlab.allocator import retain_freed_memory
 from fashionlab.config import TrainConfig
 from fashionlab.data import CLASS_NAMES, BatchIterator, augment_batch, prepare_data
 from fashionlab.data.corruptions import corrupt_random, get_corruption
+from fashionlab.data.transforms import shrink
 from fashionlab.errors import ConfigError, FashionlabError, RunError, TrainingDiverged
 from fashionlab.evaluation import calibration_metrics, summarize
 from fashionlab.models import create_model
@@ -41,7 +42,8 @@ from fashionlab.training.callbacks import Callback, TrainingRun
 from fashionlab.training.checkpoint import CHECKPOINT, read_checkpoint, write_checkpoint
 from fashionlab.training.device import autocast, resolve_device, resolve_precision
 from fashionlab.training.distributed import DistContext, is_peer_failure, peer_lost
-from fashionlab.training.optim import build_optimizer, build_scheduler
+from fashionlab.training.initialisation import WHITENING_IMAGES, dirac_init, whiten_first_conv
+from fashionlab.training.optim import build_optimizer, build_scheduler, parameter_groups
 from fashionlab.training.predict import PredictSettings, predict_logits
 
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -126,6 +128,7 @@ class Trainer:
                 "processes; batch_size is the global batch, split across processes"
             )
         self.model = create_model(config.model, **config.model_args).to(self.device)
+        self._initialise(self.model)
         self.channels_last = apply_memory_format(self.model, config.memory_format)
         self.precision = resolve_precision(config.precision, self.device)
         self.predict_settings = PredictSettings(self.precision, config.tta_flip, config.tta_shift)
@@ -150,11 +153,23 @@ class Trainer:
             rank=self.dist.rank,
             world_size=self.dist.world_size,
         )
-        self.optimizer = build_optimizer(config, self.model.parameters())
+        self.optimizer = build_optimizer(config, parameter_groups(config, self.model))
         self.scheduler = build_scheduler(config, self.optimizer, len(self.batches))
         self.state = _State()
         self.view = TrainingRun(run_dir, config, self.state.history)
         self.writer = RunWriter(run_dir)
+
+    def _initialise(self, model: torch.nn.Module) -> None:
+        """The configured data-aware and identity initialisations (before the EMA copies the
+        weights; a resumed run then loads its checkpoint over them)."""
+        try:
+            if self.config.dirac_init:
+                dirac_init(model, skip_first=True)
+            if self.config.whiten_init:
+                images = self.normalizer(self.split.train.images[:WHITENING_IMAGES])
+                whiten_first_conv(model, images.to(self.device))
+        except ValueError as exc:
+            raise ConfigError(f"{exc}; model {self.config.model!r}") from None
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -271,6 +286,8 @@ class Trainer:
                 cfg.hflip,
                 cfg.erasing,
             ).to(self.device)
+            if cfg.low_res is not None and epoch <= cfg.low_res_epochs:
+                x = shrink(x, cfg.low_res)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = labels.to(self.device)

@@ -1,0 +1,214 @@
+"""Speed-run records and the ablation of their tricks, timed end to end.
+
+    python benchmarks/speedrun.py --presets fast-2min,fast-10min --seeds 0,1,2 \\
+        --out runs/speedrun-records --figure docs/speedrun.png
+    python benchmarks/speedrun.py --presets fast-2min --ablate --seeds 0,1,2 \\
+        --out runs/speedrun-ablation
+
+Each (preset, seed) is one `fashionlab train` process, exactly as a user would start it, with
+the preset's overrides from `studies/speedrun.yaml`; its wall time is measured around the
+whole process: interpreter start, data load and check, training, the test pass with
+test-time augmentation, and writing the run folder. `--ablate` also trains each preset with
+one trick at a time switched off (the variants in `ABLATIONS`). Finished runs are kept in
+OUT/results.json and skipped on the next call, so an interrupted measurement resumes. Prints
+a table per preset and variant (mean ± std of test accuracy over the seeds, wall time per run)
+and, with `--figure`, draws accuracy against wall time.
+
+Run it on a quiet machine: the wall times are the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fashionlab._io import atomic_write_json
+from fashionlab._platform import cpu_description
+from fashionlab.config import parse_set_options
+from fashionlab.studies.spec import load_study
+
+STUDY = Path(__file__).resolve().parent.parent / "studies" / "speedrun.yaml"
+
+# One trick off at a time: the override that removes it from a preset.
+ABLATIONS: dict[str, dict] = {
+    "no whitening init": {"whiten_init": False},
+    "no dirac init": {"dirac_init": False},
+    "no norm lr scale": {"norm_lr_scale": 1.0},
+    "no low-res epochs": {"low_res": None, "low_res_epochs": 0},
+    "no EMA": {"ema_decay": 0.0},
+    "no label smoothing": {"label_smoothing": 0.0},
+    "no shift TTA": {"tta_shift": False},
+}
+
+
+def presets() -> dict[str, tuple[str, dict]]:
+    study = load_study(STUDY)
+    return {(run.label or run.model): (run.model, dict(run.overrides)) for run in study.runs}
+
+
+def variants(overrides: dict, ablate: bool) -> dict[str, dict]:
+    """The preset itself, and with `ablate` each trick it uses switched off."""
+    out = {"preset": overrides}
+    if not ablate:
+        return out
+    for name, off in ABLATIONS.items():
+        changed = {**overrides, **off}
+        if any(changed.get(k) != overrides.get(k, _default(k)) for k in off):
+            out[name] = changed
+    return out
+
+
+def _default(key: str):
+    from fashionlab.models import build_config
+
+    return getattr(build_config("fast"), key)
+
+
+def train_command(model: str, overrides: dict, seed: int, runs_dir: Path, name: str) -> list[str]:
+    command = [sys.executable, "-m", "fashionlab", "train", "--model", model, "--seed", str(seed)]
+    command += ["--runs-dir", str(runs_dir), "--name", name, "--quiet"]
+    for key, value in overrides.items():
+        command += ["--set", f"{key}={json.dumps(value)}"]  # JSON is YAML: --set reads it
+    return command
+
+
+def run_one(command: list[str], run_dir: Path) -> dict:
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    wall = time.perf_counter() - started
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {
+        "wall_seconds": wall,
+        "test_accuracy": metrics["test_accuracy"],
+        "train_seconds": metrics["train_seconds"],
+        "precision": metrics.get("precision_used"),
+    }
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text).strip("-")
+
+
+def _fmt(values: list[float], digits: int = 4) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.{digits}f} ± {spread:.{digits}f}"
+
+
+def table(results: list[dict]) -> list[str]:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for entry in results:
+        groups.setdefault((entry["preset"], entry["variant"]), []).append(entry)
+    lines = [
+        "| preset | variant | seeds | test accuracy | wall s per run (min-max) | vs preset |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (preset, variant), entries in groups.items():
+        acc = [e["test_accuracy"] for e in entries]
+        wall = [e["wall_seconds"] for e in entries]
+        base = groups.get((preset, "preset"))
+        delta = ""
+        if base and variant != "preset":
+            base_acc = statistics.fmean(b["test_accuracy"] for b in base)
+            delta = f"{100 * (statistics.fmean(acc) - base_acc):+.2f} pts"
+        lines.append(
+            f"| {preset} | {variant} | {','.join(str(e['seed']) for e in entries)} | {_fmt(acc)} "
+            f"| {statistics.fmean(wall):.0f} ({min(wall):.0f}-{max(wall):.0f}) | {delta} |"
+        )
+    return lines
+
+
+def figure(results: list[dict], path: Path) -> None:
+    from fashionlab.viz._common import new_figure, save_png
+
+    fig = new_figure(6.4, 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for entry in results:
+        groups.setdefault((entry["preset"], entry["variant"]), []).append(entry)
+    for (preset, variant), entries in groups.items():
+        minutes = [e["wall_seconds"] / 60 for e in entries]
+        acc = [100 * e["test_accuracy"] for e in entries]
+        label = preset if variant == "preset" else f"{preset}, {variant}"
+        marker = "o" if variant == "preset" else "x"
+        ax.scatter(minutes, acc, s=12, alpha=0.35, marker=marker)
+        ax.errorbar(
+            statistics.fmean(minutes),
+            statistics.fmean(acc),
+            yerr=statistics.stdev(acc) if len(acc) > 1 else 0,
+            fmt=marker,
+            capsize=3,
+            label=label,
+        )
+    for target_minutes, target in ((2, 94.0), (10, 95.0), (30, 95.5)):
+        ax.plot([target_minutes], [target], marker="*", color="grey", markersize=10)
+    ax.set_xscale("log")
+    ax.set_xlabel("wall time per run, end to end (minutes, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"Speed-run presets on {cpu_description()}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    save_png(fig, path)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", required=True, help="labels in studies/speedrun.yaml")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--ablate", action="store_true", help="also each trick switched off")
+    parser.add_argument("--figure", type=Path, help="write accuracy vs wall time here (PNG)")
+    parser.add_argument("--report-only", action="store_true", help="train nothing; tabulate")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one more override for every run (a smoke test: train_subset=512)",
+    )
+    args = parser.parse_args()
+    known = presets()
+    chosen = args.presets.split(",")
+    unknown = [p for p in chosen if p not in known]
+    if unknown:
+        sys.exit(f"unknown preset(s) {unknown}; {STUDY.name} has {sorted(known)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    extra = parse_set_options(args.set)
+    args.out.mkdir(parents=True, exist_ok=True)
+    store = args.out / "results.json"
+    results = json.loads(store.read_text())["runs"] if store.exists() else []
+    done = {(e["preset"], e["variant"], e["seed"]) for e in results}
+    cpu = cpu_description()
+    for preset in chosen:
+        model, overrides = known[preset]
+        overrides = {**overrides, **extra}
+        for variant, settings in variants(overrides, args.ablate).items():
+            for seed in seeds:
+                if args.report_only or (preset, variant, seed) in done:
+                    continue
+                name = f"{preset}-{_slug(variant)}-seed{seed}"
+                command = train_command(model, settings, seed, args.out, name)
+                print(f"{preset} / {variant} / seed {seed}", flush=True)
+                entry = {"preset": preset, "variant": variant, "seed": seed, "cpu": cpu}
+                entry |= run_one(command, args.out / name)
+                entry["command"] = " ".join(command[1:])
+                results.append(entry)
+                atomic_write_json(store, {"runs": results})
+                print(
+                    f"  {entry['test_accuracy']:.4f} in {entry['wall_seconds']:.0f} s", flush=True
+                )
+    chosen_results = [e for e in results if e["preset"] in chosen]
+    print(f"CPU: {cpu}")
+    print("\n".join(table(chosen_results)))
+    if args.figure:
+        figure(chosen_results, args.figure)
+        print(f"figure: {args.figure}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""What CPU this is: its model name and the matrix features that decide bf16 speed. Run
+folders and benchmarks record it, because every speed (and, for bf16, the last digits of a
+result) depends on it."""
+
+from __future__ import annotations
+
+import functools
+import platform
+from pathlib import Path
+
+# The /proc/cpuinfo flags that make bf16 training fast rather than emulated.
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.cache
+def _cpuinfo_fields() -> dict[str, str]:
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() not in fields:
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return fields
+
+
+def cpu_model() -> str:
+    """The CPU's model name, e.g. 'AMD EPYC', or the platform's processor string."""
+    return _cpuinfo_fields().get("model name") or platform.processor() or platform.machine()
+
+
+def cpu_bf16_features() -> list[str]:
+    """Which of `BF16_FLAGS` the CPU has (empty: bf16 is emulated, and slow)."""
+    flags = set(_cpuinfo_fields().get("flags", "").split())
+    return [flag for flag in BF16_FLAGS if flag in flags]
+
+
+def cpu_description() -> str:
+    """Model name and bf16 features in one string, e.g. 'AMD EPYC (avx512_bf16, no AMX)'."""
+    features = cpu_bf16_features()
+    amx = "AMX" if "amx_bf16" in features else "no AMX"
+    bf16 = "avx512_bf16" if "avx512_bf16" in features else "no avx512_bf16"
+    return f"{cpu_model()} ({bf16}, {amx})"

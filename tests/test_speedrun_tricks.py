@@ -1,0 +1,158 @@
+"""The speed-run tricks: patch-whitening and identity initialisation, the normalisation layers'
+learning-rate scale, and progressive resizing (low-resolution first epochs)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import nn
+
+from fashionlab.cli import main
+from fashionlab.data.transforms import shrink
+from fashionlab.models import build_config, create_model
+from fashionlab.runs import load_history
+from fashionlab.training import train
+from fashionlab.training.initialisation import dirac_init, whiten_first_conv
+from fashionlab.training.optim import build_optimizer, build_scheduler, parameter_groups
+
+TINY = {"train_subset": 256, "eval_subset": 200, "batch_size": 64, "val_fraction": 0.1}
+
+
+def _first_conv(model: nn.Module) -> nn.Conv2d:
+    return next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+def test_whitened_first_conv_decorrelates_patches(fashion):
+    model = create_model("fast")
+    images = fashion.train_images[:500].float().unsqueeze(1) / 255
+    images = (images - images.mean()) / images.std()
+    assert whiten_first_conv(model, images) == 16  # 8 +/- pairs of the 9 patch directions
+    out = _first_conv(model)(images)[:, ::2]  # one filter of each pair
+    features = out.permute(0, 2, 3, 1).reshape(-1, 8).double()
+    features -= features.mean(0)
+    covariance = features.T @ features / len(features)
+    # Unit variance along the leading directions (the eps damps the weakest a little), and no
+    # correlation between them.
+    assert torch.allclose(covariance.diag()[:6], torch.ones(6, dtype=torch.float64), atol=0.05)
+    off_diagonal = covariance - torch.diag(covariance.diag())
+    assert off_diagonal.abs().max() < 0.05
+    pairs = _first_conv(model).weight[:16].reshape(8, 2, -1)
+    assert torch.equal(pairs[:, 0], -pairs[:, 1])
+
+
+def test_whitening_needs_a_convolution_on_the_image_channels():
+    with pytest.raises(ValueError, match="has none"):
+        whiten_first_conv(create_model("mlp"), torch.zeros(4, 1, 28, 28))
+    with pytest.raises(ValueError, match="the images. 3"):
+        whiten_first_conv(create_model("fast"), torch.zeros(4, 3, 28, 28))
+
+
+def test_dirac_init_makes_square_convolutions_pass_their_input_through():
+    model = create_model("fast")
+    assert dirac_init(model) == 6  # every 3x3 conv after the stem
+    conv = model.trunk.group1.residual[0]  # 32 -> 32
+    x = torch.randn(2, 32, 14, 14)
+    assert torch.allclose(conv(x), x)
+    widening = model.trunk.group2.conv  # 32 -> 64: the first 32 outputs copy the input,
+    before = widening.weight[32:].clone()  # the other 32 keep their random initialisation
+    dirac_init(model)
+    y = torch.randn(2, 32, 14, 14)
+    assert torch.allclose(widening(y)[:, :32], y)
+    assert torch.equal(widening.weight[32:], before)
+    assert not torch.equal(_first_conv(model).weight, torch.zeros_like(_first_conv(model).weight))
+
+
+def test_norm_layers_get_their_own_learning_rate_and_decay():
+    model = create_model("fast")
+    config = build_config("fast", {"norm_lr_scale": 16, "lr": 0.2, "weight_decay": 5e-4})
+    groups = parameter_groups(config, model)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    norm_ids = {id(p) for m in norms for p in m.parameters()}
+    assert {id(p) for p in groups[1]["params"]} == norm_ids
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(model.parameters()))
+    optimizer = build_optimizer(config, groups)
+    assert [g["lr"] for g in optimizer.param_groups] == [0.2, 0.2 * 16]
+    assert optimizer.param_groups[1]["weight_decay"] == pytest.approx(5e-4 / 16)
+    scheduler = build_scheduler(config, optimizer, steps_per_epoch=10)
+    for _ in range(60):  # past the one-cycle peak (30% of 160 steps)
+        optimizer.step()
+        scheduler.step()
+    low, high = (g["lr"] for g in optimizer.param_groups)
+    assert high == pytest.approx(16 * low)
+    # The default is one plain group, as before.
+    plain = build_config("fast", {})
+    assert not isinstance(parameter_groups(plain, model), list)
+
+
+def test_shrink_averages_areas_and_keeps_full_size_batches():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    assert torch.equal(shrink(x, 2), F.avg_pool2d(x, 2))
+    assert shrink(x, 4) is x
+    assert shrink(torch.rand(3, 1, 28, 28), 20).shape == (3, 1, 20, 20)
+
+
+def test_low_res_epochs_train_on_shrunk_batches(tmp_path, monkeypatch):
+    seen: list[tuple[int, int]] = []
+    model_forward = nn.Conv2d.forward
+
+    def spy(self, x):
+        if self.in_channels == 1 and torch.is_grad_enabled():
+            seen.append(tuple(x.shape[-2:]))
+        return model_forward(self, x)
+
+    monkeypatch.setattr(nn.Conv2d, "forward", spy)
+    config = build_config("fast", {**TINY, "epochs": 3, "low_res": 20, "low_res_epochs": 2})
+    run = train(config, tmp_path, quiet=True)
+    steps = len(seen) // 3
+    assert set(seen[: 2 * steps]) == {(20, 20)} and set(seen[2 * steps :]) == {(28, 28)}
+    assert len(load_history(run)) == 3
+
+
+def test_all_tricks_train_and_resume_to_the_same_weights(tmp_path):
+    tricks = {
+        **TINY,
+        "epochs": 2,
+        "whiten_init": True,
+        "dirac_init": True,
+        "norm_lr_scale": 8,
+        "low_res": 22,
+        "low_res_epochs": 1,
+    }
+    whole = train(build_config("fast", {**tricks, "name": "whole"}), tmp_path, quiet=True)
+    assert (whole / "complete").exists()
+    code = main(
+        ["train", "--model", "fast", "--runs-dir", str(tmp_path), "--name", "parts", "--quiet"]
+        + [f"--set={k}={v}" for k, v in tricks.items()]
+        + ["--stop-after", "1"]
+    )
+    assert code == 0
+    assert main(["train", "--resume", str(tmp_path / "parts"), "--quiet"]) == 0
+    a = load_file(whole / "model.safetensors")
+    b = load_file(tmp_path / "parts" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (["low_res=20"], "low_res and low_res_epochs go together"),
+        (["low_res_epochs=3"], "low_res and low_res_epochs go together"),
+        (["low_res=40", "low_res_epochs=1"], "low_res"),
+        (["norm_lr_scale=0"], "norm_lr_scale"),
+    ],
+)
+def test_bad_trick_settings_are_one_line_errors(tmp_path, capsys, sets, message):
+    args = ["train", "--model", "fast", "--runs-dir", str(tmp_path), "--quiet"]
+    code = main(args + [f"--set={s}" for s in sets])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and message in err[0], err
+
+
+def test_whitening_a_model_without_convolutions_is_a_one_line_error(tmp_path, capsys):
+    args = ["train", "--model", "mlp", "--runs-dir", str(tmp_path), "--quiet"]
+    code = main(args + ["--set=whiten_init=true", "--set=train_subset=64"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and "whiten_init" in err[0], err
+    assert not list(tmp_path.glob("*/*.safetensors")) and not list(tmp_path.glob("*/*.pt"))
