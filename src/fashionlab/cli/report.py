@@ -18,12 +18,32 @@ def register(subparsers) -> None:
         "figures/) into the folder. Prints the path of report.html.",
     )
     parser.add_argument("path", type=Path, help="a run folder or a study folder (study.json)")
+    parser.add_argument(
+        "--scoreboard",
+        action="store_true",
+        help="PATH holds study folders: write the reproduction scoreboard of all of them "
+        "(reported numbers beside ours, claims with verdicts) to --out",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="with --scoreboard: the folder for README.md and scoreboard.json"
+    )
     add_data_options(parser)
     parser.set_defaults(func=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from fashionlab.errors import ConfigError
     from fashionlab.report import write_report
+
+    if args.scoreboard:
+        from fashionlab.studies.scoreboard import write_scoreboard
+
+        if args.out is None:
+            raise ConfigError("--scoreboard needs --out FOLDER for README.md and scoreboard.json")
+        print(write_scoreboard(args.path, args.out))
+        return 0
+    if args.out is not None:
+        raise ConfigError("--out goes with --scoreboard; a run's report is written into its folder")
 
     print(write_report(args.path, data_dir=args.data_dir))
     return 0

@@ -65,7 +65,9 @@ def aggregate(study: StudySpec, planned: list[PlannedRun]) -> dict[str, Any]:
                 )
             result = mcnemar(pa["labels"], pa["logits"], pb["logits"])
             per_seed.append({"seed": ra.seed, **_as_dict(result)})
-        comparisons.append({"a": cmp.a, "b": cmp.b, "claim": cmp.claim, "per_seed": per_seed})
+        comparisons.append(
+            {"a": cmp.a, "b": cmp.b, "claim": cmp.claim, "kind": cmp.kind, "per_seed": per_seed}
+        )
     return {
         "name": study.name,
         "title": study.title,

@@ -99,6 +99,9 @@ class CompareSpec(BaseModel):
     a: str
     b: str
     claim: str = ""
+    # What the claim says: "better" (a beats b) or "same" (a and b score alike); the
+    # scoreboard's verdict tests that (fashionlab.studies.scoreboard).
+    kind: Literal["better", "same"] = "better"
 
 
 DEFAULT_MAX_RUNS = 1_000

@@ -1,0 +1,293 @@
+"""The reproduction scoreboard: every number a reference study reported, beside ours, and every
+claim it made, with a verdict, built from the study folders under one directory.
+
+A number is *reproduced* when our mean over seeds is within `TOLERANCE_POINTS` of the reported
+value, *better* when above that, *not reproduced* when below; a study row whose runs are not
+there is *missing*. A claim ("a beats b", or "a and b score alike") is judged twice: per seed
+by McNemar's test on the shared test set (does this trained pair differ?) and across seeds by
+a paired t-test on the seed-matched accuracies (does the difference survive retraining?), and
+the verdict says what both show."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from fashionlab._io import atomic_write_json, atomic_write_text, read_text_bounded
+from fashionlab.errors import ConfigError
+from fashionlab.evaluation.seeds import paired_seeds, seed_interval
+from fashionlab.studies.spec import load_study
+
+# A reproduction within 0.7 accuracy points counts: about twice the seed-to-seed spread of
+# the studies' CNNs (0.1-0.3 points std), so an honest re-run is not called a failure.
+TOLERANCE_POINTS = 0.7
+SIGNIFICANCE = 0.05
+STUDY_SUMMARY = "study.json"
+MAX_DEPTH = 3  # runs/<study>/study.json or runs/<group>/<study>/study.json
+
+
+def find_studies(root: Path) -> list[Path]:
+    """Study folders (those with a study.json) at most `MAX_DEPTH` levels below `root`."""
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a folder; give the folder that holds study folders")
+
+    def walk(folder: Path, depth: int) -> Iterator[Path]:
+        if (folder / STUDY_SUMMARY).is_file():
+            yield folder
+            return
+        if depth < MAX_DEPTH:
+            for child in sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()):
+                yield from walk(child, depth + 1)
+
+    return list(walk(root, 0))
+
+
+def _load(folder: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        return json.loads(read_text_bounded(folder / STUDY_SUMMARY, limit=64 * 2**20))
+    except (ValueError, OSError) as exc:
+        raise ConfigError(
+            f"{folder / STUDY_SUMMARY} cannot be read ({exc}); re-run the study"
+        ) from None
+
+
+# Metrics where lower is better; judged relative to the reported value, since a loss has no
+# fixed scale (label smoothing alone moves it).
+LOWER_IS_BETTER = ("test_loss", "val_loss", "ece", "brier")
+LOSS_TOLERANCE = 0.05  # relative
+
+
+def number_verdict(ours: float | None, reported: float, metric: str = "test_accuracy") -> str:
+    if ours is None:
+        return "missing"
+    if metric in LOWER_IS_BETTER:
+        if abs(ours - reported) <= LOSS_TOLERANCE * abs(reported):
+            return "reproduced"
+        return "better" if ours < reported else "not reproduced"
+    points = 100 * (ours - reported)
+    if abs(points) <= TOLERANCE_POINTS + 1e-9:  # 0.907 - 0.900 is 0.70000000000000006
+        return "reproduced"
+    return "better" if points > 0 else "not reproduced"
+
+
+def _planned_rows(folder: Path) -> dict[str, dict[str, float]]:
+    """label -> reported numbers of every row the study file plans (from the copy of the file
+    the study folder keeps), so rows that never ran are listed as missing."""
+    copy = folder / "study.yaml"
+    if not copy.is_file():
+        return {}
+    try:
+        study = load_study(copy)
+    except ConfigError:
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for spec in study.runs:
+        if spec.grid or not isinstance(spec.reported, dict):
+            continue  # grid rows are named by the aggregate; they are listed from study.json
+        out[spec.label or spec.model] = dict(spec.reported)
+    return out
+
+
+def numbers(folder: Path, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per reported number of the study: ours over seeds, the difference, verdict."""
+    entries = []
+    rows = {row["label"]: row for row in summary.get("rows", [])}
+    planned = _planned_rows(folder)
+    for label in [*rows, *(name for name in planned if name not in rows)]:
+        row = rows.get(label, {})
+        reported = row.get("reported") or planned.get(label, {})
+        for metric, value in reported.items():
+            if not isinstance(value, (int, float)):
+                continue
+            values = row.get(metric, {}).get("values") or []
+            stats = seed_interval(values) if values else None
+            entries.append(
+                {
+                    "label": label,
+                    "metric": metric,
+                    "reported": float(value),
+                    "ours": asdict(stats) if stats else None,
+                    "seeds": row.get("seeds", []),
+                    "precision": row.get("precision", []),
+                    "difference_points": None if stats is None else 100 * (stats.mean - value),
+                    "lower_is_better": metric in LOWER_IS_BETTER,
+                    "verdict": number_verdict(stats.mean if stats else None, float(value), metric),
+                }
+            )
+    return entries
+
+
+def claim_verdict(kind: str, mcnemar_p: list[float], mean_diff: float, t_p: float | None) -> str:
+    """What the per-seed McNemar tests and the across-seed t-test together say of a claim."""
+    if not mcnemar_p:
+        return "missing"
+    seeds_differ = sum(p < SIGNIFICANCE for p in mcnemar_p)
+    retrain_differs = t_p is not None and t_p < SIGNIFICANCE
+    if kind == "same":
+        if seeds_differ == 0 and not retrain_differs:
+            return "supported: no difference on any seed or across seeds"
+        if retrain_differs:
+            return "contradicted: the difference survives retraining"
+        return f"mostly supported: {seeds_differ} of {len(mcnemar_p)} seeds differ, seeds do not"
+    if mean_diff <= 0:
+        return (
+            "contradicted: b scores as high or higher"
+            if retrain_differs or seeds_differ
+            else "not supported: no gain"
+        )
+    if t_p is None:
+        return (
+            "supported on the test set; one seed, so not across seeds"
+            if seeds_differ == len(mcnemar_p)
+            else "not significant"
+        )
+    if retrain_differs and seeds_differ == len(mcnemar_p):
+        return "supported: on every seed and across seeds"
+    if retrain_differs:
+        return f"supported across seeds; significant on {seeds_differ} of {len(mcnemar_p)} seeds"
+    if seeds_differ:
+        return f"partly: significant on {seeds_differ} of {len(mcnemar_p)} seeds, not across seeds"
+    return "not significant: a is ahead, but within the noise"
+
+
+def claims(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = {row["label"]: row for row in summary.get("rows", [])}
+    out = []
+    for comparison in summary.get("comparisons", []):
+        a, b = rows.get(comparison["a"]), rows.get(comparison["b"])
+        kind = comparison.get("kind", "better")
+        entry: dict[str, Any] = {
+            "a": comparison["a"], "b": comparison["b"], "claim": comparison.get("claim", ""),
+            "kind": kind, "per_seed": comparison.get("per_seed", []),
+        }  # fmt: skip
+        if a is None or b is None or "test_accuracy" not in a or "test_accuracy" not in b:
+            out.append({**entry, "verdict": "missing"})
+            continue
+        acc_a = dict(zip(a["seeds"], a["test_accuracy"]["values"], strict=False))
+        acc_b = dict(zip(b["seeds"], b["test_accuracy"]["values"], strict=False))
+        shared = sorted(set(acc_a) & set(acc_b))
+        if not shared:
+            out.append({**entry, "verdict": "missing"})
+            continue
+        paired = paired_seeds([acc_a[s] for s in shared], [acc_b[s] for s in shared])
+        mcnemar_p = [seed["p_value"] for seed in entry["per_seed"]]
+        entry |= {
+            "seeds": shared,
+            "difference_points": {
+                k: 100 * v if isinstance(v, float) else v
+                for k, v in asdict(paired.difference).items()
+            },
+            "t_p_value": paired.t_p_value,
+            "sign_p_value": paired.sign_p_value,
+            "wins": paired.wins,
+            "losses": paired.losses,
+            "verdict": claim_verdict(kind, mcnemar_p, paired.difference.mean, paired.t_p_value),
+        }
+        out.append(entry)
+    return out
+
+
+def build_scoreboard(root: str | Path) -> dict[str, Any]:
+    """Numbers and claims of every study folder under `root`."""
+    root = Path(root)
+    folders = find_studies(root)
+    if not folders:
+        raise ConfigError(f"no study folder (with a {STUDY_SUMMARY}) under {root}; run a study")
+    studies = []
+    for folder in folders:
+        summary = _load(folder)
+        rows = summary.get("rows", [])
+        studies.append(
+            {
+                "folder": str(folder.relative_to(root)) if folder != root else folder.name,
+                "name": summary.get("name", folder.name),
+                "title": summary.get("title", ""),
+                "train_seconds": sum(
+                    sum(r.get("train_seconds", {}).get("values", [])) for r in rows
+                ),
+                "numbers": numbers(folder, summary),
+                "claims": claims(summary),
+            }
+        )
+    return {"tolerance_points": TOLERANCE_POINTS, "significance": SIGNIFICANCE, "studies": studies}
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.2f}"
+
+
+def _raw(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+def render_markdown(board: dict[str, Any]) -> str:
+    lines = [
+        "# Reproduction scoreboard",
+        "",
+        f"Ours: mean ± std over seeds (n) and the 95% t interval of the mean, in percent "
+        f"(losses as they are). "
+        f"Verdicts: *reproduced* within {board['tolerance_points']} points of the reported "
+        f"value, *better* above, *not reproduced* below (losses: within "
+        f"{100 * LOSS_TOLERANCE:.0f}% of the reported value, lower is better), *missing* when "
+        f"the runs are not there. "
+        f"Claims: McNemar per seed on the test set, a paired t-test and a sign test across seeds "
+        f"(significance {board['significance']}).",
+    ]
+    for study in board["studies"]:
+        hours = study["train_seconds"] / 3600
+        lines += [
+            "",
+            f"## {study['title'] or study['name']} (`{study['folder']}`)",
+            "",
+            f"Training time, all runs: {hours:.2f} h.",
+            "",
+            "| row | metric | reported | ours | 95% interval | precision | difference | verdict |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for n in study["numbers"]:
+            # Accuracies and F1 in percent and points; losses as they are.
+            fmt = _raw if n.get("lower_is_better") else _pct
+            ours = n["ours"]
+            shown, interval, diff = "—", "—", "—"
+            if ours is not None:
+                shown = f"{fmt(ours['mean'])} ± {fmt(ours['std'])} (n={ours['n']})"
+                interval = f"{fmt(ours['low'])}–{fmt(ours['high'])}"
+                delta = ours["mean"] - n["reported"]
+                diff = f"{delta:+.4f}" if n.get("lower_is_better") else f"{100 * delta:+.2f}"
+            lines.append(
+                f"| {n['label']} | {n['metric']} | {fmt(n['reported'])} | {shown} | {interval} "
+                f"| {', '.join(n['precision']) or '—'} | {diff} | {n['verdict']} |"
+            )
+        if study["claims"]:
+            lines += [
+                "",
+                "| claim | a − b (points, mean ± std, n) | McNemar p per seed | t-test p | "
+                "sign test p | verdict |",
+                "|---|---|---|---|---|---|",
+            ]
+        for c in study["claims"]:
+            d = c.get("difference_points")
+            diff = "—" if d is None else f"{d['mean']:+.2f} ± {d['std']:.2f} (n={d['n']})"
+            per_seed = ", ".join(f"{s['p_value']:.2g}" for s in c["per_seed"]) or "—"
+            t_p = c.get("t_p_value")
+            sign = c.get("sign_p_value")
+            lines.append(
+                f"| {c['claim'] or c['a'] + ' vs ' + c['b']} ({c['kind']}) | {diff} | {per_seed} "
+                f"| {'—' if t_p is None else f'{t_p:.2g}'} "
+                f"| {'—' if sign is None else f'{sign:.2g}'} | {c['verdict']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def write_scoreboard(root: str | Path, out_dir: str | Path) -> Path:
+    """Write OUT/README.md (the scoreboard) and OUT/scoreboard.json; return the Markdown path."""
+    board = build_scoreboard(root)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "scoreboard.json", board)
+    atomic_write_text(out / "README.md", render_markdown(board))
+    return out / "README.md"

@@ -1,0 +1,170 @@
+"""The reproduction scoreboard from small fake study folders: every number verdict (within,
+better, worse, missing run) and every claim verdict, the statistics across seeds, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+from fashionlab.cli import main
+from fashionlab.evaluation.seeds import paired_seeds, seed_interval
+from fashionlab.studies.scoreboard import build_scoreboard, claim_verdict, number_verdict
+
+STUDY_YAML = """
+name: fake
+title: "Fake study"
+seeds: [1, 2, 3]
+runs:
+  - model: s0-m1
+    label: close
+    reported: {test_accuracy: 0.90}
+  - model: s0-m1
+    label: ahead
+    reported: {test_accuracy: 0.90}
+  - model: s0-m1
+    label: behind
+    reported: {test_accuracy: 0.90, test_loss: 0.30}
+  - model: s0-m1
+    label: never-ran
+    reported: {test_accuracy: 0.90}
+"""
+
+
+def _row(label: str, accuracies: list[float], reported: dict, loss: float = 0.25) -> dict:
+    return {
+        "label": label,
+        "seeds": [1, 2, 3][: len(accuracies)],
+        "precision": ["bf16"],
+        "test_accuracy": {"values": accuracies},
+        "test_loss": {"values": [loss] * len(accuracies)},
+        "train_seconds": {"values": [100.0] * len(accuracies)},
+        "reported": reported,
+    }
+
+
+def _seed_tests(*p_values: float) -> list[dict]:
+    return [{"seed": i + 1, "p_value": p} for i, p in enumerate(p_values)]
+
+
+def _fake_study(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "study.yaml").write_text(STUDY_YAML)
+    summary = {
+        "name": "fake",
+        "title": "Fake study",
+        "rows": [
+            _row("close", [0.904, 0.906, 0.902], {"test_accuracy": 0.90}),
+            _row("ahead", [0.915, 0.912, 0.914], {"test_accuracy": 0.90}),
+            _row("behind", [0.890, 0.888, 0.889], {"test_accuracy": 0.90, "test_loss": 0.30}, 0.36),
+        ],
+        "comparisons": [
+            {"a": "ahead", "b": "close", "claim": "ahead beats close", "kind": "better",
+             "per_seed": _seed_tests(1e-5, 1e-4, 1e-6)},
+            {"a": "close", "b": "behind", "claim": "close and behind score alike", "kind": "same",
+             "per_seed": _seed_tests(1e-3, 1e-2, 1e-4)},
+            {"a": "behind", "b": "ahead", "claim": "behind beats ahead",
+             "per_seed": _seed_tests(1e-5, 1e-5, 1e-5)},
+            {"a": "never-ran", "b": "close", "claim": "the missing one wins",
+             "per_seed": []},
+        ],
+    }  # fmt: skip
+    (folder / "study.json").write_text(json.dumps(summary))
+    return folder
+
+
+def test_number_verdicts_cover_within_better_worse_and_missing(tmp_path):
+    _fake_study(tmp_path / "group" / "fake")
+    board = build_scoreboard(tmp_path)
+    (study,) = board["studies"]
+    assert study["folder"] == "group/fake" and study["train_seconds"] == 900.0
+    verdicts = {(n["label"], n["metric"]): n["verdict"] for n in study["numbers"]}
+    assert verdicts == {
+        ("close", "test_accuracy"): "reproduced",  # +0.4 points
+        ("ahead", "test_accuracy"): "better",  # +1.37 points
+        ("behind", "test_accuracy"): "not reproduced",  # -1.1 points
+        ("behind", "test_loss"): "not reproduced",  # 0.36 against 0.30: 20% higher
+        ("never-ran", "test_accuracy"): "missing",  # planned in study.yaml, no runs
+    }
+    close = next(n for n in study["numbers"] if n["label"] == "close")
+    assert close["ours"]["n"] == 3 and close["difference_points"] == pytest.approx(0.4)
+    assert close["ours"]["low"] < close["ours"]["mean"] < close["ours"]["high"]
+
+
+@pytest.mark.parametrize(
+    "ours, reported, metric, verdict",
+    [
+        (0.907, 0.900, "test_accuracy", "reproduced"),  # exactly the tolerance
+        (0.9071, 0.900, "test_accuracy", "better"),
+        (0.8929, 0.900, "macro_f1", "not reproduced"),
+        (0.29, 0.30, "test_loss", "reproduced"),
+        (0.20, 0.30, "test_loss", "better"),
+        (None, 0.30, "test_loss", "missing"),
+    ],
+)
+def test_number_verdict_rules(ours, reported, metric, verdict):
+    assert number_verdict(ours, reported, metric) == verdict
+
+
+def test_claim_verdicts_use_both_tests(tmp_path):
+    _fake_study(tmp_path / "fake")
+    claims = {c["claim"]: c for c in build_scoreboard(tmp_path)["studies"][0]["claims"]}
+    ahead = claims["ahead beats close"]
+    assert ahead["verdict"] == "supported: on every seed and across seeds"
+    assert ahead["difference_points"]["mean"] == pytest.approx(0.9667, abs=1e-4)
+    assert ahead["wins"] == 3 and ahead["sign_p_value"] == pytest.approx(0.25)
+    assert claims["close and behind score alike"]["verdict"].startswith("contradicted")
+    assert claims["behind beats ahead"]["verdict"].startswith("contradicted")
+    assert claims["the missing one wins"]["verdict"] == "missing"
+
+
+@pytest.mark.parametrize(
+    "kind, mcnemar_p, mean_diff, t_p, starts",
+    [
+        ("better", [0.01, 0.02, 0.2], 0.5, 0.03, "supported across seeds"),
+        ("better", [0.01, 0.3, 0.2], 0.5, 0.2, "partly"),
+        ("better", [0.3, 0.3, 0.2], 0.2, 0.4, "not significant"),
+        ("better", [0.01], 0.5, None, "supported on the test set; one seed"),
+        ("better", [0.3, 0.4], -0.1, 0.6, "not supported"),
+        ("same", [0.5, 0.9, 0.3], 0.05, 0.7, "supported: no difference"),
+        ("same", [0.01, 0.9, 0.3], 0.05, 0.7, "mostly supported: 1 of 3"),
+        ("same", [0.5], 0.0, None, "supported: no difference"),
+        ("better", [], 0.0, None, "missing"),
+    ],
+)
+def test_claim_verdict_rules(kind, mcnemar_p, mean_diff, t_p, starts):
+    assert claim_verdict(kind, mcnemar_p, mean_diff, t_p).startswith(starts)
+
+
+def test_seed_statistics_match_scipy():
+    values = [0.91, 0.915, 0.905, 0.912]
+    interval = seed_interval(values)
+    low, high = stats.t.interval(0.95, 3, loc=interval.mean, scale=stats.sem(values))
+    assert interval.low == pytest.approx(low) and interval.high == pytest.approx(high)
+    assert seed_interval([0.9]) == seed_interval([0.9]) and seed_interval([0.9]).std == 0.0
+    a, b = [0.91, 0.92, 0.93], [0.90, 0.905, 0.925]
+    paired = paired_seeds(a, b)
+    assert paired.t_p_value == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert paired.wins == 3 and paired.losses == 0 and paired.sign_p_value == pytest.approx(0.25)
+    assert paired_seeds([0.9, 0.9], [0.9, 0.9]).t_p_value is None  # no spread: no t-test
+    with pytest.raises(ValueError, match="equally long"):
+        paired_seeds([0.9], [0.9, 0.8])
+
+
+def test_cli_writes_the_scoreboard_and_refuses_bad_use(tmp_path, capsys):
+    _fake_study(tmp_path / "runs" / "fake")
+    out = tmp_path / "board"
+    assert main(["report", "--scoreboard", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    text = (out / "README.md").read_text()
+    assert "| ahead | test_accuracy | 90.00 | 91.37 ± 0.15 (n=3)" in text
+    assert "| never-ran | test_accuracy | 90.00 | — |" in text and "missing" in text
+    assert json.loads((out / "scoreboard.json").read_text())["tolerance_points"] == 0.7
+    capsys.readouterr()
+    assert main(["report", "--scoreboard", str(tmp_path / "runs")]) != 0
+    assert main(["report", "--scoreboard", str(tmp_path / "nothing"), "--out", str(out)]) != 0
+    assert main(["report", "--scoreboard", str(out), "--out", str(out)]) != 0  # no study there
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and "--out" in errors[0] and "not a folder" in errors[1]
+    assert "no study folder" in errors[2]
