@@ -168,3 +168,16 @@ def test_cli_writes_the_scoreboard_and_refuses_bad_use(tmp_path, capsys):
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 3 and "--out" in errors[0] and "not a folder" in errors[1]
     assert "no study folder" in errors[2]
+
+
+def test_each_study_report_is_copied_with_the_figures_it_shows(tmp_path):
+    study = _fake_study(tmp_path / "runs" / "fake")
+    (study / "figures").mkdir()
+    (study / "figures" / "shown.png").write_bytes(b"\x89PNG fake")
+    (study / "figures" / "unused.png").write_bytes(b"\x89PNG other")
+    (study / "report.md").write_text("# Fake\n![a](figures/shown.png)\n![b](figures/gone.png)\n")
+    out = tmp_path / "board"
+    assert main(["report", "--scoreboard", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    assert (out / "fake" / "report.md").read_text().startswith("# Fake")
+    assert sorted(p.name for p in (out / "fake" / "figures").iterdir()) == ["shown.png"]
+    assert "[fake/report.md](fake/report.md)" in (out / "README.md").read_text()

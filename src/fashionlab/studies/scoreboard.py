@@ -10,15 +10,22 @@ the verdict says what both show."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fashionlab._io import atomic_write_json, atomic_write_text, read_text_bounded
+from fashionlab._io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_text_bounded,
+)
 from fashionlab.errors import ConfigError
 from fashionlab.evaluation.seeds import paired_seeds, seed_interval
-from fashionlab.studies.spec import load_study
+from fashionlab.studies.spec import load_study, plan_study
 
 # A reproduction within 0.7 accuracy points counts: about twice the seed-to-seed spread of
 # the studies' CNNs (0.1-0.3 points std), so an honest re-run is not called a failure.
@@ -45,8 +52,6 @@ def find_studies(root: Path) -> list[Path]:
 
 
 def _load(folder: Path) -> dict[str, Any]:
-    import json
-
     try:
         return json.loads(read_text_bounded(folder / STUDY_SUMMARY, limit=64 * 2**20))
     except (ValueError, OSError) as exc:
@@ -81,15 +86,10 @@ def _planned_rows(folder: Path) -> dict[str, dict[str, float]]:
     if not copy.is_file():
         return {}
     try:
-        study = load_study(copy)
-    except ConfigError:
+        planned = plan_study(load_study(copy), folder)
+    except ConfigError:  # a copy from an older version of the file format: rows as found
         return {}
-    out: dict[str, dict[str, float]] = {}
-    for spec in study.runs:
-        if spec.grid or not isinstance(spec.reported, dict):
-            continue  # grid rows are named by the aggregate; they are listed from study.json
-        out[spec.label or spec.model] = dict(spec.reported)
-    return out
+    return {run.label: dict(run.reported) for run in planned}
 
 
 def numbers(folder: Path, summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -203,7 +203,7 @@ def build_scoreboard(root: str | Path) -> dict[str, Any]:
         rows = summary.get("rows", [])
         studies.append(
             {
-                "folder": str(folder.relative_to(root)) if folder != root else folder.name,
+                "folder": folder.relative_to(root).as_posix(),  # "." when root is the study
                 "name": summary.get("name", folder.name),
                 "title": summary.get("title", ""),
                 "train_seconds": sum(
@@ -243,7 +243,12 @@ def render_markdown(board: dict[str, Any]) -> str:
             "",
             f"## {study['title'] or study['name']} (`{study['folder']}`)",
             "",
-            f"Training time, all runs: {hours:.2f} h.",
+            f"Training time, all runs: {hours:.2f} h."
+            + (
+                f" The study's report: [{study['report']}]({study['report']})."
+                if study.get("report")
+                else ""
+            ),
             "",
             "| row | metric | reported | ours | 95% interval | precision | difference | verdict |",
             "|---|---|---|---|---|---|---|---|",
@@ -283,11 +288,42 @@ def render_markdown(board: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_scoreboard(root: str | Path, out_dir: str | Path) -> Path:
-    """Write OUT/README.md (the scoreboard) and OUT/scoreboard.json; return the Markdown path."""
+FIGURE_LINK = re.compile(r"\((figures/[A-Za-z0-9_.\-]+\.png)\)")
+
+
+def copy_report(folder: Path, dest: Path) -> int:
+    """Copy a study folder's report.md and the figures it shows into `dest`; return bytes
+    written (0 when the study has no report yet: `fashionlab report STUDY` draws one)."""
+    report = folder / "report.md"
+    if not report.is_file():
+        return 0
+    text = read_text_bounded(report, limit=16 * 2**20)
+    written = 0
+    for name in sorted(set(FIGURE_LINK.findall(text))):
+        source = folder / name
+        if source.is_file() and not source.is_symlink():
+            data = source.read_bytes()
+            (dest / "figures").mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(dest / name, data)
+            written += len(data)
+    dest.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(dest / "report.md", text)
+    return written + len(text.encode())
+
+
+def write_scoreboard(root: str | Path, out_dir: str | Path, copy_reports: bool = True) -> Path:
+    """Write OUT/README.md (the scoreboard) and OUT/scoreboard.json, and with `copy_reports`
+    each study's report.md and its figures into OUT/<study folder>/; return the README path."""
+    root = Path(root)
     board = build_scoreboard(root)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for study in board["studies"]:
+        study["report"] = None
+        if copy_reports:
+            slug = study["name"] if study["folder"] == "." else study["folder"].replace("/", "--")
+            if copy_report(root / study["folder"], out / slug):
+                study["report"] = f"{slug}/report.md"
     atomic_write_json(out / "scoreboard.json", board)
     atomic_write_text(out / "README.md", render_markdown(board))
     return out / "README.md"
