@@ -56,17 +56,14 @@ def variants(overrides: dict, ablate: bool) -> dict[str, dict]:
     out = {"preset": overrides}
     if not ablate:
         return out
-    for name, off in ABLATIONS.items():
-        changed = {**overrides, **off}
-        if any(changed.get(k) != overrides.get(k, _default(k)) for k in off):
-            out[name] = changed
-    return out
-
-
-def _default(key: str):
     from fashionlab.models import build_config
 
-    return getattr(build_config("fast"), key)
+    defaults = build_config("fast")  # the recipe's values, where the preset says nothing
+    for name, off in ABLATIONS.items():
+        changed = {**overrides, **off}
+        if any(changed.get(k) != overrides.get(k, getattr(defaults, k)) for k in off):
+            out[name] = changed
+    return out
 
 
 def train_command(model: str, overrides: dict, seed: int, runs_dir: Path, name: str) -> list[str]:
@@ -99,10 +96,15 @@ def _fmt(values: list[float], digits: int = 4) -> str:
     return f"{statistics.fmean(values):.{digits}f} ± {spread:.{digits}f}"
 
 
-def table(results: list[dict]) -> list[str]:
+def _by_preset_and_variant(results: list[dict]) -> dict[tuple[str, str], list[dict]]:
     groups: dict[tuple[str, str], list[dict]] = {}
     for entry in results:
         groups.setdefault((entry["preset"], entry["variant"]), []).append(entry)
+    return groups
+
+
+def table(results: list[dict]) -> list[str]:
+    groups = _by_preset_and_variant(results)
     lines = [
         "| preset | variant | seeds | test accuracy | wall s per run (min-max) | vs preset |",
         "|---|---|---|---|---|---|",
@@ -127,9 +129,7 @@ def figure(results: list[dict], path: Path) -> None:
 
     fig = new_figure(6.4, 4.2)
     ax = fig.add_subplot(1, 1, 1)
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for entry in results:
-        groups.setdefault((entry["preset"], entry["variant"]), []).append(entry)
+    groups = _by_preset_and_variant(results)
     for (preset, variant), entries in groups.items():
         minutes = [e["wall_seconds"] / 60 for e in entries]
         acc = [100 * e["test_accuracy"] for e in entries]
