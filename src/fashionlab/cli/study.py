@@ -79,6 +79,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         out = args.out or Path("runs") / study.name
         for run in plan_study(study, out, overrides, source=str(args.file)):
             state = "complete" if is_complete(run.run_dir) else "to run"
+            if run.same_as is not None:
+                state = f"= {run.same_as}"  # a twin: trained once, under the other name
             print(f"{run.label:<48} seed {run.seed:<6} {state:<9} {run.run_dir}")
         return 0
     out = run_study(

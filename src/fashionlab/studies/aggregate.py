@@ -12,10 +12,11 @@ from fashionlab.errors import FashionlabError, RunError
 from fashionlab.evaluation import mcnemar, mean_std
 from fashionlab.models import create_model, get_model_spec
 from fashionlab.models.summary import architecture_signature
-from fashionlab.runs import load_metrics, load_predictions
+from fashionlab.runs import load_history, load_metrics, load_predictions
 from fashionlab.studies.spec import PlannedRun, StudySpec
 
 METRIC_KEYS = ("test_accuracy", "macro_f1", "weighted_f1", "test_loss")
+FIT_KEYS = ("train_accuracy", "train_test_gap")
 CALIBRATION_KEYS = ("ece", "ece_calibrated", "brier", "brier_calibrated", "temperature")
 
 
@@ -33,10 +34,14 @@ def aggregate(study: StudySpec, planned: list[PlannedRun]) -> dict[str, Any]:
             "grid": runs[0].grid_point,
             "seeds": [r.seed for r in runs],
             "runs": [r.run_dir.name for r in runs],
+            # A twin (studies.twins) reads its original's folders: trained once.
+            "same_as": runs[0].same_as,
             # What the runs computed in ('auto' resolved on the machine that trained them).
             "precision": sorted({m["precision_used"] for m in metrics if m.get("precision_used")}),
         }
-        for key in (*METRIC_KEYS, *CALIBRATION_KEYS, "params", "train_seconds",
+        for m, r in zip(metrics, runs, strict=True):
+            m.update(_fit_numbers(r, m))
+        for key in (*METRIC_KEYS, *FIT_KEYS, *CALIBRATION_KEYS, "params", "train_seconds",
                     "seconds_per_epoch", "best_epoch"):  # fmt: skip
             values = [m[key] for m in metrics if m.get(key) is not None]
             if values:
@@ -78,6 +83,16 @@ def aggregate(study: StudySpec, planned: list[PlannedRun]) -> dict[str, Any]:
         "comparisons": comparisons,
         "identical_architectures": identical_architectures(planned),
     }
+
+
+def _fit_numbers(run: PlannedRun, metrics: dict[str, Any]) -> dict[str, float]:
+    """The last epoch's training accuracy (what a Keras log shows at the end) and its gap to
+    the test accuracy: how a study's overfitting claim is checked."""
+    history = load_history(run.run_dir)
+    last = history[-1].get("train_accuracy") if history else None
+    if last is None or metrics.get("test_accuracy") is None:
+        return {}
+    return {"train_accuracy": last, "train_test_gap": last - metrics["test_accuracy"]}
 
 
 def _as_dict(result: Any) -> dict[str, Any]:

@@ -63,9 +63,10 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
 
 
 def waves(planned: Sequence[PlannedRun]) -> list[list[PlannedRun]]:
-    """Runs that depend on no other run first, then the feature runs that read them."""
-    first = [r for r in planned if not r.features_from]
-    second = [r for r in planned if r.features_from]
+    """Runs that depend on no other run first, then the feature runs that read them; twins
+    (`PlannedRun.same_as`) are not run: their original's folder is theirs."""
+    first = [r for r in planned if not r.features_from and r.same_as is None]
+    second = [r for r in planned if r.features_from and r.same_as is None]
     return [w for w in (first, second) if w]
 
 
@@ -111,6 +112,11 @@ def _run_sequential(
     for k, run in enumerate(planned, 1):
         if not quiet:
             print(f"[{k}/{len(planned)}] {run.label} seed {run.seed}", file=sys.stderr, flush=True)
+        if run.same_as is not None:
+            if not quiet:
+                print(f"  the same network and recipe as {run.same_as}: trained once, "
+                      f"reported under both names", file=sys.stderr)  # fmt: skip
+            continue
         status = execute_run(run, planned, quiet, data_dir, tracking)
         if not quiet and status == "done":
             print("  already complete", file=sys.stderr)

@@ -64,6 +64,8 @@ def _load(folder: Path) -> dict[str, Any]:
 # fixed scale (label smoothing alone moves it).
 LOWER_IS_BETTER = ("test_loss", "val_loss", "ece", "brier")
 LOSS_TOLERANCE = 0.05  # relative
+# Numbers with no better direction: a train-test gap is a finding to match, not to beat.
+NO_DIRECTION = ("train_test_gap",)
 
 
 def number_verdict(ours: float | None, reported: float, metric: str = "test_accuracy") -> str:
@@ -76,6 +78,8 @@ def number_verdict(ours: float | None, reported: float, metric: str = "test_accu
     points = 100 * (ours - reported)
     if abs(points) <= TOLERANCE_POINTS + 1e-9:  # 0.907 - 0.900 is 0.70000000000000006
         return "reproduced"
+    if metric in NO_DIRECTION:
+        return "not reproduced: " + ("larger" if points > 0 else "smaller")
     return "better" if points > 0 else "not reproduced"
 
 
@@ -112,6 +116,7 @@ def numbers(folder: Path, summary: dict[str, Any]) -> list[dict[str, Any]]:
                     "reported": float(value),
                     "ours": asdict(stats) if stats else None,
                     "seeds": row.get("seeds", []),
+                    "same_as": row.get("same_as"),
                     "precision": row.get("precision", []),
                     "difference_points": None if stats is None else 100 * (stats.mean - value),
                     "lower_is_better": metric in LOWER_IS_BETTER,
@@ -166,6 +171,15 @@ def claims(summary: dict[str, Any]) -> list[dict[str, Any]]:
         }  # fmt: skip
         if a is None or b is None or "test_accuracy" not in a or "test_accuracy" not in b:
             out.append({**entry, "verdict": "missing"})
+            continue
+        if b.get("same_as") == comparison["a"] or a.get("same_as") == comparison["b"]:
+            twin = b if b.get("same_as") else a
+            why = (
+                f"{twin['label']} builds the same layers and starts from the same weights as "
+                f"{twin['same_as']} under the same recipe, so it was trained once"
+            )
+            verdict = f"supported: {why}" if kind == "same" else f"contradicted: {why}"
+            out.append({**entry, "seeds": a["seeds"], "verdict": verdict})
             continue
         acc_a = dict(zip(a["seeds"], a["test_accuracy"]["values"], strict=False))
         acc_b = dict(zip(b["seeds"], b["test_accuracy"]["values"], strict=False))
@@ -263,8 +277,9 @@ def render_markdown(board: dict[str, Any]) -> str:
                 interval = f"{fmt(ours['low'])}–{fmt(ours['high'])}"
                 delta = ours["mean"] - n["reported"]
                 diff = f"{delta:+.4f}" if n.get("lower_is_better") else f"{100 * delta:+.2f}"
+            label = n["label"] + (f" (= {n['same_as']}, trained once)" if n.get("same_as") else "")
             lines.append(
-                f"| {n['label']} | {n['metric']} | {fmt(n['reported'])} | {shown} | {interval} "
+                f"| {label} | {n['metric']} | {fmt(n['reported'])} | {shown} | {interval} "
                 f"| {', '.join(n['precision']) or '—'} | {diff} | {n['verdict']} |"
             )
         if study["claims"]:

@@ -34,6 +34,7 @@ from fashionlab.config import TrainConfig
 from fashionlab.data.corruptions import get_corruption
 from fashionlab.errors import ConfigError, one_line
 from fashionlab.models import build_config
+from fashionlab.studies.twins import find_twins
 
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
 
@@ -174,6 +175,8 @@ class PlannedRun:
     grid_point: dict[str, str] = field(default_factory=dict)
     reported: dict[str, float] = field(default_factory=dict)
     features_from: str | None = None
+    # The label of an earlier run this one twins (studies.twins); run_dir is then that run's.
+    same_as: str | None = None
 
 
 # ---------------------------------------------------------------- parsing and validation
@@ -393,4 +396,7 @@ def plan_study(
     # study cut short still compares all models; within a seed, file order (feature runs come
     # after the CNN runs they read).
     seed_rank = {seed: k for k, seed in enumerate(dict.fromkeys(p.seed for p in planned))}
-    return sorted(planned, key=lambda p: seed_rank[p.seed])
+    planned = sorted(planned, key=lambda p: seed_rank[p.seed])
+    for i, j in find_twins([p.config for p in planned]).items():
+        planned[i].same_as, planned[i].run_dir = planned[j].label, planned[j].run_dir
+    return planned
