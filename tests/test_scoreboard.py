@@ -102,6 +102,8 @@ def test_number_verdicts_cover_within_better_worse_and_missing(tmp_path):
         (0.29, 0.30, "test_loss", "reproduced"),
         (0.20, 0.30, "test_loss", "better"),
         (None, 0.30, "test_loss", "missing"),
+        (0.060, 0.068, "train_test_gap", "not reproduced: smaller"),  # no better direction
+        (0.064, 0.068, "train_test_gap", "reproduced"),
     ],
 )
 def test_number_verdict_rules(ours, reported, metric, verdict):
@@ -181,3 +183,46 @@ def test_each_study_report_is_copied_with_the_figures_it_shows(tmp_path):
     assert (out / "fake" / "report.md").read_text().startswith("# Fake")
     assert sorted(p.name for p in (out / "fake" / "figures").iterdir()) == ["shown.png"]
     assert "[fake/report.md](fake/report.md)" in (out / "README.md").read_text()
+
+
+def test_notes_provenance_and_the_reproducing_command(tmp_path, capsys):
+    study = _fake_study(tmp_path / "runs" / "fake")
+    summary = json.loads((study / "study.json").read_text())
+    summary["rows"][0]["runs"] = ["close-seed1"]
+    summary["invocation"] = {
+        "study_file": "studies/fake.yaml",
+        "seeds": [1, 2, 3],
+        "overrides": {"precision": "bf16", "epochs": 2},
+        "workers": 2,
+    }
+    (study / "study.json").write_text(json.dumps(summary))
+    (study / "close-seed1").mkdir()
+    (study / "close-seed1" / "env.json").write_text(
+        json.dumps({"cpu": "AMD EPYC (avx512_bf16, no AMX)", "threads": 1,
+                    "torch": "2.13.0+cpu", "git_commit": "0123456789abcdef"})  # fmt: skip
+    )
+    notes = tmp_path / "notes.yaml"
+    notes.write_text("fake:\n  behind:\n    test_loss: measured reason\n")
+    out = tmp_path / "board"
+    args = ["report", "--scoreboard", str(tmp_path / "runs"), "--out", str(out)]
+    assert main([*args, "--notes", str(notes)]) == 0
+    text = (out / "README.md").read_text()
+    assert "- **behind, test_loss**: measured reason" in text
+    assert "Trained on: AMD EPYC (avx512_bf16, no AMX); torch threads per run: 1" in text
+    assert "code: 0123456789." in text
+    folder = (tmp_path / "runs" / "fake").as_posix()
+    command = (
+        "fashionlab study studies/fake.yaml --seeds 1,2,3 --set precision=bf16 --set epochs=2 "
+        f"--workers 2 --out {folder}"
+    )
+    assert f"Command: `{command}`" in text
+    # A note that names no number, or a malformed notes file, is a one-line error.
+    capsys.readouterr()
+    notes.write_text("fake:\n  behind:\n    test_los: typo\n")
+    assert main([*args, "--notes", str(notes)]) != 0
+    notes.write_text("[1, 2]\n")
+    assert main([*args, "--notes", str(notes)]) != 0
+    assert main(["report", str(study), "--notes", str(notes)]) != 0
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and "test_los is not a reported number" in errors[0]
+    assert "notes must map study" in errors[1] and "--scoreboard" in errors[2]

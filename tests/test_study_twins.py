@@ -52,7 +52,11 @@ def test_twin_is_trained_once_and_reported_under_both_names(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
         "s4-cnn1-seed1", "s4-cnn1-seed2",
     ]  # fmt: skip
-    rows = {r["label"]: r for r in json.loads((out / "study.json").read_text())["rows"]}
+    summary = json.loads((out / "study.json").read_text())
+    assert summary["invocation"] == {
+        "study_file": str(path), "seeds": None, "overrides": {}, "workers": 1,
+    }  # fmt: skip
+    rows = {r["label"]: r for r in summary["rows"]}
     assert rows["s4-cnn2"]["same_as"] == "s4-cnn1"
     assert rows["s4-cnn2"]["test_accuracy"] == rows["s4-cnn1"]["test_accuracy"]
     # The last epoch's training accuracy and its gap to the test accuracy, per seed.

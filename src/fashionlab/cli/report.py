@@ -27,6 +27,12 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--out", type=Path, help="with --scoreboard: the folder for README.md and scoreboard.json"
     )
+    parser.add_argument(
+        "--notes",
+        type=Path,
+        help="with --scoreboard: a YAML file of explanations, study -> row -> metric -> text, "
+        "printed beside the numbers they name",
+    )
     add_data_options(parser)
     parser.set_defaults(func=cmd_report)
 
@@ -40,8 +46,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         if args.out is None:
             raise ConfigError("--scoreboard needs --out FOLDER for README.md and scoreboard.json")
-        print(write_scoreboard(args.path, args.out))
+        print(write_scoreboard(args.path, args.out, notes=args.notes))
         return 0
+    if args.notes is not None:
+        raise ConfigError("--notes goes with --scoreboard")
     if args.out is not None:
         raise ConfigError("--out goes with --scoreboard; a run's report is written into its folder")
 

@@ -67,8 +67,11 @@ def run_study(
             prepare_folder(out, overwrite=True, marker=STUDY_MARKER)
         mark(out, STUDY_MARKER)
         tracking.prepare()
+        # What the scoreboard needs to print the command that reproduces the study.
+        invocation = {"study_file": str(path), "seeds": list(seeds) if seeds else None,
+                      "overrides": dict(overrides or {}), "workers": workers}  # fmt: skip
         return _run_in(out, study, planned, path, backend, workers, address, quiet, data_dir,
-                       make_report, tracking)  # fmt: skip
+                       make_report, tracking, invocation)  # fmt: skip
 
 
 def _run_in(
@@ -83,12 +86,14 @@ def _run_in(
     data_dir: str | Path | None,
     make_report: bool,
     tracking: TrackingSettings,
+    invocation: dict[str, Any],
 ) -> Path:
     atomic_write_text(out / "study.yaml", read_text_bounded(path))
     started = time.perf_counter()
     details = run_planned(planned, backend, workers, address, quiet, data_dir, tracking)
     summary = aggregate(study, planned)
     summary["wall_seconds_this_invocation"] = time.perf_counter() - started
+    summary["invocation"] = invocation
     summary["backend"] = {"name": backend, "workers": workers, "address": address}
     # Ray: the node that trained or found each run, and the data each node verified.
     summary["backend"].update(details)

@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from fashionlab._io import (
+    YamlTooLarge,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    load_yaml,
     read_text_bounded,
 )
-from fashionlab.errors import ConfigError
+from fashionlab.errors import ConfigError, one_line
 from fashionlab.evaluation.seeds import paired_seeds, seed_interval
 from fashionlab.studies.spec import load_study, plan_study
 
@@ -126,6 +129,82 @@ def numbers(folder: Path, summary: dict[str, Any]) -> list[dict[str, Any]]:
     return entries
 
 
+def provenance(folder: Path, summary: dict[str, Any]) -> dict[str, list[Any]]:
+    """Where the study's runs were trained, from each run's env.json: CPU, torch threads,
+    torch version and the code's commit."""
+    seen: dict[str, set[Any]] = {"cpu": set(), "threads": set(), "torch": set(), "commit": set()}
+    for row in summary.get("rows", []):
+        for name in row.get("runs", []):
+            try:
+                env = json.loads(read_text_bounded(folder / name / "env.json", limit=2**20))
+            except (ValueError, OSError):
+                continue
+            for key, field in (("cpu", "cpu"), ("threads", "threads"), ("torch", "torch"),
+                               ("commit", "git_commit")):  # fmt: skip
+                if env.get(field) is not None:
+                    seen[key].add(env[field])
+    return {key: sorted(values, key=str) for key, values in seen.items()}
+
+
+def reproduce_command(summary: dict[str, Any], folder: str) -> str | None:
+    """The `fashionlab study` command the study folder records it was made by (None for
+    folders older than that record)."""
+    invocation = summary.get("invocation")
+    if not invocation:
+        return None
+    parts = ["fashionlab", "study", invocation["study_file"]]
+    if invocation.get("seeds"):
+        parts += ["--seeds", ",".join(str(seed) for seed in invocation["seeds"])]
+    for key, value in invocation.get("overrides", {}).items():
+        parts += ["--set", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
+    if invocation.get("workers", 1) > 1:
+        parts += ["--workers", str(invocation["workers"])]
+    return shlex.join([*parts, "--out", folder])
+
+
+def load_notes(path: str | Path) -> dict[str, dict[str, dict[str, str]]]:
+    """A notes file: study name -> row label -> metric -> why that number is what it is."""
+    path = Path(path)
+    try:
+        notes = load_yaml(read_text_bounded(path, limit=2**20))
+    except (OSError, ValueError, YamlTooLarge) as exc:
+        raise ConfigError(f"{path}: cannot read the notes ({one_line(str(exc))})") from None
+    def is_map(value: Any) -> bool:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+
+    ok = is_map(notes) and all(
+        is_map(rows) and all(is_map(m) and all(isinstance(t, str) for t in m.values())
+                             for m in rows.values())  # fmt: skip
+        for rows in notes.values()
+    )
+    if not ok:
+        raise ConfigError(
+            f"{path}: notes must map study -> row label -> metric -> text, e.g. "
+            "{s2: {s2-cnn: {test_loss: 'why'}}}"
+        )
+    return notes
+
+
+def attach_notes(board: dict[str, Any], notes: dict[str, dict[str, dict[str, str]]]) -> None:
+    """Put each note beside its number; a note that matches no number is an error (a typo
+    would otherwise drop the explanation silently)."""
+    by_key = {
+        (study["name"], n["label"], n["metric"]): n
+        for study in board["studies"]
+        for n in study["numbers"]
+    }
+    for study, rows in notes.items():
+        for label, metrics in rows.items():
+            for metric, text in metrics.items():
+                entry = by_key.get((study, label, metric))
+                if entry is None:
+                    raise ConfigError(
+                        f"notes: {study} / {label} / {metric} is not a reported number on the "
+                        "scoreboard; check the study name, the row label and the metric"
+                    )
+                entry["why"] = text.strip()
+
+
 def claim_verdict(kind: str, mcnemar_p: list[float], mean_diff: float, t_p: float | None) -> str:
     """What the per-seed McNemar tests and the across-seed t-test together say of a claim."""
     if not mcnemar_p:
@@ -205,8 +284,9 @@ def claims(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def build_scoreboard(root: str | Path) -> dict[str, Any]:
-    """Numbers and claims of every study folder under `root`."""
+def build_scoreboard(root: str | Path, notes: str | Path | None = None) -> dict[str, Any]:
+    """Numbers and claims of every study folder under `root`, with the `notes` file's
+    explanations beside the numbers they name."""
     root = Path(root)
     folders = find_studies(root)
     if not folders:
@@ -220,14 +300,21 @@ def build_scoreboard(root: str | Path) -> dict[str, Any]:
                 "folder": folder.relative_to(root).as_posix(),  # "." when root is the study
                 "name": summary.get("name", folder.name),
                 "title": summary.get("title", ""),
-                "train_seconds": sum(
-                    sum(r.get("train_seconds", {}).get("values", [])) for r in rows
+                "train_seconds": sum(  # a twin's runs are its original's: counted once
+                    sum(r.get("train_seconds", {}).get("values", []))
+                    for r in rows
+                    if not r.get("same_as")
                 ),
                 "numbers": numbers(folder, summary),
                 "claims": claims(summary),
+                "provenance": provenance(folder, summary),
+                "command": reproduce_command(summary, folder.as_posix()),
             }
         )
-    return {"tolerance_points": TOLERANCE_POINTS, "significance": SIGNIFICANCE, "studies": studies}
+    board = {"tolerance_points": TOLERANCE_POINTS, "significance": SIGNIFICANCE, "studies": studies}
+    if notes is not None:
+        attach_notes(board, load_notes(notes))
+    return board
 
 
 def _pct(value: float | None) -> str:
@@ -236,6 +323,22 @@ def _pct(value: float | None) -> str:
 
 def _raw(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
+
+
+def _provenance_lines(study: dict[str, Any]) -> list[str]:
+    where = study.get("provenance") or {}
+    lines = []
+    if where.get("cpu") or where.get("commit"):
+        lines += [
+            "",
+            f"Trained on: {', '.join(map(str, where.get('cpu', []))) or 'CPU not recorded'}; "
+            f"torch threads per run: {', '.join(map(str, where.get('threads', []))) or '—'}; "
+            f"torch {', '.join(where.get('torch', [])) or '—'}; "
+            f"code: {', '.join(c[:10] for c in where.get('commit', [])) or '—'}.",
+        ]
+    if study.get("command"):
+        lines += ["", f"Command: `{study['command']}`"]
+    return lines
 
 
 def render_markdown(board: dict[str, Any]) -> str:
@@ -263,6 +366,7 @@ def render_markdown(board: dict[str, Any]) -> str:
                 if study.get("report")
                 else ""
             ),
+            *_provenance_lines(study),
             "",
             "| row | metric | reported | ours | 95% interval | precision | difference | verdict |",
             "|---|---|---|---|---|---|---|---|",
@@ -282,6 +386,10 @@ def render_markdown(board: dict[str, Any]) -> str:
                 f"| {label} | {n['metric']} | {fmt(n['reported'])} | {shown} | {interval} "
                 f"| {', '.join(n['precision']) or '—'} | {diff} | {n['verdict']} |"
             )
+        explained = [n for n in study["numbers"] if n.get("why")]
+        if explained:
+            lines += ["", "Why:", ""]
+            lines += [f"- **{n['label']}, {n['metric']}**: {n['why']}" for n in explained]
         if study["claims"]:
             lines += [
                 "",
@@ -326,11 +434,17 @@ def copy_report(folder: Path, dest: Path) -> int:
     return written + len(text.encode())
 
 
-def write_scoreboard(root: str | Path, out_dir: str | Path, copy_reports: bool = True) -> Path:
+def write_scoreboard(
+    root: str | Path,
+    out_dir: str | Path,
+    copy_reports: bool = True,
+    notes: str | Path | None = None,
+) -> Path:
     """Write OUT/README.md (the scoreboard) and OUT/scoreboard.json, and with `copy_reports`
-    each study's report.md and its figures into OUT/<study folder>/; return the README path."""
+    each study's report.md and its figures into OUT/<study folder>/; return the README path.
+    `notes`: a YAML file of explanations (study -> row -> metric -> text), see `load_notes`."""
     root = Path(root)
-    board = build_scoreboard(root)
+    board = build_scoreboard(root, notes)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for study in board["studies"]:
