@@ -226,3 +226,29 @@ def test_notes_provenance_and_the_reproducing_command(tmp_path, capsys):
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 3 and "test_los is not a reported number" in errors[0]
     assert "notes must map study" in errors[1] and "--scoreboard" in errors[2]
+
+
+def test_copied_figures_are_compacted_and_still_images(tmp_path):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from fashionlab.studies.scoreboard import compact_png
+
+    rng = np.random.default_rng(0)
+    # A plot-like picture: few flat colours plus a little noise, saved as RGBA like matplotlib.
+    base = rng.integers(0, 6, size=(120, 160))[..., None] * np.array([40, 30, 20, 0])
+    pixels = (base + rng.integers(0, 2, size=(120, 160, 4))).astype(np.uint8)
+    pixels[..., 3] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGBA").save(buffer, "PNG")
+    small = compact_png(buffer.getvalue())
+    assert len(small) < len(buffer.getvalue())
+    with Image.open(io.BytesIO(small)) as image:
+        assert image.size == (160, 120)
+    assert compact_png(b"\x89PNG not really") == b"\x89PNG not really"
+    pixels[0, 0, 3] = 0  # transparency is kept as it is
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGBA").save(buffer, "PNG")
+    assert compact_png(buffer.getvalue()) == buffer.getvalue()

@@ -414,6 +414,25 @@ def render_markdown(board: dict[str, Any]) -> str:
 FIGURE_LINK = re.compile(r"\((figures/[A-Za-z0-9_.\-]+\.png)\)")
 
 
+def compact_png(data: bytes) -> bytes:
+    """The figure as a 256-colour PNG when that is smaller (about half, for our plots: the
+    committed evidence has a size budget), else unchanged; an unreadable one is unchanged."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.mode == "RGBA" and image.getextrema()[3][0] < 255:
+                return data  # transparent pixels: a palette would lose them
+            palette = image.convert("RGB").quantize(256, dither=Image.Dither.NONE)
+            out = io.BytesIO()
+            palette.save(out, "PNG", optimize=True)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return data
+    return out.getvalue() if out.tell() < len(data) else data
+
+
 def copy_report(folder: Path, dest: Path) -> int:
     """Copy a study folder's report.md and the figures it shows into `dest`; return bytes
     written (0 when the study has no report yet: `fashionlab report STUDY` draws one)."""
@@ -425,7 +444,7 @@ def copy_report(folder: Path, dest: Path) -> int:
     for name in sorted(set(FIGURE_LINK.findall(text))):
         source = folder / name
         if source.is_file() and not source.is_symlink():
-            data = source.read_bytes()
+            data = compact_png(source.read_bytes())
             (dest / "figures").mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(dest / name, data)
             written += len(data)
