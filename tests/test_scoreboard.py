@@ -122,6 +122,15 @@ def test_claim_verdicts_use_both_tests(tmp_path):
     assert claims["the missing one wins"]["verdict"] == "missing"
 
 
+def test_a_seed_where_b_wins_does_not_count_for_a():
+    # S0 on the AMD EPYC: M1 significantly ahead on seeds 42 and 44, M2 on seed 43.
+    verdict = claim_verdict("better", [4e-6, 0.023, 0.021], 0.43, 0.51, [True, False, True])
+    assert verdict.startswith("not supported: a is significantly ahead on 2 of 3 seeds and b on 1")
+    assert claim_verdict("better", [0.01, 0.01], 0.5, 0.04, [True, False]).startswith(
+        "supported across seeds; significant on 1 of 2"
+    )
+
+
 @pytest.mark.parametrize(
     "kind, mcnemar_p, mean_diff, t_p, starts",
     [

@@ -205,36 +205,54 @@ def attach_notes(board: dict[str, Any], notes: dict[str, dict[str, dict[str, str
                 entry["why"] = text.strip()
 
 
-def claim_verdict(kind: str, mcnemar_p: list[float], mean_diff: float, t_p: float | None) -> str:
-    """What the per-seed McNemar tests and the across-seed t-test together say of a claim."""
+def claim_verdict(
+    kind: str,
+    mcnemar_p: list[float],
+    mean_diff: float,
+    t_p: float | None,
+    a_ahead: list[bool] | None = None,
+) -> str:
+    """What the per-seed McNemar tests and the across-seed t-test together say of a claim.
+    `a_ahead[i]`: on seed i, a got more of the items the two disagree on right (McNemar's b >
+    c); a significant seed counts for a "better" claim only in a's direction."""
     if not mcnemar_p:
         return "missing"
-    seeds_differ = sum(p < SIGNIFICANCE for p in mcnemar_p)
+    ahead = a_ahead if a_ahead is not None else [mean_diff > 0] * len(mcnemar_p)
+    significant = [p < SIGNIFICANCE for p in mcnemar_p]
+    seeds_differ = sum(significant)
+    seeds_for = sum(s and a for s, a in zip(significant, ahead, strict=True))
+    seeds_against = seeds_differ - seeds_for
+    n = len(mcnemar_p)
     retrain_differs = t_p is not None and t_p < SIGNIFICANCE
     if kind == "same":
         if seeds_differ == 0 and not retrain_differs:
             return "supported: no difference on any seed or across seeds"
         if retrain_differs:
             return "contradicted: the difference survives retraining"
-        return f"mostly supported: {seeds_differ} of {len(mcnemar_p)} seeds differ, seeds do not"
+        return f"mostly supported: {seeds_differ} of {n} seeds differ, seeds do not"
     if mean_diff <= 0:
         return (
             "contradicted: b scores as high or higher"
-            if retrain_differs or seeds_differ
+            if retrain_differs or seeds_against
             else "not supported: no gain"
         )
     if t_p is None:
         return (
             "supported on the test set; one seed, so not across seeds"
-            if seeds_differ == len(mcnemar_p)
+            if seeds_for == n
             else "not significant"
         )
-    if retrain_differs and seeds_differ == len(mcnemar_p):
+    if retrain_differs and seeds_for == n:
         return "supported: on every seed and across seeds"
     if retrain_differs:
-        return f"supported across seeds; significant on {seeds_differ} of {len(mcnemar_p)} seeds"
-    if seeds_differ:
-        return f"partly: significant on {seeds_differ} of {len(mcnemar_p)} seeds, not across seeds"
+        return f"supported across seeds; significant on {seeds_for} of {n} seeds"
+    if seeds_for and seeds_against:
+        return (
+            f"not supported: a is significantly ahead on {seeds_for} of {n} seeds and b on "
+            f"{seeds_against}, and not across seeds"
+        )
+    if seeds_for:
+        return f"partly: significant on {seeds_for} of {n} seeds, not across seeds"
     return "not significant: a is ahead, but within the noise"
 
 
@@ -278,7 +296,15 @@ def claims(summary: dict[str, Any]) -> list[dict[str, Any]]:
             "sign_p_value": paired.sign_p_value,
             "wins": paired.wins,
             "losses": paired.losses,
-            "verdict": claim_verdict(kind, mcnemar_p, paired.difference.mean, paired.t_p_value),
+            "verdict": claim_verdict(
+                kind,
+                mcnemar_p,
+                paired.difference.mean,
+                paired.t_p_value,
+                [seed["b"] > seed["c"] for seed in entry["per_seed"]]
+                if all("b" in seed and "c" in seed for seed in entry["per_seed"])
+                else None,
+            ),
         }
         out.append(entry)
     return out
