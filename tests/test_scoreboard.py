@@ -261,3 +261,21 @@ def test_copied_figures_are_compacted_and_still_images(tmp_path):
     buffer = io.BytesIO()
     Image.fromarray(pixels, "RGBA").save(buffer, "PNG")
     assert compact_png(buffer.getvalue()) == buffer.getvalue()
+
+
+def test_figures_past_the_budget_are_named_not_copied(tmp_path):
+    from fashionlab.studies.scoreboard import copy_report
+
+    study = _fake_study(tmp_path / "runs" / "fake")
+    (study / "figures").mkdir()
+    for name in ("a", "b", "c"):
+        (study / "figures" / f"{name}.png").write_bytes(b"\x89PNG" + bytes(96))  # 100 bytes
+    (study / "report.md").write_text(
+        "![first](figures/a.png)\n![second](figures/b.png)\n![third](figures/c.png)\n"
+    )
+    dest = tmp_path / "board" / "fake"
+    copy_report(study, dest, budget=250)
+    assert sorted(p.name for p in (dest / "figures").iterdir()) == ["a.png", "b.png"]
+    text = (dest / "report.md").read_text()
+    assert "![second](figures/b.png)" in text and "figures/c.png)" not in text
+    assert "*third: not copied (size budget); `figures/c.png` in the study folder*" in text

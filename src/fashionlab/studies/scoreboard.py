@@ -459,21 +459,39 @@ def compact_png(data: bytes) -> bytes:
     return out.getvalue() if out.tell() < len(data) else data
 
 
-def copy_report(folder: Path, dest: Path) -> int:
-    """Copy a study folder's report.md and the figures it shows into `dest`; return bytes
-    written (0 when the study has no report yet: `fashionlab report STUDY` draws one)."""
+# Each study's copied figures stay under this, so the committed evidence of all five studies
+# fits in 8 MB; S1's report alone shows 40 rows of figures.
+FIGURE_BUDGET_BYTES = 1_500_000
+
+
+def copy_report(folder: Path, dest: Path, budget: int = FIGURE_BUDGET_BYTES) -> int:
+    """Copy a study folder's report.md and the figures it shows, in the order it shows them
+    and while they fit in `budget` bytes, into `dest`; a figure past the budget keeps its
+    caption and says where it is. Returns bytes written (0 when the study has no report yet:
+    `fashionlab report STUDY` draws one)."""
     report = folder / "report.md"
     if not report.is_file():
         return 0
     text = read_text_bounded(report, limit=16 * 2**20)
     written = 0
-    for name in sorted(set(FIGURE_LINK.findall(text))):
+    left_out = []
+    for name in dict.fromkeys(FIGURE_LINK.findall(text)):
         source = folder / name
         if source.is_file() and not source.is_symlink():
             data = compact_png(source.read_bytes())
+            if written + len(data) > budget:
+                left_out.append(name)
+                continue
             (dest / "figures").mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(dest / name, data)
             written += len(data)
+    for name in left_out:
+        text = re.sub(
+            r"!\[([^\]]*)\]\(" + re.escape(name) + r"\)",
+            lambda m, n=name: f"*{m.group(1) or 'figure'}: not copied (size budget); "
+            f"`{n}` in the study folder*",
+            text,
+        )
     dest.mkdir(parents=True, exist_ok=True)
     atomic_write_text(dest / "report.md", text)
     return written + len(text.encode())
