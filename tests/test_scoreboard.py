@@ -232,9 +232,12 @@ def test_notes_provenance_and_the_reproducing_command(tmp_path, capsys):
     notes.write_text("[1, 2]\n")
     assert main([*args, "--notes", str(notes)]) != 0
     assert main(["report", str(study), "--notes", str(notes)]) != 0
+    notes.write_text("fake: {behind: [unclosed\n")
+    assert main([*args, "--notes", str(notes)]) != 0
     errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 3 and "test_los is not a reported number" in errors[0]
+    assert len(errors) == 4 and "test_los is not a reported number" in errors[0]
     assert "notes must map study" in errors[1] and "--scoreboard" in errors[2]
+    assert "cannot read the notes" in errors[3]
 
 
 def test_copied_figures_are_compacted_and_still_images(tmp_path):

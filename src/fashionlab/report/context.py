@@ -237,6 +237,16 @@ def environment_section(run_dirs: list[Path]) -> Section:
 # ---------------------------------------------------------------- a study
 
 
+def study_train_seconds(rows: list[dict[str, Any]]) -> float:
+    """Training seconds of a study's rows, a twin's (`same_as`) counted once: its runs are its
+    original's."""
+    return sum(
+        sum(row.get("train_seconds", {}).get("values", []))
+        for row in rows
+        if not row.get("same_as")
+    )
+
+
 def study_context(study_dir: Path, summary: dict[str, Any], collected: Collected) -> ReportContext:
     rows = summary.get("rows", [])
     first_runs = {row["label"]: study_dir / row["runs"][0] for row in rows}
@@ -257,7 +267,7 @@ def study_context(study_dir: Path, summary: dict[str, Any], collected: Collected
         environment_section(all_runs),
     ]
     seeds = sorted({s for row in rows for s in row.get("seeds", [])})
-    total = sum(sum(row.get("train_seconds", {}).get("values", [])) for row in rows)
+    total = study_train_seconds(rows)
     facts = [
         ("study", summary.get("name", study_dir.name)),
         ("folder", str(study_dir)),

@@ -28,6 +28,7 @@ from fashionlab._io import (
 )
 from fashionlab.errors import ConfigError, one_line
 from fashionlab.evaluation.seeds import paired_seeds, seed_interval
+from fashionlab.report.context import study_train_seconds
 from fashionlab.studies.spec import load_study, plan_study
 
 # A reproduction within 0.7 accuracy points counts: about twice the seed-to-seed spread of
@@ -129,20 +130,23 @@ def numbers(folder: Path, summary: dict[str, Any]) -> list[dict[str, Any]]:
     return entries
 
 
+# provenance key -> the env.json field it comes from
+ENV_FIELDS = {"cpu": "cpu", "threads": "threads", "torch": "torch", "commit": "git_commit"}
+
+
 def provenance(folder: Path, summary: dict[str, Any]) -> dict[str, list[Any]]:
     """Where the study's runs were trained, from each run's env.json: CPU, torch threads,
     torch version and the code's commit."""
-    seen: dict[str, set[Any]] = {"cpu": set(), "threads": set(), "torch": set(), "commit": set()}
-    for row in summary.get("rows", []):
-        for name in row.get("runs", []):
-            try:
-                env = json.loads(read_text_bounded(folder / name / "env.json", limit=2**20))
-            except (ValueError, OSError):
-                continue
-            for key, field in (("cpu", "cpu"), ("threads", "threads"), ("torch", "torch"),
-                               ("commit", "git_commit")):  # fmt: skip
-                if env.get(field) is not None:
-                    seen[key].add(env[field])
+    seen: dict[str, set[Any]] = {key: set() for key in ENV_FIELDS}
+    names = dict.fromkeys(name for row in summary.get("rows", []) for name in row.get("runs", []))
+    for name in names:  # a twin's runs are listed twice, read once
+        try:
+            env = json.loads(read_text_bounded(folder / name / "env.json", limit=2**20))
+        except (ValueError, OSError):
+            continue
+        for key, field in ENV_FIELDS.items():
+            if env.get(field) is not None:
+                seen[key].add(env[field])
     return {key: sorted(values, key=str) for key, values in seen.items()}
 
 
@@ -162,22 +166,25 @@ def reproduce_command(summary: dict[str, Any], folder: str) -> str | None:
     return shlex.join([*parts, "--out", folder])
 
 
+def _is_notes(value: Any, depth: int = 3) -> bool:
+    """study -> row -> metric -> text: string-keyed maps `depth` deep, strings at the bottom."""
+    if depth == 0:
+        return isinstance(value, str)
+    return isinstance(value, dict) and all(
+        isinstance(key, str) and _is_notes(item, depth - 1) for key, item in value.items()
+    )
+
+
 def load_notes(path: str | Path) -> dict[str, dict[str, dict[str, str]]]:
     """A notes file: study name -> row label -> metric -> why that number is what it is."""
+    import yaml
+
     path = Path(path)
     try:
         notes = load_yaml(read_text_bounded(path, limit=2**20))
-    except (OSError, ValueError, YamlTooLarge) as exc:
+    except (OSError, ValueError, YamlTooLarge, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read the notes ({one_line(str(exc))})") from None
-    def is_map(value: Any) -> bool:
-        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
-
-    ok = is_map(notes) and all(
-        is_map(rows) and all(is_map(m) and all(isinstance(t, str) for t in m.values())
-                             for m in rows.values())  # fmt: skip
-        for rows in notes.values()
-    )
-    if not ok:
+    if not _is_notes(notes):
         raise ConfigError(
             f"{path}: notes must map study -> row label -> metric -> text, e.g. "
             "{s2: {s2-cnn: {test_loss: 'why'}}}"
@@ -326,11 +333,7 @@ def build_scoreboard(root: str | Path, notes: str | Path | None = None) -> dict[
                 "folder": folder.relative_to(root).as_posix(),  # "." when root is the study
                 "name": summary.get("name", folder.name),
                 "title": summary.get("title", ""),
-                "train_seconds": sum(  # a twin's runs are its original's: counted once
-                    sum(r.get("train_seconds", {}).get("values", []))
-                    for r in rows
-                    if not r.get("same_as")
-                ),
+                "train_seconds": study_train_seconds(rows),
                 "numbers": numbers(folder, summary),
                 "claims": claims(summary),
                 "provenance": provenance(folder, summary),
