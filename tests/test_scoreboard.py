@@ -225,6 +225,12 @@ def test_notes_provenance_and_the_reproducing_command(tmp_path, capsys):
         f"--workers 2 --out {folder}"
     )
     assert f"Command: `{command}`" in text
+    assert "Partial:" not in text
+    # A study aggregated part-way (--report-only) says how far it got.
+    summary["runs_complete"] = {"complete": 9, "planned": 12}
+    (study / "study.json").write_text(json.dumps(summary))
+    assert main([*args, "--notes", str(notes)]) == 0
+    assert "**Partial: 9 of 12 runs are complete.**" in (out / "README.md").read_text()
     # A note that names no number, or a malformed notes file, is a one-line error.
     capsys.readouterr()
     notes.write_text("fake:\n  behind:\n    test_los: typo\n")

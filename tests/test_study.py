@@ -9,6 +9,7 @@ import pytest
 
 from fashionlab.cli import main
 from fashionlab.errors import ConfigError
+from fashionlab.runs.folder import STUDY_MARKER
 from fashionlab.studies import load_study, plan_study, run_study
 
 TINY = "overrides: {epochs: 1, train_subset: 256, eval_subset: 300, batch_size: 64}\n"
@@ -96,11 +97,36 @@ def test_study_runs_resumes_and_aggregates(tmp_path):
     # An interrupted study resumes: delete one run's completion marker, run again.
     stamp = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/model.safetensors")}
     (out / "CNN-seed2" / "complete").unlink()
+
+    # --report-only trains nothing: the incomplete run is left out, the count says so.
+    run_study(path, tmp_path / "out", quiet=True, make_report=False, report_only=True)
+    assert not (out / "CNN-seed2" / "complete").exists()
+    partial = json.loads((out / "study.json").read_text())
+    assert partial["runs_complete"] == {"complete": 3, "planned": 4}  # CNN2 is CNN's twin
+    rows = {r["label"]: r for r in partial["rows"]}
+    assert rows["CNN"]["seeds"] == [1] and rows["MLP"]["test_accuracy"]["n"] == 2
+    assert [c["seed"] for c in partial["comparisons"][0]["per_seed"]] == [1]
+
     run_study(path, tmp_path / "out", quiet=True, make_report=False)
     again = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/model.safetensors")}
     assert (out / "CNN-seed2" / "complete").exists()
     changed = sorted(name for name in stamp if stamp[name] != again[name])
     assert changed == ["CNN-seed2"]  # only the unfinished run was trained again
+    assert json.loads((out / "study.json").read_text())["runs_complete"]["complete"] == 4
+
+
+def test_report_only_refuses_a_folder_with_nothing_to_report(tmp_path, capsys):
+    path = write(tmp_path, "name: r\nseeds: [1]\n" + TINY + "runs:\n  - {model: s4-ann}\n")
+    args = ["study", str(path), "--report-only", "--quiet", "--out"]
+    assert main([*args, str(tmp_path / "nowhere")]) != 0
+    assert not (tmp_path / "nowhere").exists()  # nothing created
+    (tmp_path / "begun").mkdir()
+    (tmp_path / "begun" / STUDY_MARKER).touch()
+    assert main([*args, str(tmp_path / "begun")]) != 0
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2
+    assert "is not a study folder; run the study first" in errors[0]
+    assert "no run of the study" in errors[1] and "complete yet" in errors[1]
 
 
 def test_evaluate_a_whole_study(tmp_path, capsys):

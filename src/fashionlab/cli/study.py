@@ -40,6 +40,12 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="validate and list the runs without training"
     )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: aggregate and report the runs that are complete so far (the "
+        "others are listed as missing), e.g. while a long study runs",
+    )
     parser.add_argument("--overwrite", action="store_true", help="delete the study folder first")
     parser.add_argument(
         "--backend",
@@ -95,6 +101,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         workers=args.workers or (1 if args.backend == "local" else os.cpu_count() or 1),
         address=args.address,
         loggers=args.log,
+        report_only=args.report_only,
     )
     print(out / "report.html")
     return 0

@@ -58,8 +58,9 @@ def aggregate(study: StudySpec, planned: list[PlannedRun]) -> dict[str, Any]:
     comparisons = []
     for cmp in study.compare:
         per_seed = []
-        for ra in by_label[cmp.a]:
-            rb = next((r for r in by_label[cmp.b] if r.seed == ra.seed), None)
+        # A partial aggregate (report-only) may have no complete run of a or b yet.
+        for ra in by_label.get(cmp.a, []):
+            rb = next((r for r in by_label.get(cmp.b, []) if r.seed == ra.seed), None)
             if rb is None:
                 continue
             pa, pb = load_predictions(ra.run_dir), load_predictions(rb.run_dir)

@@ -16,11 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from fashionlab._io import atomic_write_json, atomic_write_text, read_text_bounded
+from fashionlab.errors import ConfigError
 from fashionlab.report import write_report
 from fashionlab.robustness import score_robustness
 from fashionlab.runs.folder import (
     STUDY_MARKER,
     claim_folder,
+    is_complete,
+    is_ours,
     mark,
     prepare_folder,
 )
@@ -43,6 +46,7 @@ def run_study(
     workers: int = 1,
     address: str | None = None,
     loggers: Sequence[str] | str | None = None,
+    report_only: bool = False,
 ) -> Path:
     """Run (or resume) a study and write its aggregate and report; returns the study folder.
 
@@ -51,7 +55,9 @@ def run_study(
     Ray Tune trials on a local Ray instance or the cluster at `address`. Every backend writes
     the same run folders, so the aggregate and report do not depend on it. `loggers`
     ('tensorboard', 'mlflow'): each run logs there too, the study being an MLflow experiment
-    whose store is the study folder's mlflow.db unless MLFLOW_TRACKING_URI is set."""
+    whose store is the study folder's mlflow.db unless MLFLOW_TRACKING_URI is set.
+    `report_only`: train nothing; aggregate and report the runs that are complete, the others
+    listed as missing (a long study looked at while it runs, or after it was stopped)."""
     check_backend(backend, workers, address)
     study = load_study(path)
     if seeds:
@@ -60,6 +66,11 @@ def run_study(
             spec.seeds = None
     out = Path(out_dir) if out_dir else Path("runs") / study.name
     planned = plan_study(study, out, overrides, source=str(path))
+    # The same record as the training invocation, so the scoreboard's command still trains it.
+    invocation = {"study_file": str(path), "seeds": list(seeds) if seeds else None,
+                  "overrides": dict(overrides or {}), "workers": workers}  # fmt: skip
+    if report_only:
+        return _report_partial(out, study, planned, quiet, data_dir, make_report, invocation)
     tracking = TrackingSettings.of(loggers, out, study.name)
     tracking.check()
     with claim_folder(out, "study"):
@@ -67,9 +78,6 @@ def run_study(
             prepare_folder(out, overwrite=True, marker=STUDY_MARKER)
         mark(out, STUDY_MARKER)
         tracking.prepare()
-        # What the scoreboard needs to print the command that reproduces the study.
-        invocation = {"study_file": str(path), "seeds": list(seeds) if seeds else None,
-                      "overrides": dict(overrides or {}), "workers": workers}  # fmt: skip
         return _run_in(out, study, planned, path, backend, workers, address, quiet, data_dir,
                        make_report, tracking, invocation)  # fmt: skip
 
@@ -92,6 +100,7 @@ def _run_in(
     started = time.perf_counter()
     details = run_planned(planned, backend, workers, address, quiet, data_dir, tracking)
     summary = aggregate(study, planned)
+    summary["runs_complete"] = runs_complete(planned)
     summary["wall_seconds_this_invocation"] = time.perf_counter() - started
     summary["invocation"] = invocation
     summary["backend"] = {"name": backend, "workers": workers, "address": address}
@@ -102,6 +111,41 @@ def _run_in(
         spec = study.robustness
         score_robustness(out, spec.corruptions, spec.severities, spec.items, spec.seed,
                    spec.reference, data_dir=data_dir, quiet=quiet, make_report=False)  # fmt: skip
+    if make_report:
+        html = write_report(out, data_dir=data_dir)
+        if not quiet:
+            print(f"report: {html}", file=sys.stderr)
+    return out
+
+
+def runs_complete(planned: list[PlannedRun]) -> dict[str, int]:
+    """How many of the study's run folders are complete (a twin's folder counted once)."""
+    folders = {run.run_dir for run in planned}
+    return {"complete": sum(is_complete(f) for f in folders), "planned": len(folders)}
+
+
+def _report_partial(
+    out: Path,
+    study: StudySpec,
+    planned: list[PlannedRun],
+    quiet: bool,
+    data_dir: str | Path | None,
+    make_report: bool,
+    invocation: dict[str, Any],
+) -> Path:
+    # No claim on the folder: a study training in it keeps its claim, and writes its own
+    # study.json when it ends. Only complete runs are read; their marker is written last.
+    if not is_ours(out, STUDY_MARKER):
+        raise ConfigError(
+            f"{out} is not a study folder; run the study first (without --report-only)"
+        )
+    done = [run for run in planned if is_complete(run.run_dir)]
+    if not done:
+        raise ConfigError(f"no run of the study in {out} is complete yet; nothing to report")
+    summary = aggregate(study, done)
+    summary["runs_complete"] = runs_complete(planned)
+    summary["invocation"] = invocation
+    atomic_write_json(out / "study.json", summary)
     if make_report:
         html = write_report(out, data_dir=data_dir)
         if not quiet:

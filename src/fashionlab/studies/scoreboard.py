@@ -338,6 +338,7 @@ def build_scoreboard(root: str | Path, notes: str | Path | None = None) -> dict[
                 "claims": claims(summary),
                 "provenance": provenance(folder, summary),
                 "command": reproduce_command(summary, folder.as_posix()),
+                "runs_complete": summary.get("runs_complete"),
             }
         )
     board = {"tolerance_points": TOLERANCE_POINTS, "significance": SIGNIFICANCE, "studies": studies}
@@ -352,6 +353,19 @@ def _pct(value: float | None) -> str:
 
 def _raw(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
+
+
+def _progress_lines(study: dict[str, Any]) -> list[str]:
+    """A line only for a study still short of runs (aggregated with --report-only)."""
+    done = study.get("runs_complete")
+    if not done or done["complete"] >= done["planned"]:
+        return []
+    return [
+        "",
+        f"**Partial: {done['complete']} of {done['planned']} runs are complete.** Rows and "
+        "claims without their runs are *missing*; a row's n counts only its complete seeds. "
+        "The command below resumes the study.",
+    ]
 
 
 def _provenance_lines(study: dict[str, Any]) -> list[str]:
@@ -395,6 +409,7 @@ def render_markdown(board: dict[str, Any]) -> str:
                 if study.get("report")
                 else ""
             ),
+            *_progress_lines(study),
             *_provenance_lines(study),
             "",
             "| row | metric | reported | ours | 95% interval | precision | difference | verdict |",
