@@ -10,7 +10,7 @@ import pytest
 from fashionlab.cli import main
 from fashionlab.errors import ConfigError
 from fashionlab.runs.folder import STUDY_MARKER
-from fashionlab.studies import load_study, plan_study, run_study
+from fashionlab.studies import load_study, plan_study, run_study, select_runs
 
 TINY = "overrides: {epochs: 1, train_subset: 256, eval_subset: 300, batch_size: 64}\n"
 
@@ -127,6 +127,45 @@ def test_report_only_refuses_a_folder_with_nothing_to_report(tmp_path, capsys):
     assert len(errors) == 2
     assert "is not a study folder; run the study first" in errors[0]
     assert "no run of the study" in errors[1] and "complete yet" in errors[1]
+
+
+def test_only_selects_labels_and_the_runs_they_read(tmp_path):
+    path = write(
+        tmp_path,
+        "name: o\nseeds: [1, 2]\nruns:\n  - {label: mlp, model: numpy-mlp}\n"
+        "  - label: cnn\n    model: s1-cnn5\n    grid: {model_args.pooling: [max, avg]}\n"
+        "  - {label: feat, model: numpy-mlp, features_from: 'cnn[pooling=avg]', seeds: [2]}\n",
+    )
+    planned = plan_study(load_study(path), tmp_path / "o")
+
+    def picked(*patterns):
+        return [(r.label, r.seed) for r in select_runs(planned, list(patterns))]
+
+    # Brackets are literal, not fnmatch's character classes; plan order is kept.
+    assert picked("cnn[pooling=max]") == [("cnn[pooling=max]", 1), ("cnn[pooling=max]", 2)]
+    assert picked("cnn*") == [(r.label, r.seed) for r in planned if r.label.startswith("cnn")]
+    # A feature run brings the CNN run it reads, under its own seed only.
+    assert picked("fe?t") == [("cnn[pooling=avg]", 2), ("feat", 2)]
+    with pytest.raises(ConfigError, match="--only 'cnn\\[pooling=global\\]' matches no run"):
+        select_runs(planned, ["cnn[pooling=global]"])
+
+
+def test_only_trains_a_slice_and_reports_the_rest_missing(tmp_path, capsys):
+    path = write(
+        tmp_path,
+        "name: s\nseeds: [1, 2]\n" + TINY + "runs:\n  - {label: MLP, model: s4-ann}\n"
+        "  - {label: CNN, model: s4-cnn1}\ncompare:\n  - {a: CNN, b: MLP}\n",
+    )
+    out = tmp_path / "out"
+    assert main(["study", str(path), "--only", "MLP", "--quiet", "--out", str(out)]) == 0
+    assert sorted(p.parent.name for p in out.glob("*/complete")) == ["MLP-seed1", "MLP-seed2"]
+    summary = json.loads((out / "study.json").read_text())
+    assert summary["runs_complete"] == {"complete": 2, "planned": 4}
+    assert summary["invocation"]["only"] == ["MLP"]
+    assert [r["label"] for r in summary["rows"]] == ["MLP"]
+    assert main(["study", str(path), "--only", "CNN,nothing*", "--out", str(out)]) == 2
+    assert "'nothing*' matches no run label" in capsys.readouterr().err
+    assert not list(out.glob("CNN-*"))  # a bad pattern trains nothing
 
 
 def test_evaluate_a_whole_study(tmp_path, capsys):

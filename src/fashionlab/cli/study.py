@@ -10,7 +10,7 @@ from fashionlab.cli.commands import COMMANDS
 from fashionlab.cli.options import add_data_options, add_tracking_options
 from fashionlab.config import parse_set_options
 from fashionlab.runs import is_complete
-from fashionlab.studies import load_study, plan_study, run_study
+from fashionlab.studies import load_study, plan_study, run_study, select_runs
 
 
 def register(subparsers) -> None:
@@ -45,6 +45,15 @@ def register(subparsers) -> None:
         action="store_true",
         help="train nothing: aggregate and report the runs that are complete so far (the "
         "others are listed as missing), e.g. while a long study runs",
+    )
+    parser.add_argument(
+        "--only",
+        type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+        default=None,
+        metavar="LABELS",
+        help="comma-separated run labels, * and ? as wildcards: train only those runs (and the "
+        "CNN runs their features come from), then report every complete run, e.g. "
+        "--only 'mlp-784-128-*,cnn5-16x5-*'",
     )
     parser.add_argument("--overwrite", action="store_true", help="delete the study folder first")
     parser.add_argument(
@@ -83,7 +92,10 @@ def cmd_study(args: argparse.Namespace) -> int:
             for spec in study.runs:
                 spec.seeds = None
         out = args.out or Path("runs") / study.name
-        for run in plan_study(study, out, overrides, source=str(args.file)):
+        planned = plan_study(study, out, overrides, source=str(args.file))
+        if args.only:
+            planned = select_runs(planned, args.only, source=str(args.file))
+        for run in planned:
             state = "complete" if is_complete(run.run_dir) else "to run"
             if run.same_as is not None:
                 state = f"= {run.same_as}"  # a twin: trained once, under the other name
@@ -102,6 +114,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         address=args.address,
         loggers=args.log,
         report_only=args.report_only,
+        only=args.only,
     )
     print(out / "report.html")
     return 0

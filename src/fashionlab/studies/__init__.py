@@ -10,7 +10,14 @@ from fashionlab.studies.aggregate import aggregate, identical_architectures
 from fashionlab.studies.evaluate import evaluate_study
 from fashionlab.studies.execute import execute_run, resolve_features_source
 from fashionlab.studies.runner import run_study
-from fashionlab.studies.spec import PlannedRun, StudySpec, TuneSpec, load_study, plan_study
+from fashionlab.studies.spec import (
+    PlannedRun,
+    StudySpec,
+    TuneSpec,
+    load_study,
+    plan_study,
+    select_runs,
+)
 
 __all__ = [
     "PlannedRun",
@@ -24,4 +31,5 @@ __all__ = [
     "plan_study",
     "resolve_features_source",
     "run_study",
+    "select_runs",
 ]

@@ -29,7 +29,7 @@ from fashionlab.runs.folder import (
 )
 from fashionlab.studies.aggregate import aggregate
 from fashionlab.studies.backends import check_backend, run_planned
-from fashionlab.studies.spec import PlannedRun, StudySpec, load_study, plan_study
+from fashionlab.studies.spec import PlannedRun, StudySpec, load_study, plan_study, select_runs
 from fashionlab.tracking import TrackingSettings
 
 
@@ -47,6 +47,7 @@ def run_study(
     address: str | None = None,
     loggers: Sequence[str] | str | None = None,
     report_only: bool = False,
+    only: Sequence[str] | None = None,
 ) -> Path:
     """Run (or resume) a study and write its aggregate and report; returns the study folder.
 
@@ -57,7 +58,9 @@ def run_study(
     ('tensorboard', 'mlflow'): each run logs there too, the study being an MLflow experiment
     whose store is the study folder's mlflow.db unless MLFLOW_TRACKING_URI is set.
     `report_only`: train nothing; aggregate and report the runs that are complete, the others
-    listed as missing (a long study looked at while it runs, or after it was stopped)."""
+    listed as missing (a long study looked at while it runs, or after it was stopped).
+    `only`: label patterns (`*`, `?`); train just those runs and the runs they read, then
+    report every complete run of the study (a slice of a big study, the rest missing)."""
     check_backend(backend, workers, address)
     study = load_study(path)
     if seeds:
@@ -66,9 +69,11 @@ def run_study(
             spec.seeds = None
     out = Path(out_dir) if out_dir else Path("runs") / study.name
     planned = plan_study(study, out, overrides, source=str(path))
+    selected = select_runs(planned, list(only), source=str(path)) if only else planned
     # The same record as the training invocation, so the scoreboard's command still trains it.
     invocation = {"study_file": str(path), "seeds": list(seeds) if seeds else None,
-                  "overrides": dict(overrides or {}), "workers": workers}  # fmt: skip
+                  "overrides": dict(overrides or {}), "workers": workers,
+                  "only": list(only) if only else None}  # fmt: skip
     if report_only:
         return _report_partial(out, study, planned, quiet, data_dir, make_report, invocation)
     tracking = TrackingSettings.of(loggers, out, study.name)
@@ -78,14 +83,15 @@ def run_study(
             prepare_folder(out, overwrite=True, marker=STUDY_MARKER)
         mark(out, STUDY_MARKER)
         tracking.prepare()
-        return _run_in(out, study, planned, path, backend, workers, address, quiet, data_dir,
-                       make_report, tracking, invocation)  # fmt: skip
+        return _run_in(out, study, planned, selected, path, backend, workers, address, quiet,
+                       data_dir, make_report, tracking, invocation)  # fmt: skip
 
 
 def _run_in(
     out: Path,
     study: StudySpec,
     planned: list[PlannedRun],
+    selected: list[PlannedRun],
     path: str | Path,
     backend: str,
     workers: int,
@@ -98,8 +104,9 @@ def _run_in(
 ) -> Path:
     atomic_write_text(out / "study.yaml", read_text_bounded(path))
     started = time.perf_counter()
-    details = run_planned(planned, backend, workers, address, quiet, data_dir, tracking)
-    summary = aggregate(study, planned)
+    details = run_planned(selected, backend, workers, address, quiet, data_dir, tracking)
+    # A slice leaves runs out: the aggregate reads the complete ones, the rest are missing.
+    summary = aggregate(study, [run for run in planned if is_complete(run.run_dir)])
     summary["runs_complete"] = runs_complete(planned)
     summary["wall_seconds_this_invocation"] = time.perf_counter() - started
     summary["invocation"] = invocation

@@ -400,3 +400,41 @@ def plan_study(
     for i, j in find_twins([p.config for p in planned]).items():
         planned[i].same_as, planned[i].run_dir = planned[j].label, planned[j].run_dir
     return planned
+
+
+# ---------------------------------------------------------------- a slice of the plan
+
+
+def _label_pattern(pattern: str) -> re.Pattern[str]:
+    # Only * and ? are wildcards: labels of grid points hold brackets ("cnn[pooling=max]"),
+    # which fnmatch would read as character classes.
+    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile("".join(parts))
+
+
+def select_runs(
+    planned: list[PlannedRun], patterns: list[str], source: str = "study"
+) -> list[PlannedRun]:
+    """The planned runs whose label matches one of `patterns` (`*` and `?` wildcards), plus
+    the runs they need: the CNN run a feature run reads and the original of a twin, under the
+    same seed. Plan order is kept. A pattern that matches no label is an error."""
+    labels = list(dict.fromkeys(run.label for run in planned))
+    chosen: set[str] = set()
+    for pattern in patterns:
+        regex = _label_pattern(pattern)
+        matched = [label for label in labels if regex.fullmatch(label)]
+        if not matched:
+            raise ConfigError(
+                f"{source}: --only {pattern!r} matches no run label (labels: {', '.join(labels)})"
+            )
+        chosen.update(matched)
+    keep = {(run.label, run.seed) for run in planned if run.label in chosen}
+    grown = True
+    while grown:  # a needed run may need another (a feature run reading a twin)
+        size = len(keep)
+        for run in planned:
+            if (run.label, run.seed) in keep:
+                keep.update((needed, run.seed) for needed in (run.features_from, run.same_as)
+                            if needed is not None)  # fmt: skip
+        grown = len(keep) > size
+    return [run for run in planned if (run.label, run.seed) in keep]
