@@ -5,9 +5,13 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import os
+import signal
 import socket
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -288,3 +292,41 @@ def test_something_that_is_not_a_ray_cluster_is_one_line(monkeypatch):
     with pytest.raises(ConfigError, match=r"cannot join a Ray cluster at 10\.0\.0\.9:6379: Fail"):
         with backends.ray_session("10.0.0.9:6379", quiet=True):
             pass
+
+
+def _alive(pid: int) -> bool:
+    try:  # an orphan that nobody reaps stays in /proc as a zombie: that one is gone too
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the process table in /proc")
+def test_pool_workers_end_when_the_study_is_killed(tmp_path: Path) -> None:
+    study = tmp_path / "long.yaml"
+    study.write_text(
+        "name: long\nseeds: [1, 2]\n"
+        "overrides: {train_subset: 600, eval_subset: 200, epochs: 2000}\nruns:\n  - {model: mlp}\n"
+    )
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "fashionlab", "study", str(study), "--workers", "2"]
+    parent = subprocess.Popen([*command, "--quiet", "--out", str(out)])
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(out.glob("*/history.csv"))) < 2:  # both workers are training
+            assert parent.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        tasks = Path(f"/proc/{parent.pid}/task").iterdir()
+        workers = [int(pid) for task in tasks for pid in (task / "children").read_text().split()]
+        assert workers
+        parent.send_signal(signal.SIGTERM)  # no chance to shut the pool down
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in workers), "orphaned workers are still training"
+    finally:
+        parent.kill()
+        for pid in filter(_alive, workers):  # when the test fails, leave nothing behind
+            os.kill(pid, signal.SIGKILL)

@@ -231,6 +231,10 @@ def test_notes_provenance_and_the_reproducing_command(tmp_path, capsys):
     (study / "study.json").write_text(json.dumps(summary))
     assert main([*args, "--notes", str(notes)]) == 0
     assert "**Partial: 9 of 12 runs are complete.**" in (out / "README.md").read_text()
+    summary["invocation"]["only"] = ["close", "be*"]  # a slice trained with --only
+    (study / "study.json").write_text(json.dumps(summary))
+    assert main([*args, "--notes", str(notes)]) == 0
+    assert "--set epochs=2 --only 'close,be*' --workers 2 --out" in (out / "README.md").read_text()
     # A note that names no number, or a malformed notes file, is a one-line error.
     capsys.readouterr()
     notes.write_text("fake:\n  behind:\n    test_los: typo\n")
@@ -288,3 +292,34 @@ def test_figures_past_the_budget_are_named_not_copied(tmp_path):
     text = (dest / "report.md").read_text()
     assert "![second](figures/b.png)" in text and "figures/c.png)" not in text
     assert "*third: not copied (size budget); `figures/c.png` in the study folder*" in text
+
+
+def test_update_keeps_the_studies_whose_folders_are_elsewhere(tmp_path, capsys):
+    _fake_study(tmp_path / "old-runs" / "fake")
+    (tmp_path / "old-runs" / "fake" / "report.md").write_text("# Fake\n")
+    other = _fake_study(tmp_path / "new-runs" / "other")
+    summary = json.loads((other / "study.json").read_text())
+    summary["name"], summary["title"] = "other", "Other study"
+    (other / "study.json").write_text(json.dumps(summary))
+    out = tmp_path / "board"
+    notes = tmp_path / "notes.yaml"
+    notes.write_text("fake:\n  behind:\n    test_loss: kept study, current note\n")
+    board = ["report", "--scoreboard"]
+    assert main([*board, str(tmp_path / "old-runs"), "--out", str(out)]) == 0
+    update = [*board, str(tmp_path / "new-runs"), "--out", str(out), "--update"]
+    assert main([*update, "--notes", str(notes)]) == 0
+    text = (out / "README.md").read_text()
+    assert "## Fake study (`fake`)" in text and "## Other study (`other`)" in text
+    assert "[fake/report.md](fake/report.md)" in text  # the kept study's copy is still linked
+    assert "- **behind, test_loss**: kept study, current note" in text
+    names = [s["name"] for s in json.loads((out / "scoreboard.json").read_text())["studies"]]
+    assert names == ["fake", "other"]
+    # Without --update the scoreboard is what PATH holds; a broken one refuses --update.
+    assert main([*board, str(tmp_path / "new-runs"), "--out", str(out)]) == 0
+    assert "## Fake study" not in (out / "README.md").read_text()
+    (out / "scoreboard.json").write_text("{not json")
+    capsys.readouterr()
+    assert main(update) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a scoreboard" in err[0] and "without --update" in err[0]
+    assert main(["report", str(other), "--update"]) != 0

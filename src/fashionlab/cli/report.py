@@ -33,6 +33,12 @@ def register(subparsers) -> None:
         help="with --scoreboard: a YAML file of explanations, study -> row -> metric -> text, "
         "printed beside the numbers they name",
     )
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="with --scoreboard: keep the studies already in OUT/scoreboard.json that are not "
+        "under PATH (their run folders are elsewhere), replacing the ones that are",
+    )
     add_data_options(parser)
     parser.set_defaults(func=cmd_report)
 
@@ -46,10 +52,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         if args.out is None:
             raise ConfigError("--scoreboard needs --out FOLDER for README.md and scoreboard.json")
-        print(write_scoreboard(args.path, args.out, notes=args.notes))
+        print(write_scoreboard(args.path, args.out, notes=args.notes, update=args.update))
         return 0
-    if args.notes is not None:
-        raise ConfigError("--notes goes with --scoreboard")
+    if args.notes is not None or args.update:
+        raise ConfigError("--notes and --update go with --scoreboard")
     if args.out is not None:
         raise ConfigError("--out goes with --scoreboard; a run's report is written into its folder")
 

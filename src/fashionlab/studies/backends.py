@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -125,9 +127,27 @@ def _run_sequential(
 # ---------------------------------------------------------------- local process pool
 
 
-def _init_worker(threads: int) -> None:
+PARENT_CHECK_SECONDS = 2.0
+
+
+def watch_parent(parent_pid: int, interval: float = PARENT_CHECK_SECONDS) -> None:
+    """End this process once `parent_pid` is no longer its parent. A study stopped by a signal
+    (kill, a scheduler's time limit) cannot shut its pool down; orphaned workers would go on
+    writing run folders that the next invocation, which claims the study folder afresh, trains
+    too. A run cut off this way is resumed by the next invocation."""
+
+    def check() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=check, name="watch-parent", daemon=True).start()
+
+
+def _init_worker(threads: int, parent_pid: int) -> None:
     import torch
 
+    watch_parent(parent_pid)
     torch.set_num_threads(threads)
 
 
@@ -153,7 +173,8 @@ def _run_pool(
     index = {id(run): i for i, run in enumerate(planned)}
     # spawn, not fork: a forked child inherits torch's OpenMP thread pool in a broken state.
     with ProcessPoolExecutor(
-        workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(threads,)
+        workers, mp_context=get_context("spawn"), initializer=_init_worker,
+        initargs=(threads, os.getpid()),
     ) as pool:
         futures = {
             pool.submit(_pool_task, index[id(run)], planned, data_dir, tracking): run

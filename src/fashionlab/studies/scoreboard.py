@@ -161,6 +161,8 @@ def reproduce_command(summary: dict[str, Any], folder: str) -> str | None:
         parts += ["--seeds", ",".join(str(seed) for seed in invocation["seeds"])]
     for key, value in invocation.get("overrides", {}).items():
         parts += ["--set", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
+    if invocation.get("only"):
+        parts += ["--only", ",".join(invocation["only"])]
     if invocation.get("workers", 1) > 1:
         parts += ["--workers", str(invocation["workers"])]
     return shlex.join([*parts, "--out", folder])
@@ -515,20 +517,56 @@ def copy_report(folder: Path, dest: Path, budget: int = FIGURE_BUDGET_BYTES) -> 
     return written + len(text.encode())
 
 
+def _previous_studies(path: Path) -> list[dict[str, Any]]:
+    """The studies of an earlier scoreboard.json (none when there is no file)."""
+    if not path.is_file():
+        return []
+    try:
+        studies = json.loads(read_text_bounded(path, limit=64 * 2**20))["studies"]
+        if not all(isinstance(s, dict) and isinstance(s["name"], str) for s in studies):
+            raise TypeError("a study entry without a name")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"{path}: not a scoreboard ({one_line(str(exc))}); write it afresh without --update"
+        ) from None
+    return studies
+
+
+def _merge_studies(
+    previous: list[dict[str, Any]], found: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The studies found replace the previous entries of the same name; the previous others
+    stay as they were. Ordered by name, as the study folders are."""
+    by_name = {study["name"]: study for study in previous}
+    for study in previous:
+        for number in study.get("numbers", []):
+            number.pop("why", None)  # attached again from the current notes file
+    by_name.update({study["name"]: study for study in found})
+    return [by_name[name] for name in sorted(by_name)]
+
+
 def write_scoreboard(
     root: str | Path,
     out_dir: str | Path,
     copy_reports: bool = True,
     notes: str | Path | None = None,
+    update: bool = False,
 ) -> Path:
     """Write OUT/README.md (the scoreboard) and OUT/scoreboard.json, and with `copy_reports`
     each study's report.md and its figures into OUT/<study folder>/; return the README path.
-    `notes`: a YAML file of explanations (study -> row -> metric -> text), see `load_notes`."""
+    `notes`: a YAML file of explanations (study -> row -> metric -> text), see `load_notes`.
+    `update`: the studies of OUT/scoreboard.json that are not under `root` keep their
+    entries and copied reports (one study re-run while the others' run folders are elsewhere)."""
     root = Path(root)
-    board = build_scoreboard(root, notes)
     out = Path(out_dir)
+    board = build_scoreboard(root)
+    found = list(board["studies"])
+    if update:
+        board["studies"] = _merge_studies(_previous_studies(out / "scoreboard.json"), found)
+    if notes is not None:  # before anything is written: a note naming no number is an error
+        attach_notes(board, load_notes(notes))
     out.mkdir(parents=True, exist_ok=True)
-    for study in board["studies"]:
+    for study in found:
         study["report"] = None
         if copy_reports:
             slug = study["name"] if study["folder"] == "." else study["folder"].replace("/", "--")
