@@ -32,6 +32,7 @@ def test_numpy_mlp_writes_a_standard_run_folder(tmp_path):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test_accuracy"] > 0.6 and metrics["params"] == 784 * 64 + 64 + 64 * 10 + 10
+    assert metrics["precision_used"] == "fp32"  # the reports' precision column
     assert len(load_history(run)) == 3
     assert load_predictions(run)["logits"].shape == (300, 10)
     assert evaluate_run(run)["matches_stored"]

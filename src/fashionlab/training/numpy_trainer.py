@@ -152,6 +152,8 @@ def train_numpy_run(
             "epochs_run": len(history),
             "best_val_loss": min(r["val_loss"] for r in history),
             "evaluated_weights": "best",
+            # The reports' precision column: the estimator's float width (no autocast here).
+            "precision_used": "fp32" if np.dtype(estimator.dtype) == np.float32 else "fp64",
             "train_seconds": seconds,
             "seconds_per_epoch": seconds / max(len(history), 1),
             "seed": config.seed,
