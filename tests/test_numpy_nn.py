@@ -165,6 +165,32 @@ def test_same_random_state_gives_identical_results() -> None:
     assert not np.array_equal(other.coefs_[0], runs[0].coefs_[0])
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"dropout": 0.3, "shift": 1, "flip": True},  # every random stream
+        {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9},  # a momentum buffer
+    ],
+    ids=["adam-dropout-augment", "sgd-momentum"],
+)
+def test_a_fit_resumed_from_its_state_equals_the_uninterrupted_fit(overrides) -> None:
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((400, 16)), rng.integers(0, 3, 400)  # 4x4 "images" for shift
+    Xv, yv = rng.standard_normal((100, 16)), rng.integers(0, 3, 100)
+    states: list[dict] = []
+    whole = small_model(max_epochs=6, **overrides).fit(X, y, Xv, yv, state_callback=states.append)
+    assert [s["epoch"] for s in states] == [1, 2, 3, 4, 5]  # none after the last epoch
+    resumed = small_model(max_epochs=6, **overrides).fit(X, y, Xv, yv, resume_state=states[2])
+    for a, b in zip(whole.coefs_ + whole.intercepts_, resumed.coefs_ + resumed.intercepts_,
+                    strict=True):  # fmt: skip
+        np.testing.assert_array_equal(a, b)
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in whole.history_]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.history_]
+    assert resumed.best_epoch_ == whole.best_epoch_
+    with pytest.raises(ValueError, match="do not fit this network"):
+        small_model(hidden_layers=(8,), max_epochs=6).fit(X, y, Xv, yv, resume_state=states[2])
+
+
 def test_save_load_round_trip(tmp_path: Path) -> None:
     X, y, Xv, yv = teacher_problem()
     labels = np.array([10, 20, 30, 40])

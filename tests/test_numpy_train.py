@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 
+import numpy as np
 import pytest
 
 from fashionlab.cli import main
@@ -36,6 +38,37 @@ def test_numpy_mlp_writes_a_standard_run_folder(tmp_path):
     assert len(load_history(run)) == 3
     assert load_predictions(run)["logits"].shape == (300, 10)
     assert evaluate_run(run)["matches_stored"]
+
+
+def test_an_interrupted_numpy_run_resumes_from_its_last_epoch(tmp_path, capsys):
+    config = build_config("numpy-mlp", {**TINY, "epochs": 4, "model_args": {"dropout": 0.2}})
+    whole = train(config, tmp_path / "whole", quiet=True)
+    assert (whole / "checkpoint.pt").is_file()  # the state after epoch 3, the last one kept
+    # The same run stopped after epoch 3: its folder as it was before the last epoch.
+    cut = tmp_path / "cut" / whole.name
+    shutil.copytree(whole, cut)
+    for name in ("complete", "metrics.json", "model.npz", "model.json", "predictions.npz"):
+        (cut / name).unlink()
+    (cut / "history.csv").write_text(
+        "\n".join((whole / "history.csv").read_text().splitlines()[:4]) + "\n"
+    )
+    assert main(["train", "--resume", str(cut), "--quiet"]) == 0
+    assert (cut / "complete").exists()
+    a, b = load_predictions(whole), load_predictions(cut)
+    assert np.array_equal(a["logits"], b["logits"])  # epoch 4 trained again, bit for bit
+    losses = [[r["val_loss"] for r in load_history(run)] for run in (whole, cut)]
+    assert losses[0] == losses[1] and len(losses[1]) == 4
+    # Resumed, not retrained: epochs 1-3 keep the timings they were measured with.
+    seconds = [[r["seconds"] for r in load_history(run)] for run in (whole, cut)]
+    assert seconds[1][:3] == seconds[0][:3] and seconds[1][3] != seconds[0][3]
+    # A checkpoint that is not one is a one-line error, and nothing is trained from it.
+    for name in ("complete", "metrics.json"):
+        (cut / name).unlink()
+    (cut / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(cut), "--quiet"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "checkpoint" in err[0] and "--overwrite" in err[0]
 
 
 def test_numpy_mlp_recipe_is_s1():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -43,3 +44,15 @@ class EarlyStopping:
         else:
             self.bad_epochs += 1
         return self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        weights = None if self.best_weights is None else self.best_weights.copy()
+        return {"best_loss": self.best_loss, "best_epoch": self.best_epoch,
+                "best_weights": weights, "bad_epochs": self.bad_epochs}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_loss = float(state["best_loss"])
+        self.best_epoch = None if state["best_epoch"] is None else int(state["best_epoch"])
+        weights = state["best_weights"]
+        self.best_weights = None if weights is None else np.array(weights, copy=True)
+        self.bad_epochs = int(state["bad_epochs"])

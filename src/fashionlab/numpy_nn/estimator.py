@@ -147,10 +147,16 @@ class NumpyMLP:
         y_val: Any = None,
         *,
         epoch_callback: EpochCallback | None = None,
+        state_callback: EpochCallback | None = None,
+        resume_state: dict[str, Any] | None = None,
     ) -> NumpyMLP:
         """Train on (X, y); with (X_val, y_val), stop early on validation loss and keep the
         best epoch's weights. `epoch_callback(record)` is called after every epoch with that
-        epoch's history record (e.g. for a progress line). Returns self."""
+        epoch's history record (e.g. for a progress line). `state_callback(state)` gets, after
+        every epoch that training goes on from, everything the next epoch depends on
+        (weights, optimizer, random streams, early stopping, history); `fit` with the same
+        data and parameters and `resume_state=state` continues from there, as if never
+        stopped. Returns self."""
         hp = check_hyperparameters(self.get_params())
         dtype = hp["dtype"]
         X = check_X(X, dtype, what="training X")
@@ -187,8 +193,13 @@ class NumpyMLP:
         batcher = MiniBatcher(X, y_enc, hp["batch_size"])
         stopper = EarlyStopping(hp["patience"]) if has_val else None
         history: list[dict[str, Any]] = []
+        streams = {"shuffle": shuffle_rng, "dropout": dropout_rng, "augment": augment_rng}
+        first_epoch = 1
+        if resume_state is not None:
+            first_epoch = _restore_fit_state(resume_state, network, optimizer, stopper, streams)
+            history = [dict(record) for record in resume_state["history"]]
 
-        for epoch in range(1, hp["max_epochs"] + 1):
+        for epoch in range(first_epoch, hp["max_epochs"] + 1):
             started = time.perf_counter()
             train_loss, train_accuracy = _train_one_epoch(
                 network, loss_fn, optimizer, batcher, shuffle_rng, augmenter, augment_rng
@@ -220,6 +231,8 @@ class NumpyMLP:
                 epoch_callback(dict(record))
             if stop:
                 break
+            if state_callback is not None and epoch < hp["max_epochs"]:
+                state_callback(_fit_state(epoch, network, optimizer, stopper, streams, history))
 
         best_epoch = history[-1]["epoch"]
         if stopper is not None and stopper.best_weights is not None:
@@ -377,6 +390,47 @@ def _make_augmenter(hp: dict[str, Any], X: np.ndarray) -> BatchAugmenter | None:
         )
     # The training inputs' per-feature minimum is the normalised empty-background value.
     return BatchAugmenter(shape, hp["shift"], hp["flip"], fill=X.min(axis=0))
+
+
+def _fit_state(
+    epoch: int,
+    network: MLP,
+    optimizer: Optimizer,
+    stopper: EarlyStopping | None,
+    streams: dict[str, np.random.Generator],
+    history: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "epoch": epoch,
+        "weights": network.get_weights(),
+        "optimizer": optimizer.state_dict(),
+        "early_stopping": None if stopper is None else stopper.state_dict(),
+        "streams": {name: rng.bit_generator.state for name, rng in streams.items()},
+        "history": [dict(record) for record in history],
+    }
+
+
+def _restore_fit_state(
+    state: dict[str, Any],
+    network: MLP,
+    optimizer: Optimizer,
+    stopper: EarlyStopping | None,
+    streams: dict[str, np.random.Generator],
+) -> int:
+    """Put a `_fit_state` back into a freshly built fit; returns the epoch to train next.
+    A state from another network or data set is a ValueError."""
+    weights = np.asarray(state["weights"])
+    if weights.shape != network.flat_data.shape:
+        raise ValueError(f"the saved weights ({weights.size}) do not fit this network")
+    if (stopper is None) != (state["early_stopping"] is None):
+        raise ValueError("the saved state was fitted with a different validation setting")
+    network.set_weights(weights)
+    optimizer.load_state_dict(state["optimizer"])
+    if stopper is not None:
+        stopper.load_state_dict(state["early_stopping"])
+    for name, rng in streams.items():
+        rng.bit_generator.state = state["streams"][name]
+    return int(state["epoch"]) + 1
 
 
 def _train_one_epoch(

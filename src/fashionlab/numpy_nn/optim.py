@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -91,6 +92,22 @@ class Optimizer:
 
     def _update_piece(self, *arrays_and_constants) -> None:
         raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """Copies of what the next step depends on: the step count and every state array
+        (momentum buffers, Adam moments), to continue an interrupted fit exactly."""
+        return {"steps": self.steps, "arrays": [a.copy() for g in self._state for a in g[1:]]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        arrays = [a for g in self._state for a in g[1:]]
+        saved = list(state["arrays"])
+        if len(saved) != len(arrays) or any(
+            np.shape(x) != a.shape for x, a in zip(saved, arrays, strict=True)
+        ):
+            raise ValueError("the optimizer state does not fit these parameters")
+        for target, value in zip(arrays, saved, strict=True):
+            np.copyto(target, value)
+        self.steps = int(state["steps"])
 
 
 class SGD(Optimizer):

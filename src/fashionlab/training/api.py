@@ -153,11 +153,11 @@ def resume(
             print(f"{run_dir} is already complete", file=sys.stderr)
         return run_dir
     if _is_numpy(config.model):
-        # The NumPy MLP keeps no per-epoch checkpoint; it is fast and deterministic, so an
-        # interrupted run is trained again from the start with the same config.
         with claim_folder(run_dir):
-            prepare_folder(run_dir, overwrite=True)
-            train_numpy_run(config, run_dir, quiet=quiet, data_dir=data_dir)
+            checkpointed = (run_dir / CHECKPOINT).exists()
+            if not checkpointed:  # stopped within its first epoch: nothing to continue from
+                prepare_folder(run_dir, overwrite=True)
+            train_numpy_run(config, run_dir, quiet=quiet, data_dir=data_dir, resume=checkpointed)
         replay(callbacks, run_dir)
         return run_dir
     dist_ctx = init_distributed(config.device)

@@ -17,12 +17,13 @@ import torch
 
 from fashionlab.config import TrainConfig
 from fashionlab.data import CLASS_NAMES, Split, prepare_data
-from fashionlab.errors import ConfigError
+from fashionlab.errors import ConfigError, RunError, one_line
 from fashionlab.evaluation import calibration_metrics, summarize
 from fashionlab.models import create_model, trunk_features
 from fashionlab.numpy_nn import NumpyMLP
 from fashionlab.runs import RunWriter, load_config
 from fashionlab.runs.weights import load_model
+from fashionlab.training.checkpoint import CHECKPOINT, read_checkpoint, write_checkpoint
 
 SPLIT_FIELDS = ("split", "val_fraction", "split_seed", "train_subset", "eval_subset")
 FEATURE_BATCH = 1000
@@ -93,10 +94,56 @@ def _inputs(config: TrainConfig, data_dir) -> tuple[Split, dict[str, np.ndarray]
     return split, {part: (x - mean) / std for part, x in feats.items()}
 
 
+def _tensors(value: Any) -> Any:
+    """NumPy arrays as tensors, so `torch.load(weights_only=True)` reads the checkpoint back."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, dict):
+        return {key: _tensors(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_tensors(item) for item in value]
+    return value
+
+
+def _arrays(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.numpy()
+    if isinstance(value, dict):
+        return {key: _arrays(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_arrays(item) for item in value]
+    return value
+
+
+def _saved_fit_state(config: TrainConfig, run_dir: Path) -> dict[str, Any]:
+    path = run_dir / CHECKPOINT
+    payload = read_checkpoint(path, torch.device("cpu"))
+    try:
+        same = TrainConfig(**payload["config"]) == config
+        state = _arrays(payload["state"])
+        history = [dict(record) for record in state["history"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunError(
+            f"{path}: not a usable checkpoint for this run ({type(exc).__name__}); start "
+            "again with --overwrite"
+        ) from None
+    if not same:
+        raise RunError(
+            f"{run_dir}: config.yaml differs from the checkpoint's config; resume with the "
+            "original config or start again with --overwrite"
+        )
+    return {**state, "history": history}
+
+
 def train_numpy_run(
-    config: TrainConfig, run_dir: Path, quiet: bool = False, data_dir: str | Path | None = None
+    config: TrainConfig,
+    run_dir: Path,
+    quiet: bool = False,
+    data_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> Path:
-    """Fit the NumPy MLP and write a complete run folder (the folder is prepared by `train`)."""
+    """Fit the NumPy MLP and write a complete run folder (the folder is prepared by `train`).
+    After every epoch the fit's state goes to checkpoint.pt; `resume` continues from it."""
 
     args = {k: v for k, v in config.model_args.items() if k != "features_run"}
     if config.model_args.get("features_run") and (config.crop_padding or config.hflip):
@@ -109,7 +156,8 @@ def train_numpy_run(
     writer.write_config(config)
     writer.write_env(config.seed, "cpu (numpy)", 1)
     split, x = _inputs(config, data_dir)
-    history: list[dict[str, Any]] = []
+    saved = _saved_fit_state(config, run_dir) if resume else None
+    history: list[dict[str, Any]] = list(saved["history"]) if saved else []
 
     def on_epoch(row: dict[str, Any]) -> None:
         history.append(row)
@@ -122,13 +170,28 @@ def train_numpy_run(
                 file=sys.stderr,
             )
 
-    estimator.fit(
-        x["train"],
-        split.train.labels.numpy(),
-        x["val"],
-        split.val.labels.numpy(),
-        epoch_callback=on_epoch,
-    )
+    def on_state(state: dict[str, Any]) -> None:
+        payload = {"config": config.model_dump(mode="json"), "model": config.model,
+                   "state": _tensors(state)}  # fmt: skip
+        write_checkpoint(run_dir / CHECKPOINT, payload)
+
+    try:
+        estimator.fit(
+            x["train"],
+            split.train.labels.numpy(),
+            x["val"],
+            split.val.labels.numpy(),
+            epoch_callback=on_epoch,
+            state_callback=on_state,
+            resume_state=saved,
+        )
+    except ValueError as exc:
+        if saved is None:
+            raise
+        raise RunError(
+            f"{run_dir / CHECKPOINT}: not a usable checkpoint for this run ({one_line(str(exc))}); "
+            "start again with --overwrite"
+        ) from None
     if not config.use_best_weights:
         raise ConfigError(
             "numpy-mlp always tests the best-validation epoch; set use_best_weights: true"
