@@ -71,6 +71,25 @@ def test_an_interrupted_numpy_run_resumes_from_its_last_epoch(tmp_path, capsys):
     assert len(err) == 1 and "checkpoint" in err[0] and "--overwrite" in err[0]
 
 
+def test_numpy_runs_give_blas_the_run_threads(tmp_path, monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    from fashionlab.numpy_nn import NumpyMLP
+
+    seen: list[int] = []
+    fit = NumpyMLP.fit
+
+    def spy(self, *args, **kwargs):
+        seen.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(NumpyMLP, "fit", spy)
+    config = build_config("numpy-mlp", {**TINY, "epochs": 1, "threads": 1})
+    run = train(config, tmp_path, quiet=True)
+    assert seen and set(seen) == {1}  # not one BLAS thread per core beside the other workers
+    assert json.loads((run / "env.json").read_text())["threads"] == 1
+
+
 def test_numpy_mlp_recipe_is_s1():
     config = build_config("numpy-mlp")
     assert (config.optimizer, config.lr, config.batch_size) == ("sgd", 1e-3, 64)

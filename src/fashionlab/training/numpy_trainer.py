@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from fashionlab.config import TrainConfig
 from fashionlab.data import CLASS_NAMES, Split, prepare_data
@@ -143,7 +144,24 @@ def train_numpy_run(
     resume: bool = False,
 ) -> Path:
     """Fit the NumPy MLP and write a complete run folder (the folder is prepared by `train`).
-    After every epoch the fit's state goes to checkpoint.pt; `resume` continues from it."""
+    After every epoch the fit's state goes to checkpoint.pt; `resume` continues from it.
+    NumPy's BLAS gets the run's threads: `config.threads`, else PyTorch's count (which a
+    study worker sets to its share of the cores)."""
+    threads = config.threads or torch.get_num_threads()
+    # Left alone, OpenBLAS starts a thread per core in every process: two study workers on
+    # two cores then run four spinning threads, and epochs take from 1 to 25 seconds.
+    with threadpool_limits(limits=threads, user_api="blas"):
+        return _fit_into_folder(config, run_dir, quiet, data_dir, resume, threads)
+
+
+def _fit_into_folder(
+    config: TrainConfig,
+    run_dir: Path,
+    quiet: bool,
+    data_dir: str | Path | None,
+    resume: bool,
+    threads: int,
+) -> Path:
 
     args = {k: v for k, v in config.model_args.items() if k != "features_run"}
     if config.model_args.get("features_run") and (config.crop_padding or config.hflip):
@@ -154,7 +172,7 @@ def train_numpy_run(
     estimator = create_model(config.model, **args).set_params(**_estimator_settings(config))
     writer = RunWriter(run_dir)
     writer.write_config(config)
-    writer.write_env(config.seed, "cpu (numpy)", 1)
+    writer.write_env(config.seed, "cpu (numpy)", threads)
     split, x = _inputs(config, data_dir)
     saved = _saved_fit_state(config, run_dir) if resume else None
     history: list[dict[str, Any]] = list(saved["history"]) if saved else []
