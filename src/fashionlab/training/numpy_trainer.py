@@ -149,7 +149,7 @@ def train_numpy_run(
     study worker sets to its share of the cores)."""
     threads = config.threads or torch.get_num_threads()
     # Left alone, OpenBLAS starts a thread per core in every process: two study workers on
-    # two cores then run four spinning threads, and epochs take from 1 to 25 seconds.
+    # two cores would run four busy-waiting threads and slow each other down many times over.
     with threadpool_limits(limits=threads, user_api="blas"):
         return _fit_into_folder(config, run_dir, quiet, data_dir, resume, threads)
 
