@@ -54,7 +54,7 @@ def test_twin_is_trained_once_and_reported_under_both_names(tmp_path, capsys):
     ]  # fmt: skip
     summary = json.loads((out / "study.json").read_text())
     assert summary["invocation"] == {
-        "study_file": str(path), "seeds": None, "overrides": {}, "workers": 1,
+        "study_file": str(path), "seeds": None, "overrides": {}, "workers": 1, "only": None,
     }  # fmt: skip
     rows = {r["label"]: r for r in summary["rows"]}
     assert rows["s4-cnn2"]["same_as"] == "s4-cnn1"
