@@ -90,6 +90,22 @@ def test_numpy_runs_give_blas_the_run_threads(tmp_path, monkeypatch):
     assert json.loads((run / "env.json").read_text())["threads"] == 1
 
 
+def test_features_dead_on_the_training_images_are_zeroed_not_blown_up():
+    from fashionlab.training.numpy_trainer import standardize_features
+
+    rng = np.random.default_rng(0)
+    train = np.maximum(rng.standard_normal((500, 4)), 0).astype(np.float32)  # ReLU features
+    train[:, 2] = 0.0  # dead on every training image
+    train[:, 3] = 1e-7 * rng.random(500)  # as good as dead
+    test = np.maximum(rng.standard_normal((100, 4)), 0).astype(np.float32)  # they fire here
+    z = standardize_features({"train": train, "test": test})
+    assert np.abs(z["test"]).max() < 10 and z["test"].dtype == np.float32
+    assert not z["test"][:, 2:].any() and not z["train"][:, 2:].any()
+    live = (test[:, :2] - train[:, :2].mean(0)) / train[:, :2].std(0)
+    np.testing.assert_allclose(z["test"][:, :2], live, rtol=1e-5)
+    np.testing.assert_allclose(z["train"][:, :2].std(0), 1, rtol=1e-4)
+
+
 def test_numpy_mlp_recipe_is_s1():
     config = build_config("numpy-mlp")
     assert (config.optimizer, config.lr, config.batch_size) == ("sgd", 1e-3, 64)

@@ -28,7 +28,9 @@ from fashionlab.training.checkpoint import CHECKPOINT, read_checkpoint, write_ch
 
 SPLIT_FIELDS = ("split", "val_fraction", "split_seed", "train_subset", "eval_subset")
 FEATURE_BATCH = 1000
-ZSCORE_EPS = 1e-6  # features are ReLU outputs; a dead unit has std 0 and must stay finite
+# A CNN feature whose spread over the training images is under this fraction of the median
+# feature's is treated as dead: see `standardize_features`.
+DEAD_FEATURE_SPREAD = 0.01
 
 
 def _estimator_settings(config: TrainConfig) -> dict[str, Any]:
@@ -89,10 +91,26 @@ def _inputs(config: TrainConfig, data_dir) -> tuple[Split, dict[str, np.ndarray]
             f"features_run {source} used a different split ({', '.join(differs)}); "
             "the MLP must see the same train/val/test items as the CNN"
         )
-    feats = cnn_features(source, split)
-    # z-score with training statistics only, as for pixels.
-    mean, std = feats["train"].mean(0), feats["train"].std(0) + ZSCORE_EPS
-    return split, {part: (x - mean) / std for part, x in feats.items()}
+    return split, standardize_features(cnn_features(source, split))
+
+
+def standardize_features(feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """z-score every part with the training part's statistics, as for pixels; features that
+    are (nearly) constant on the training images become 0 everywhere.
+
+    Trunk features are ReLU outputs, and a unit can be dead on every training image yet fire
+    on a few others: divided by its ~0 training spread, those values became z-scores in the
+    tens of thousands, while the MLP's weights for the unit never moved from their random
+    start (its training input is constant). That noise swamped the feature MLP."""
+    train = feats["train"]
+    mean, std = train.mean(0), train.std(0)
+    positive = std[std > 0]
+    floor = DEAD_FEATURE_SPREAD * float(np.median(positive)) if positive.size else 0.0
+    live = std > floor
+    scale = np.where(live, std, 1.0).astype(train.dtype)
+    return {
+        part: np.where(live, (x - mean) / scale, 0.0).astype(x.dtype) for part, x in feats.items()
+    }
 
 
 def _tensors(value: Any) -> Any:
