@@ -106,10 +106,8 @@ def _run_in(
     started = time.perf_counter()
     details = run_planned(selected, backend, workers, address, quiet, data_dir, tracking)
     # A slice leaves runs out: the aggregate reads the complete ones, the rest are missing.
-    summary = aggregate(study, [run for run in planned if is_complete(run.run_dir)])
-    summary["runs_complete"] = runs_complete(planned)
+    summary = _summary(study, planned, _complete(planned), invocation)
     summary["wall_seconds_this_invocation"] = time.perf_counter() - started
-    summary["invocation"] = invocation
     summary["backend"] = {"name": backend, "workers": workers, "address": address}
     # Ray: the node that trained or found each run, and the data each node verified.
     summary["backend"].update(details)
@@ -118,11 +116,33 @@ def _run_in(
         spec = study.robustness
         score_robustness(out, spec.corruptions, spec.severities, spec.items, spec.seed,
                    spec.reference, data_dir=data_dir, quiet=quiet, make_report=False)  # fmt: skip
+    _write_report(out, quiet, data_dir, make_report)
+    return out
+
+
+def _complete(planned: list[PlannedRun]) -> list[PlannedRun]:
+    return [run for run in planned if is_complete(run.run_dir)]
+
+
+def _summary(
+    study: StudySpec,
+    planned: list[PlannedRun],
+    done: list[PlannedRun],
+    invocation: dict[str, Any],
+) -> dict[str, Any]:
+    """The aggregate of the complete runs, how many of the planned ones they are, and the
+    invocation (so the scoreboard's command trains the study)."""
+    summary = aggregate(study, done)
+    summary["runs_complete"] = runs_complete(planned)
+    summary["invocation"] = invocation
+    return summary
+
+
+def _write_report(out: Path, quiet: bool, data_dir: str | Path | None, make_report: bool) -> None:
     if make_report:
         html = write_report(out, data_dir=data_dir)
         if not quiet:
             print(f"report: {html}", file=sys.stderr)
-    return out
 
 
 def runs_complete(planned: list[PlannedRun]) -> dict[str, int]:
@@ -146,15 +166,9 @@ def _report_partial(
         raise ConfigError(
             f"{out} is not a study folder; run the study first (without --report-only)"
         )
-    done = [run for run in planned if is_complete(run.run_dir)]
+    done = _complete(planned)
     if not done:
         raise ConfigError(f"no run of the study in {out} is complete yet; nothing to report")
-    summary = aggregate(study, done)
-    summary["runs_complete"] = runs_complete(planned)
-    summary["invocation"] = invocation
-    atomic_write_json(out / "study.json", summary)
-    if make_report:
-        html = write_report(out, data_dir=data_dir)
-        if not quiet:
-            print(f"report: {html}", file=sys.stderr)
+    atomic_write_json(out / "study.json", _summary(study, planned, done, invocation))
+    _write_report(out, quiet, data_dir, make_report)
     return out

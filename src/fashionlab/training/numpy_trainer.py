@@ -9,6 +9,7 @@ learns from a trained CNN run's trunk features (S1-FEAT) on the very same split.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,25 +114,24 @@ def standardize_features(feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
+def _map_leaves(value: Any, kind: type, convert: Callable[[Any], Any]) -> Any:
+    """`value` with every `kind` leaf of its dicts and lists converted."""
+    if isinstance(value, kind):
+        return convert(value)
+    if isinstance(value, dict):
+        return {key: _map_leaves(item, kind, convert) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_map_leaves(item, kind, convert) for item in value]
+    return value
+
+
 def _tensors(value: Any) -> Any:
     """NumPy arrays as tensors, so `torch.load(weights_only=True)` reads the checkpoint back."""
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(value))
-    if isinstance(value, dict):
-        return {key: _tensors(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_tensors(item) for item in value]
-    return value
+    return _map_leaves(value, np.ndarray, lambda a: torch.from_numpy(np.ascontiguousarray(a)))
 
 
 def _arrays(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.numpy()
-    if isinstance(value, dict):
-        return {key: _arrays(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_arrays(item) for item in value]
-    return value
+    return _map_leaves(value, torch.Tensor, lambda t: t.numpy())
 
 
 def _saved_fit_state(config: TrainConfig, run_dir: Path) -> dict[str, Any]:
@@ -193,7 +193,7 @@ def _fit_into_folder(
     writer.write_env(config.seed, "cpu (numpy)", threads)
     split, x = _inputs(config, data_dir)
     saved = _saved_fit_state(config, run_dir) if resume else None
-    history: list[dict[str, Any]] = list(saved["history"]) if saved else []
+    history: list[dict[str, Any]] = saved["history"] if saved else []
 
     def on_epoch(row: dict[str, Any]) -> None:
         history.append(row)
