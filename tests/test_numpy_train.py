@@ -108,7 +108,7 @@ def test_features_dead_on_the_training_images_are_zeroed_not_blown_up():
 
 def test_numpy_mlp_recipe_is_s1():
     config = build_config("numpy-mlp")
-    assert (config.optimizer, config.lr, config.batch_size) == ("sgd", 1e-3, 64)
+    assert (config.optimizer, config.lr, config.batch_size) == ("sgd", 1e-3, 16)
     assert (config.normalization, config.val_fraction, config.early_stopping_patience) == (
         "zscore",
         0.2,
