@@ -14,9 +14,9 @@ from fashionlab.models._registry import register_model
 # S1-MLP: 48k/12k split, z-scored pixels (train-only statistics), mini-batch gradient descent
 # with lr 1e-3, up to 200 epochs with early stopping (patience 5) restoring the best epoch.
 # Plain SGD is what the study's update rule says; `--optimizer adam` converges in far fewer
-# epochs. The study does not state its batch size; 16 is the one that matches its logs, which
-# stop early at epochs 107-135: at batch 64 every run is still improving at epoch 200 and ends
-# ~0.8 points under (docs/reproductions/notes.yaml has the measurements).
+# epochs. The study does not state its batch size; 16 is the one whose early stops match its
+# logs, while at 64 plain SGD is still improving when the 200 epochs run out (measured in
+# docs/reproductions/notes.yaml).
 S1_MLP: dict[str, Any] = {
     "epochs": 200,
     "batch_size": 16,
