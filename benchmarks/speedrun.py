@@ -9,7 +9,8 @@ Each (preset, seed) is one `fashionlab train` process, exactly as a user would s
 the preset's overrides from `studies/speedrun.yaml`; its wall time is measured around the
 whole process: interpreter start, data load and check, training, the test pass with
 test-time augmentation, and writing the run folder. `--ablate` also trains each preset with
-one trick at a time switched off (the variants in `ABLATIONS`). Finished runs are kept in
+one trick at a time switched off (`ABLATIONS`) and each unused one switched on
+(`ADDITIONS`). Finished runs are kept in
 OUT/results.json and skipped on the next call, so an interrupted measurement resumes. Prints
 a table per preset and variant (mean ± std of test accuracy over the seeds, wall time per run)
 and, with `--figure`, draws accuracy against wall time.
@@ -43,6 +44,13 @@ ABLATIONS: dict[str, dict] = {
     "no EMA": {"ema_decay": 0.0},
     "no label smoothing": {"label_smoothing": 0.0},
     "no shift TTA": {"tta_shift": False},
+    "no Muon": {"optimizer": "sgd"},
+}
+
+# One trick on at a time, for the tricks a preset does not use yet.
+ADDITIONS: dict[str, dict] = {
+    "with Muon": {"optimizer": "muon"},
+    "with alternating flips": {"hflip_mode": "alternate"},
 }
 
 
@@ -52,16 +60,17 @@ def presets() -> dict[str, tuple[str, dict]]:
 
 
 def variants(overrides: dict, ablate: bool) -> dict[str, dict]:
-    """The preset itself, and with `ablate` each trick it uses switched off."""
+    """The preset itself, and with `ablate` each trick it uses switched off and each trick it
+    does not use switched on."""
     out = {"preset": overrides}
     if not ablate:
         return out
     from fashionlab.models import build_config
 
     defaults = build_config("fast")  # the recipe's values, where the preset says nothing
-    for name, off in ABLATIONS.items():
-        changed = {**overrides, **off}
-        if any(changed.get(k) != overrides.get(k, getattr(defaults, k)) for k in off):
+    for name, change in {**ABLATIONS, **ADDITIONS}.items():
+        changed = {**overrides, **change}
+        if any(changed.get(k) != overrides.get(k, getattr(defaults, k)) for k in change):
             out[name] = changed
     return out
 
@@ -160,7 +169,10 @@ def main() -> int:
     parser.add_argument("--presets", required=True, help="labels in studies/speedrun.yaml")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--ablate", action="store_true", help="also each trick switched off")
+    parser.add_argument("--ablate", action="store_true", help="also each trick switched off or on")
+    parser.add_argument(
+        "--variants", help="only these variants (comma-separated names, e.g. 'preset,no Muon')"
+    )
     parser.add_argument("--figure", type=Path, help="write accuracy vs wall time here (PNG)")
     parser.add_argument("--report-only", action="store_true", help="train nothing; tabulate")
     parser.add_argument(
@@ -177,6 +189,10 @@ def main() -> int:
     if unknown:
         sys.exit(f"unknown preset(s) {unknown}; {STUDY.name} has {sorted(known)}")
     seeds = [int(s) for s in args.seeds.split(",")]
+    wanted = args.variants.split(",") if args.variants else None
+    names = {"preset", *ABLATIONS, *ADDITIONS}
+    if wanted and not set(wanted) <= names:
+        sys.exit(f"unknown variant(s) {sorted(set(wanted) - names)}; known: {sorted(names)}")
     extra = parse_set_options(args.set)
     args.out.mkdir(parents=True, exist_ok=True)
     store = args.out / "results.json"
@@ -187,6 +203,8 @@ def main() -> int:
         model, overrides = known[preset]
         overrides = {**overrides, **extra}
         for variant, settings in variants(overrides, args.ablate).items():
+            if wanted and variant not in wanted:
+                continue
             for seed in seeds:
                 if args.report_only or (preset, variant, seed) in done:
                     continue

@@ -1,5 +1,6 @@
 """benchmarks/speedrun.py: presets from studies/speedrun.yaml trained as user processes, timed,
-stored so a second call resumes, tabulated and drawn; the ablation switches one trick off."""
+stored so a second call resumes, tabulated and drawn; the ablation switches one trick off or
+on."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def test_records_are_timed_stored_resumed_and_drawn(tmp_path: Path):
     assert len(json.loads((out / "results.json").read_text())["runs"]) == 1
 
 
-def test_ablation_variants_switch_one_trick_off():
+def test_ablation_variants_switch_one_trick_off_or_on():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import speedrun
@@ -49,6 +50,9 @@ def test_ablation_variants_switch_one_trick_off():
     assert found["no low-res epochs"] == {**preset, "low_res": None, "low_res_epochs": 0}
     assert "no dirac init" not in found  # the preset does not use it: nothing to switch off
     assert found["no EMA"]["ema_decay"] == 0.0  # the recipe's EMA, on unless the preset says
+    assert found["with Muon"] == {**preset, "optimizer": "muon"}  # the recipe's is SGD
+    assert found["with alternating flips"] == {**preset, "hflip_mode": "alternate"}
+    assert "with Muon" not in speedrun.variants({"optimizer": "muon"}, ablate=True)
     assert list(speedrun.variants(preset, ablate=False)) == ["preset"]
 
 

@@ -1,5 +1,6 @@
 """The speed-run tricks: patch-whitening and identity initialisation, the normalisation layers'
-learning-rate scale, and progressive resizing (low-resolution first epochs)."""
+learning-rate scale, progressive resizing (low-resolution first epochs), the Muon optimiser and
+alternating flips."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from fashionlab.data.transforms import shrink
 from fashionlab.models import build_config, create_model
 from fashionlab.runs import load_history
 from fashionlab.training import train
+from fashionlab.training import trainer as trainer_module
 from fashionlab.training.initialisation import dirac_init, whiten_first_conv
+from fashionlab.training.muon import MuonSGD, orthogonalise
 from fashionlab.training.optim import build_optimizer, build_scheduler, parameter_groups
 
 TINY = {"train_subset": 256, "eval_subset": 200, "batch_size": 64, "val_fraction": 0.1}
@@ -119,6 +122,8 @@ def test_all_tricks_train_and_resume_to_the_same_weights(tmp_path):
         "norm_lr_scale": 8,
         "low_res": 22,
         "low_res_epochs": 1,
+        "optimizer": "muon",
+        "hflip_mode": "alternate",
     }
     whole = train(build_config("fast", {**tricks, "name": "whole"}), tmp_path, quiet=True)
     assert (whole / "complete").exists()
@@ -141,6 +146,9 @@ def test_all_tricks_train_and_resume_to_the_same_weights(tmp_path):
         (["low_res_epochs=3"], "low_res and low_res_epochs go together"),
         (["low_res=40", "low_res_epochs=1"], "low_res"),
         (["norm_lr_scale=0"], "norm_lr_scale"),
+        (["hflip_mode=sometimes"], "hflip_mode"),
+        (["optimizer=muon", "muon_lr=0"], "muon_lr"),
+        (["optimizer=lion"], "optimizer"),
     ],
 )
 def test_bad_trick_settings_are_one_line_errors(tmp_path, capsys, sets, message):
@@ -156,3 +164,120 @@ def test_whitening_a_model_without_convolutions_is_a_one_line_error(tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and len(err) == 1 and "whiten_init" in err[0], err
     assert not list(tmp_path.glob("*/*.safetensors")) and not list(tmp_path.glob("*/*.pt"))
+
+
+@pytest.mark.parametrize("shape", [(64, 288), (288, 64), (10, 10)])
+def test_orthogonalise_sets_every_singular_value_near_one_and_keeps_the_directions(shape):
+    torch.manual_seed(0)
+    u, _ = torch.linalg.qr(torch.randn(shape[0], min(shape)))
+    v, _ = torch.linalg.qr(torch.randn(shape[1], min(shape)))
+    # Singular values from 1 down to 0.1 (five steps lift a value by 3.4^5 at most, so much
+    # weaker directions than that stay short: Muon's documented compromise).
+    spread = torch.logspace(0, -1, min(shape))
+    matrix = 7.0 * u @ torch.diag(spread) @ v.T
+    out = orthogonalise(matrix)
+    assert out.shape == matrix.shape
+    singular = torch.linalg.svdvals(out)
+    # The iteration pushes values of 0.1 and of 1 alike into about [0.7, 1.2]...
+    assert singular.min() > 0.6 and singular.max() < 1.25, singular
+    # ... without turning the directions: out is close to u v^T, not to another rotation.
+    target = u @ v.T
+    cosine = (out * target).sum() / (out.norm() * target.norm())
+    assert cosine > 0.95
+    with pytest.raises(ValueError, match="2-D"):
+        orthogonalise(torch.zeros(3, 3, 3))
+
+
+def test_muon_takes_the_hidden_filters_and_sgd_the_rest():
+    model = create_model("fast")
+    config = build_config("fast", {"optimizer": "muon", "muon_lr": 0.03, "norm_lr_scale": 4})
+    groups = parameter_groups(config, model)
+    muon = next(g for g in groups if g.get("muon"))
+    convs = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
+    # every conv but the stem's (it reads the pixels); the classifier stays with SGD too
+    assert {id(p) for p in muon["params"]} == {id(p) for p in convs[1:]}
+    assert muon["lr"] == 0.03
+    norms = groups[1]["params"]
+    assert all(p.ndim == 1 for p in norms) and len(norms) == 2 * 7  # 7 BatchNorms
+    counted = sum(len(g["params"]) for g in groups)
+    assert counted == len(list(model.parameters()))
+    optimizer = build_optimizer(config, groups)
+    assert isinstance(optimizer, MuonSGD)
+    # One-cycle scales each group from its own peak, the Muon group's included.
+    scheduler = build_scheduler(config, optimizer, steps_per_epoch=10)
+    model(torch.randn(4, 1, 28, 28)).sum().backward()
+    for _ in range(40):
+        optimizer.step()
+        scheduler.step()
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    assert lrs[2] / lrs[0] == pytest.approx(0.03 / config.lr)
+
+
+def test_muon_sgd_groups_step_as_torch_sgd_and_muon_groups_orthogonally():
+    torch.manual_seed(1)
+    plain, filters = torch.randn(5, 3), torch.randn(8, 4, 3, 3)
+    twin = plain.clone()
+    p = torch.nn.Parameter(plain.clone())
+    q = torch.nn.Parameter(twin)
+    w = torch.nn.Parameter(filters.clone())
+    ours = MuonSGD(
+        [{"params": [p]}, {"params": [w], "muon": True, "lr": 0.05}],
+        lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3,
+    )  # fmt: skip
+    reference = torch.optim.SGD([q], lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3)
+    for step in range(3):
+        grad = torch.randn(5, 3, generator=torch.Generator().manual_seed(step))
+        p.grad, q.grad = grad.clone(), grad.clone()
+        w.grad = torch.randn(8, 4, 3, 3, generator=torch.Generator().manual_seed(10 + step))
+        before = w.detach().clone()
+        ours.step()
+        reference.step()
+        assert torch.allclose(p, q, atol=1e-6)
+        # The filters moved by lr times a matrix with singular values near 1 (after the tiny
+        # decoupled decay), whatever the gradient's scale.
+        moved = (before * (1 - 0.05 * 1e-3) - w.detach()).reshape(8, -1) / 0.05
+        singular = torch.linalg.svdvals(moved)
+        assert singular.min() > 0.6 and singular.max() < 1.25
+    with pytest.raises(ValueError, match="2-D or more"):
+        MuonSGD([{"params": [torch.nn.Parameter(torch.zeros(3))], "muon": True}], lr=0.1)
+
+
+def test_muon_trains_the_speedrun_net_better_than_chance(tmp_path):
+    config = build_config("fast", {**TINY, "epochs": 2, "optimizer": "muon", "ema_decay": 0})
+    run = train(config, tmp_path, quiet=True)
+    history = load_history(run)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert (run / "complete").exists()
+
+
+def test_alternating_flips_mirror_each_image_every_other_epoch(tmp_path, monkeypatch):
+    masks: list[torch.Tensor] = []
+    original = trainer_module.augment_batch
+
+    def spy(x, generator, crop_padding, crop_mode, hflip, erasing, flip_mask):
+        masks.append(flip_mask)
+        return original(x, generator, crop_padding, crop_mode, hflip, erasing, flip_mask)
+
+    seen: list[torch.Tensor] = []
+    original_iter = trainer_module.BatchIterator.__iter__
+
+    def record(self):
+        for images, labels, indices in original_iter(self):
+            seen.append(indices)
+            yield images, labels, indices
+
+    monkeypatch.setattr(trainer_module, "augment_batch", spy)
+    monkeypatch.setattr(trainer_module.BatchIterator, "__iter__", record)
+    settings = {**TINY, "val_fraction": 0, "epochs": 3, "hflip_mode": "alternate", "ema_decay": 0}
+    train(build_config("fast", settings), tmp_path, quiet=True)
+    steps = len(masks) // 3
+    flipped = []
+    for epoch in range(3):
+        state = torch.zeros(256, dtype=torch.long) - 1
+        part = slice(epoch * steps, (epoch + 1) * steps)
+        for m, i in zip(masks[part], seen[part], strict=True):
+            state[i] = m.long()
+        assert (state >= 0).all()  # every image seen once per epoch
+        flipped.append(state.bool())
+    assert 64 < int(flipped[0].sum()) < 192  # a random half starts mirrored
+    assert torch.equal(flipped[1], ~flipped[0]) and torch.equal(flipped[2], flipped[0])

@@ -9,7 +9,8 @@ import torch
 
 
 class BatchIterator:
-    """Yield (images, labels) batches; reshuffles with `generator` on every pass.
+    """Yield (images, labels) batches -- (images, labels, indices into the data) with
+    `with_indices` -- and reshuffle with `generator` on every pass.
 
     With `world_size` > 1 (data-parallel training) every rank draws the same global order and
     batches from an identically seeded generator and keeps its own contiguous part of each
@@ -27,6 +28,7 @@ class BatchIterator:
         drop_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        with_indices: bool = False,
     ) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
@@ -38,17 +40,18 @@ class BatchIterator:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
         self.rank, self.world_size = rank, world_size
+        self.with_indices = with_indices
 
     def __len__(self) -> int:
         n = len(self.labels)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else None
         for b in range(len(self)):
             start = b * self.batch_size
-            if order is None and self.world_size == 1:
+            if order is None and self.world_size == 1 and not self.with_indices:
                 yield (
                     self.images[start : start + self.batch_size],
                     self.labels[start : start + self.batch_size],
@@ -60,4 +63,7 @@ class BatchIterator:
                 idx = order[start : start + self.batch_size]
             if self.world_size > 1:
                 idx = idx.tensor_split(self.world_size)[self.rank]
-            yield self.images[idx], self.labels[idx]
+            if self.with_indices:
+                yield self.images[idx], self.labels[idx], idx
+            else:
+                yield self.images[idx], self.labels[idx]

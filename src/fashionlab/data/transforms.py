@@ -149,10 +149,15 @@ def augment_batch(
     crop_mode: str = "zero",
     hflip: bool = False,
     erasing: float = 0.0,
+    flip_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Apply the configured augmentations to a normalised float batch (N, 1, 28, 28)."""
+    """Apply the configured augmentations to a normalised float batch (N, 1, 28, 28).
+    With `hflip`, `flip_mask` (bool, one per image) says which images to mirror; without it
+    each is mirrored with probability 1/2."""
     x = random_crop(x, crop_padding, generator, crop_mode)
-    if hflip:
+    if hflip and flip_mask is not None:
+        x = torch.where(flip_mask.to(x.device)[:, None, None, None], x.flip(-1), x)
+    elif hflip:
         x = random_hflip(x, generator)
     return random_erasing(x, generator, erasing)
 

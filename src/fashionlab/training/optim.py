@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from fashionlab.config import TrainConfig
+from fashionlab.training.muon import MuonSGD
 
 NORM_LAYERS = (
     nn.BatchNorm1d,
@@ -24,22 +25,43 @@ NORM_LAYERS = (
 def parameter_groups(
     config: TrainConfig, model: torch.nn.Module
 ) -> list[dict[str, Any]] | Iterator[torch.nn.Parameter]:
-    """The model's parameters as the optimiser takes them: one group, or with `norm_lr_scale`
-    != 1 a second group of the normalisation layers' weights and biases at `lr * norm_lr_scale`
-    and `weight_decay / norm_lr_scale` (airbench's high bias learning rate: their decay then
-    pulls no harder per step than the other weights', only their step is larger)."""
-    if config.norm_lr_scale == 1:
+    """The model's parameters as the optimiser takes them: one group, or a list of groups.
+
+    With `norm_lr_scale` != 1 the normalisation layers' weights and biases form their own group
+    at `lr * norm_lr_scale` and `weight_decay / norm_lr_scale` (airbench's high bias learning
+    rate: their decay then pulls no harder per step than the other weights', only their step
+    is larger). With `optimizer: muon` the hidden weight matrices and filters form a group
+    marked `muon` at `muon_lr`: every parameter of 2 or more dimensions except the first and
+    the last (the layer that reads the pixels and the classifier, which Muon leaves to SGD)."""
+    if config.norm_lr_scale == 1 and config.optimizer != "muon":
         return model.parameters()
-    norm_ids = {
-        id(p) for m in model.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters()
-    }
-    norm = [p for p in model.parameters() if id(p) in norm_ids]
-    other = [p for p in model.parameters() if id(p) not in norm_ids]
-    scale = config.norm_lr_scale
-    return [
-        {"params": other},
-        {"params": norm, "lr": config.lr * scale, "weight_decay": config.weight_decay / scale},
+    norm_ids = set()
+    if config.norm_lr_scale != 1:
+        norm_ids = {
+            id(p) for m in model.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters()
+        }
+    muon_ids = set()
+    if config.optimizer == "muon":
+        matrices = [p for p in model.parameters() if p.ndim >= 2 and id(p) not in norm_ids]
+        muon_ids = {id(p) for p in matrices[1:-1]}
+    params = list(model.parameters())
+    groups: list[dict[str, Any]] = [
+        {"params": [p for p in params if id(p) not in norm_ids | muon_ids]}
     ]
+    if norm_ids:
+        scale = config.norm_lr_scale
+        groups.append(
+            {
+                "params": [p for p in params if id(p) in norm_ids],
+                "lr": config.lr * scale,
+                "weight_decay": config.weight_decay / scale,
+            }
+        )
+    if muon_ids:
+        groups.append(
+            {"params": [p for p in params if id(p) in muon_ids], "lr": config.muon_lr, "muon": True}
+        )
+    return groups
 
 
 def build_optimizer(
@@ -64,6 +86,14 @@ def build_optimizer(
             with contextlib.suppress(RuntimeError, ValueError):
                 return cls(params, fused=True, **kwargs)
         return cls(params, **kwargs)
+    if config.optimizer == "muon":
+        return MuonSGD(
+            params,
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
+            weight_decay=config.weight_decay,
+        )
     return torch.optim.SGD(
         params,
         lr=config.lr,

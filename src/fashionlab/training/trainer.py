@@ -152,7 +152,13 @@ class Trainer:
             generator=self.generator,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
+            with_indices=True,
         )
+        # Alternating flips: which images start mirrored, the same on every rank and on resume.
+        self.flip_parity = None
+        if config.hflip and config.hflip_mode == "alternate":
+            coin = torch.Generator().manual_seed(config.seed)
+            self.flip_parity = torch.rand(len(self.split.train.labels), generator=coin) < 0.5
         self.optimizer = build_optimizer(config, parameter_groups(config, self.model))
         self.scheduler = build_scheduler(config, self.optimizer, len(self.batches))
         self.state = _State()
@@ -275,7 +281,10 @@ class Trainer:
             unit="batch",
             dynamic_ncols=True,
         )
-        for images, labels in bar:
+        for images, labels, indices in bar:
+            flip_mask = None
+            if self.flip_parity is not None:
+                flip_mask = self.flip_parity[indices] ^ (epoch % 2 == 0)
             if cfg.corruption_augment:
                 images = self._corrupted(images)
             x = augment_batch(
@@ -285,6 +294,7 @@ class Trainer:
                 cfg.crop_mode,
                 cfg.hflip,
                 cfg.erasing,
+                flip_mask,
             ).to(self.device)
             if cfg.low_res is not None and epoch <= cfg.low_res_epochs:
                 x = shrink(x, cfg.low_res)
