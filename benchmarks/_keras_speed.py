@@ -87,16 +87,17 @@ def main() -> None:
     parser.add_argument("models", nargs="+")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--policies", default="float32,mixed_bfloat16")
     args = parser.parse_args()
     out = {
         name: {
-            p: images_per_s(name, p, args.steps, args.repeats)
-            for p in ("float32", "mixed_bfloat16")
+            p: images_per_s(name, p, args.steps, args.repeats) for p in args.policies.split(",")
         }
         for name in args.models
     }
     for name in out:
-        out[name]["fp32"] = out[name].pop("float32")
+        if "float32" in out[name]:
+            out[name]["fp32"] = out[name].pop("float32")
     print(json.dumps(out))
 
 

@@ -171,7 +171,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--ablate", action="store_true", help="also each trick switched off or on")
     parser.add_argument(
-        "--variants", help="only these variants (comma-separated names, e.g. 'preset,no Muon')"
+        "--variants",
+        help="only these variants (comma-separated names, e.g. 'preset,no Muon'; naming a trick's "
+        "variant implies --ablate)",
     )
     parser.add_argument("--figure", type=Path, help="write accuracy vs wall time here (PNG)")
     parser.add_argument("--report-only", action="store_true", help="train nothing; tabulate")
@@ -193,6 +195,9 @@ def main() -> int:
     names = {"preset", *ABLATIONS, *ADDITIONS}
     if wanted and not set(wanted) <= names:
         sys.exit(f"unknown variant(s) {sorted(set(wanted) - names)}; known: {sorted(names)}")
+    # Naming a trick's variant asks for it: without this, `--variants 'preset,no Muon'` with no
+    # `--ablate` trained the preset alone and said nothing.
+    ablate = args.ablate or bool(wanted and set(wanted) - {"preset"})
     extra = parse_set_options(args.set)
     args.out.mkdir(parents=True, exist_ok=True)
     store = args.out / "results.json"
@@ -202,7 +207,10 @@ def main() -> int:
     for preset in chosen:
         model, overrides = known[preset]
         overrides = {**overrides, **extra}
-        for variant, settings in variants(overrides, args.ablate).items():
+        planned = variants(overrides, ablate)
+        for variant in sorted(set(wanted or ()) - set(planned)):
+            print(f"{preset}: no '{variant}' variant (the preset is already that way)", flush=True)
+        for variant, settings in planned.items():
             if wanted and variant not in wanted:
                 continue
             for seed in seeds:

@@ -46,6 +46,7 @@ Command (from the repository root; about 3-5 minutes on 2 cores, with Keras):
 
     .venv/bin/python benchmarks/train_speed.py [--models s0-m1 s0-m2 s2-cnn] [--steps 50]
                                                [--repeats 3] [--profile s0-m1]
+                                               [--default-steps 50] [--precisions fp32]
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ KERAS_PYTHON = HERE.parent / ".venv-keras" / "bin" / "python"
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+KERAS_POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 
 
 def best_matmul_seconds(m: int, k: int, n: int, dtype: torch.dtype, repeats: int = 10) -> float:
@@ -303,12 +305,15 @@ def usual_images_per_s(model_name: str, steps: int, images, labels) -> float:
     return config.batch_size * steps / (time.perf_counter() - started)
 
 
-def keras_images_per_s(models: list[str], steps: int, repeats: int) -> dict | None:
+def keras_images_per_s(
+    models: list[str], steps: int, repeats: int, policies: list[str]
+) -> dict | None:
     if not KERAS_PYTHON.exists():
         return None
     script = str(HERE / "_keras_speed.py")
+    options = ["--steps", str(steps), "--repeats", str(repeats), "--policies", ",".join(policies)]
     proc = subprocess.run(
-        [str(KERAS_PYTHON), script, "--steps", str(steps), "--repeats", str(repeats), *models],
+        [str(KERAS_PYTHON), script, *options, *models],
         capture_output=True,
         text=True,
     )
@@ -345,15 +350,23 @@ def main() -> None:
     parser.add_argument("--profile", metavar="MODEL", help="also profile this model's step")
     parser.add_argument("--default-steps", type=int, default=None, metavar="N",
                         help="(a') on N batches per epoch (default: the whole split)")  # fmt: skip
+    # On a CPU without native bf16 (no AVX-512-BF16 or AMX) `auto` trains in fp32, and
+    # emulated bf16 only costs time (Keras's mixed_bfloat16 on three models had not finished
+    # in 22 minutes on such a CPU): `--precisions fp32` leaves it out of (a), (c) and (d).
+    parser.add_argument("--precisions", default="fp32,bf16", help="(a), (c), (d)'s precisions")
     args = parser.parse_args()
+    precisions = args.precisions.split(",")
+    if not precisions or not set(precisions) <= set(DTYPES):
+        parser.error(f"--precisions takes a comma-separated subset of {sorted(DTYPES)}")
     torch.set_num_threads(args.threads)
     from fashionlab.data import load_fashion_mnist
 
     data = load_fashion_mnist()
-    ceiling = {p: matmul_gflops(dtype) for p, dtype in DTYPES.items()}
-    print(f"{cpu_name()}; threads {args.threads}; matmul ceiling fp32 "
-          f"{ceiling['fp32']:.0f} GFLOP/s, bf16 {ceiling['bf16']:.0f} GFLOP/s")  # fmt: skip
-    keras = keras_images_per_s(args.models, args.steps, args.repeats)
+    ceiling = {p: matmul_gflops(DTYPES[p]) for p in precisions}
+    print(f"{cpu_name()}; threads {args.threads}; matmul ceiling "
+          + ", ".join(f"{p} {gflops:.0f} GFLOP/s" for p, gflops in ceiling.items()))  # fmt: skip
+    keras_policies = [KERAS_POLICY[p] for p in precisions]
+    keras = keras_images_per_s(args.models, args.steps, args.repeats, keras_policies)
     if keras is None:
         print("(d) keras skipped: no .venv-keras (see this script's docstring)")
     # Every (b) before any (a): fashionlab's trainer tunes the process's allocator
@@ -382,8 +395,8 @@ def main() -> None:
         flops = 3 * count_flops(model)
         batch = build_config(name).batch_size
         usual = usual_by_model[name]
-        shape_ceiling = {p: layer_shape_gflops(model, batch, dtype) for p, dtype in DTYPES.items()}
-        for precision in DTYPES:
+        shape_ceiling = {p: layer_shape_gflops(model, batch, DTYPES[p]) for p in precisions}
+        for precision in precisions:
             ips = fashionlab_images_per_s(name, precision, args.steps, args.threads, args.repeats)
             achieved = flops * ips / 1e9
             in_primitives = primitive_seconds_per_step(model, batch, DTYPES[precision])
@@ -408,10 +421,11 @@ def main() -> None:
                 row["a/d"] = ips / max(k32, k16)
                 # The peer's better precision, against that precision's ceiling.
                 peer, peer_precision = (k16, "bf16") if k16 >= k32 else (k32, "fp32")
-                row["keras of ceiling"] = flops * peer / 1e9 / ceiling[peer_precision]
-                row["keras of layer-shape ceiling"] = (
-                    flops * peer / 1e9 / shape_ceiling[peer_precision]
-                )
+                if peer_precision in ceiling:  # not measured when (a) leaves it out
+                    row["keras of ceiling"] = flops * peer / 1e9 / ceiling[peer_precision]
+                    row["keras of layer-shape ceiling"] = (
+                        flops * peer / 1e9 / shape_ceiling[peer_precision]
+                    )
             rows.append(row)
             print(json.dumps(row), flush=True)
     print("\n| model | batch | precision | fashionlab img/s | usual img/s | a/b | GFLOP/s | "

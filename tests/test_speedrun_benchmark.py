@@ -60,3 +60,17 @@ def test_unknown_preset_is_one_line(tmp_path: Path):
     done = _run("--presets", "fast-1s", "--out", str(tmp_path))
     assert done.returncode != 0 and "unknown preset" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_naming_a_variant_trains_it_without_ablate_and_says_what_does_not_apply(tmp_path: Path):
+    out = tmp_path / "records"
+    done = _run(
+        "--presets", "fast-2min", "--seeds", "0", "--out", str(out),
+        "--variants", "no Muon,with Muon", *SMALL,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert [(r["variant"], r["seed"]) for r in runs] == [("no Muon", 0)]
+    assert "optimizer=\"sgd\"" in runs[0]["command"]
+    # fast-2min trains with Muon already: nothing to switch on, and the output says so
+    assert "fast-2min: no 'with Muon' variant" in done.stdout

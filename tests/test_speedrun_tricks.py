@@ -171,7 +171,7 @@ def test_orthogonalise_sets_every_singular_value_near_one_and_keeps_the_directio
     torch.manual_seed(0)
     u, _ = torch.linalg.qr(torch.randn(shape[0], min(shape)))
     v, _ = torch.linalg.qr(torch.randn(shape[1], min(shape)))
-    # Singular values from 1 down to 0.1 (five steps lift a value by 3.4^5 at most, so much
+    # Singular values from 1 down to 0.1 (three steps lift a value by 3.4^3 at most, so much
     # weaker directions than that stay short: Muon's documented compromise).
     spread = torch.logspace(0, -1, min(shape))
     matrix = 7.0 * u @ torch.diag(spread) @ v.T

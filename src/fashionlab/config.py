@@ -56,8 +56,9 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     # `optimizer: muon`: the hidden weight matrices and filters (all but the first and the
     # last layer's) take Muon steps at `muon_lr` (fashionlab.training.muon), every other
-    # parameter SGD at `lr` with `momentum`, `nesterov` and `weight_decay`.
-    muon_lr: float = Field(0.1, gt=0, le=10)  # the best of 0.02-0.2 on the speed-run net
+    # parameter SGD at `lr` with `momentum`, `nesterov` and `weight_decay`. 0.1 is the speed-run
+    # presets' value; no sweep of it is recorded yet.
+    muon_lr: float = Field(0.1, gt=0, le=10)
     scheduler: Scheduler = "none"
     plateau_factor: float = Field(0.5, gt=0, lt=1)
     plateau_patience: int = Field(2, ge=0, le=100_000)

@@ -4,8 +4,8 @@ Muon (Keller Jordan, 2024; airbench's `airbench94_muon`) replaces each hidden we
 matrix's momentum step by its nearest semi-orthogonal matrix: every direction the gradient
 moves gets the same step size, so the rare directions are not drowned by the common ones. A
 convolution's filters are taken as a (out_channels, in_channels * kh * kw) matrix. The
-orthogonalisation is three Newton-Schulz iterations (airbench's count; five cost a speed-run
-epoch 3% more for no measured gain, docs/performance.md), a few small matmuls per layer.
+orthogonalisation is three Newton-Schulz iterations (airbench's count: the update needs the
+direction, not exact orthogonality), a few small matmuls per layer.
 
 One optimiser (rather than two side by side) keeps the trainer, the one-cycle schedule and the
 checkpoint unchanged: groups marked `muon` take the Muon step, the others plain SGD.
