@@ -148,6 +148,7 @@ def test_all_tricks_train_and_resume_to_the_same_weights(tmp_path):
         (["norm_lr_scale=0"], "norm_lr_scale"),
         (["hflip_mode=sometimes"], "hflip_mode"),
         (["optimizer=muon", "muon_lr=0"], "muon_lr"),
+        (["optimizer=muon", "muon_momentum=1"], "muon_momentum"),
         (["optimizer=lion"], "optimizer"),
     ],
 )
@@ -240,6 +241,36 @@ def test_muon_sgd_groups_step_as_torch_sgd_and_muon_groups_orthogonally():
         assert singular.min() > 0.6 and singular.max() < 1.25
     with pytest.raises(ValueError, match="2-D or more"):
         MuonSGD([{"params": [torch.nn.Parameter(torch.zeros(3))], "muon": True}], lr=0.1)
+
+
+def test_muon_momentum_survives_one_cycle_and_weight_norm_fixes_each_filter_norm():
+    model = create_model("fast")
+    settings = {"optimizer": "muon", "muon_momentum": 0.6, "muon_weight_norm": True}
+    config = build_config("fast", settings)
+    optimizer = build_optimizer(config, parameter_groups(config, model))
+    scheduler = build_scheduler(config, optimizer, steps_per_epoch=10)
+    muon = next(g for g in optimizer.param_groups if g["muon"])
+    sgd = next(g for g in optimizer.param_groups if not g["muon"])
+    for _ in range(4):
+        model(torch.randn(4, 1, 28, 28)).sum().backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        # One-cycle still cycles the SGD group's momentum, but leaves Muon's where it was set.
+        assert muon["momentum"] == 0.6 and 0.85 <= sgd["momentum"] <= 0.95
+    assert sgd["momentum"] != 0.95  # it did cycle
+    for p in muon["params"]:
+        # rescaled to sqrt(rows) before the last step, then moved by a step of lr * ~1 per row
+        rows = p.shape[0]
+        assert p.norm().item() == pytest.approx(rows**0.5, rel=0.05)
+    # Without weight_norm the filters keep their initial scale (about sqrt(rows / 3)), and the
+    # Muon group follows the common momentum.
+    plain = build_config("fast", {"optimizer": "muon"})
+    model = create_model("fast")
+    optimizer = build_optimizer(plain, parameter_groups(plain, model))
+    muon = next(g for g in optimizer.param_groups if g["muon"])
+    assert muon["momentum"] == plain.momentum and not muon["weight_norm"]
+    assert all(p.norm().item() < 0.8 * p.shape[0] ** 0.5 for p in muon["params"])
 
 
 def test_muon_trains_the_speedrun_net_better_than_chance(tmp_path):

@@ -59,6 +59,13 @@ class TrainConfig(BaseModel):
     # parameter SGD at `lr` with `momentum`, `nesterov` and `weight_decay`. 0.1 is the speed-run
     # presets' value; no sweep of it is recorded yet.
     muon_lr: float = Field(0.1, gt=0, le=10)
+    # The Muon group's momentum; None takes `momentum` (airbench's Muon uses 0.6).
+    muon_momentum: float | None = Field(None, ge=0, lt=1)
+    # Rescale each Muon-trained tensor to Frobenius norm sqrt(rows) before its step (airbench):
+    # BatchNorm follows every such filter, so its scale is free, and a fixed scale makes
+    # `muon_lr` the step relative to the weights for the whole run rather than one that
+    # shrinks as the weights grow. Weight decay then has nothing to do on these tensors.
+    muon_weight_norm: bool = False
     scheduler: Scheduler = "none"
     plateau_factor: float = Field(0.5, gt=0, lt=1)
     plateau_patience: int = Field(2, ge=0, le=100_000)

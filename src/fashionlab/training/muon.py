@@ -48,7 +48,8 @@ class MuonSGD(torch.optim.Optimizer):
     A Muon step: buf = momentum * buf + grad; the update direction is grad + momentum * buf
     (Nesterov) or buf; it is reshaped to a matrix, orthogonalised, scaled by
     sqrt(max(1, rows / cols)) (so wide and tall matrices move alike per element), and
-    applied as p -= lr * update after a decoupled decay p *= 1 - lr * weight_decay.
+    applied as p -= lr * update after a decoupled decay p *= 1 - lr * weight_decay, or, in a
+    group with `weight_norm: True`, after rescaling p to Frobenius norm sqrt(rows).
     """
 
     def __init__(
@@ -67,6 +68,7 @@ class MuonSGD(torch.optim.Optimizer):
             "weight_decay": weight_decay,
             "muon": False,
             "ns_steps": ns_steps,
+            "weight_norm": False,
         }
         super().__init__(params, defaults)
         for group in self.param_groups:
@@ -101,7 +103,9 @@ class MuonSGD(torch.optim.Optimizer):
                 matrix = direction.reshape(rows, -1)
                 update = orthogonalise(matrix, group["ns_steps"])
                 update *= max(1.0, rows / matrix.shape[1]) ** 0.5
-                if decay:
+                if group["weight_norm"]:
+                    p.mul_(rows**0.5 / (p.norm() + 1e-12))
+                elif decay:
                     p.mul_(1 - lr * decay)
                 p.add_(update.view_as(p).to(p.dtype), alpha=-lr)
         return loss

@@ -59,7 +59,15 @@ def parameter_groups(
         )
     if muon_ids:
         groups.append(
-            {"params": [p for p in params if id(p) in muon_ids], "lr": config.muon_lr, "muon": True}
+            {
+                "params": [p for p in params if id(p) in muon_ids],
+                "lr": config.muon_lr,
+                "muon": True,
+                "momentum": config.momentum
+                if config.muon_momentum is None
+                else config.muon_momentum,
+                "weight_norm": config.muon_weight_norm,
+            }
         )
     return groups
 
@@ -117,8 +125,17 @@ def build_scheduler(
     if config.scheduler == "onecycle":
         # Each group peaks at its own learning rate (the normalisation group's is scaled).
         peaks = [group["lr"] for group in optimizer.param_groups]
+        # One-cycle also cycles momentum (0.95 -> 0.85 -> 0.95); a set `muon_momentum` holds
+        # the Muon group's still, or the schedule would overwrite it at the first step.
+        fixed = config.muon_momentum
+        muon = [bool(group.get("muon")) and fixed is not None for group in optimizer.param_groups]
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=peaks, epochs=config.epochs, steps_per_epoch=steps_per_epoch
+            optimizer,
+            max_lr=peaks,
+            epochs=config.epochs,
+            steps_per_epoch=steps_per_epoch,
+            base_momentum=[fixed if m else 0.85 for m in muon],
+            max_momentum=[fixed if m else 0.95 for m in muon],
         )
     if config.scheduler == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, config.step_size, config.step_gamma)
