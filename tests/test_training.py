@@ -18,6 +18,11 @@ from fashionlab.training import RunInterrupted, evaluate_run, resume, train
 TINY = {"train_subset": 256, "eval_subset": 200, "batch_size": 64}
 
 
+# The bit-identity tests compare whole runs in bf16, which CPUs without native bf16 emulate at
+# about a fifth of the fp32 speed: a few steps of small batches compare the same code paths.
+BIT_IDENTICAL = {"train_subset": 96, "eval_subset": 32, "batch_size": 16}
+
+
 def tiny_config(model: str = "s4-ann", **overrides):
     return build_config(model, {**TINY, "epochs": 2, **overrides})
 
@@ -358,7 +363,7 @@ def test_the_rewritten_training_graph_trains_bit_identically(tmp_path, monkeypat
     import fashionlab.accel.pooling as pooling
     import fashionlab.accel.view as fusion
 
-    config = tiny_config(model, precision="bf16")
+    config = tiny_config(model, **BIT_IDENTICAL, precision="bf16")
     calls = []
     kernel = fusion.pool_relu
     monkeypatch.setattr(fusion, "pool_relu", lambda x: calls.append(1) or kernel(x))
@@ -378,7 +383,7 @@ def test_dropout_masks_from_the_kernel_train_bit_identically(tmp_path, monkeypat
     # the compiled kernel and by PyTorch's bernoulli_ must give the same run, to the bit.
     import fashionlab.accel.bernoulli as bernoulli
 
-    config = tiny_config("s0-m2", precision="bf16")
+    config = tiny_config("s0-m2", **BIT_IDENTICAL, precision="bf16")
     runs = {"kernel": train(config.model_copy(update={"name": "kernel"}), tmp_path, quiet=True)}
     if bernoulli._kernel() is not None:
         env = json.loads((runs["kernel"] / "env.json").read_text())
@@ -393,7 +398,7 @@ def test_the_speed_run_net_trains_bit_identically_through_the_pool_kernel(tmp_pa
     # and a run with PyTorch's max-pool instead must be the same run, to the bit.
     import fashionlab.accel.pooling as pooling
 
-    config = tiny_config("fast", precision="bf16", epochs=1)
+    config = tiny_config("fast", **BIT_IDENTICAL, precision="bf16", epochs=1)
     calls = []
     kernel = pooling.max_pool_2x2
     monkeypatch.setattr(pooling, "max_pool_2x2", lambda x: calls.append(1) or kernel(x))
@@ -421,7 +426,7 @@ def test_batchnorm_kernel_trains_bit_identically(tmp_path, monkeypatch, model, p
     extra = {"epochs": 1} if model == "fast" else {}
     if args:
         extra["model_args"] = args
-    config = tiny_config(model, precision=precision, **extra)
+    config = tiny_config(model, **BIT_IDENTICAL, precision=precision, **extra)
     calls = []
     kernel = batchnorm.batch_norm
     monkeypatch.setattr(batchnorm, "batch_norm", lambda *a, **k: calls.append(1) or kernel(*a, **k))
@@ -444,7 +449,7 @@ def test_with_every_kernel_off_training_gives_the_same_run(tmp_path, monkeypatch
     import fashionlab.accel.pooling as pooling
 
     kernels = (pooling._kernel, bernoulli._kernel, batchnorm._kernel)
-    config = tiny_config("s0-m2", precision="bf16")
+    config = tiny_config("s0-m2", **BIT_IDENTICAL, precision="bf16")
     runs = {"kernels": train(config.model_copy(update={"name": "kernels"}), tmp_path, quiet=True)}
     monkeypatch.setenv("FASHIONLAB_NATIVE", "0")
     monkeypatch.setattr(build, "_loaded", {})
