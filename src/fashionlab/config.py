@@ -59,7 +59,8 @@ class TrainConfig(BaseModel):
     # parameter SGD at `lr` with `momentum`, `nesterov` and `weight_decay`. 0.1 is the speed-run
     # presets' value (0.2 scored the same at 5 epochs: README, speed-run screen).
     muon_lr: float = Field(0.1, gt=0, le=10)
-    # The Muon group's momentum; None takes `momentum` (airbench's Muon uses 0.6).
+    # The Muon group's momentum, held for the whole run; None: the same as the other groups
+    # (`momentum`, or under one-cycle its 0.95 -> 0.85 -> 0.95 cycle). airbench's Muon uses 0.6.
     muon_momentum: float | None = Field(None, ge=0, lt=1)
     # Rescale each Muon-trained tensor to Frobenius norm sqrt(rows) before its step (airbench):
     # BatchNorm follows every such filter, so its scale is free, and a fixed scale makes
