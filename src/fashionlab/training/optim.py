@@ -127,15 +127,17 @@ def build_scheduler(
         peaks = [group["lr"] for group in optimizer.param_groups]
         # One-cycle also cycles momentum (0.95 -> 0.85 -> 0.95); a set `muon_momentum` holds
         # the Muon group's still, or the schedule would overwrite it at the first step.
-        fixed = config.muon_momentum
-        muon = [bool(group.get("muon")) and fixed is not None for group in optimizer.param_groups]
+        momenta = {}
+        if config.muon_momentum is not None:
+            base, peak = 0.85, 0.95  # OneCycleLR's own defaults, for the other groups
+            held = [bool(group.get("muon")) for group in optimizer.param_groups]
+            momenta = {
+                "base_momentum": [config.muon_momentum if h else base for h in held],
+                "max_momentum": [config.muon_momentum if h else peak for h in held],
+            }
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=peaks,
-            epochs=config.epochs,
-            steps_per_epoch=steps_per_epoch,
-            base_momentum=[fixed if m else 0.85 for m in muon],
-            max_momentum=[fixed if m else 0.95 for m in muon],
+            optimizer, max_lr=peaks, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+            **momenta,
         )
     if config.scheduler == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, config.step_size, config.step_gamma)
