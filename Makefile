@@ -35,9 +35,13 @@ run: data
 	$(BIN)/fashionlab data info
 	$(BIN)/fashionlab study $(STUDY)
 
+# Two pytest-xdist workers: many of the slowest tests wait on other processes (torchrun
+# nodes, Ray), and the other worker uses that time; the Ray tests share one worker.
+TEST_WORKERS ?= 2
+
 test: data
 	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

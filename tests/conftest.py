@@ -10,6 +10,7 @@ keeps decoded copies in the session cache, as a user's first load would.
 from __future__ import annotations
 
 import gzip
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,6 +24,20 @@ from fashionlab.data import sources as sources_module
 from fashionlab.data.sources import FILES
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def _share_the_cores_between_workers() -> None:
+    """Under pytest-xdist (`make test` runs 2 workers), give each worker its share of the
+    cores, for its own torch and for every process it starts: two workers with a full set of
+    spinning OpenMP threads each would make small tensor ops many times slower."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+_share_the_cores_between_workers()
 
 
 @pytest.fixture(scope="session", autouse=True)

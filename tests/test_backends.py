@@ -126,6 +126,11 @@ def test_process_pool_gives_the_same_runs_as_sequential(study_file, tmp_path, on
     assert json.loads((pool / "study.json").read_text())["backend"]["workers"] == 2
 
 
+# Every test that starts Ray runs on the same pytest-xdist worker, one after another: two Ray
+# clusters on one 2-core machine would each wait on the other.
+RAY_GROUP = pytest.mark.xdist_group("ray")
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray", reason="the ray extra is not installed")
@@ -135,6 +140,7 @@ def local_ray():
 
 
 @pytest.mark.slow
+@RAY_GROUP
 def test_ray_backend_runs_a_study_end_to_end(study_file, tmp_path, local_ray):
     out = run_study(study_file, tmp_path / "ray", quiet=True, backend="ray", workers=2,
                     loggers="mlflow")  # fmt: skip
@@ -148,6 +154,7 @@ def test_ray_backend_runs_a_study_end_to_end(study_file, tmp_path, local_ray):
 
 
 @pytest.mark.slow
+@RAY_GROUP
 def test_ray_study_stops_before_any_trial_when_a_node_lacks_the_data(
     study_file, tmp_path, local_ray
 ):
@@ -159,6 +166,7 @@ def test_ray_study_stops_before_any_trial_when_a_node_lacks_the_data(
 
 
 @pytest.mark.slow
+@RAY_GROUP
 def test_tune_searches_the_space_and_writes_the_best(study_file, tmp_path, local_ray):
     from fashionlab.studies.tune import tune_study
 

@@ -257,6 +257,7 @@ def _kill_worker_mid_study(
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # with the other Ray tests: see test_backends
 def test_a_ray_study_across_two_nodes_survives_losing_one(two_hosts, tmp_path: Path, fashion):
     """One cluster (a head and a worker node, Ray token auth), two studies of the same file:
     the first spreads its two trials over both nodes; in the second the worker node is killed
