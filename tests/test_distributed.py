@@ -62,8 +62,13 @@ def test_launch_command_line() -> None:
         torchrun_command(0, [])
 
 
-def _fashionlab(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def _fashionlab(
+    *args: str, check: bool = True, temp: Path | None = None
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if temp is not None:  # the process's temporary folder (TMPDIR), to see what it leaves
+        temp.mkdir()
+        env["TMPDIR"] = str(temp)
     proc = subprocess.run(
         [sys.executable, "-m", "fashionlab", *args],
         capture_output=True,
@@ -88,7 +93,11 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Pa
     common = ["train", "--model", "mlp", "--set", "model_args={hidden: [64], dropout: 0}",
               "--epochs", "2", "--precision", "fp32"]  # fmt: skip
     _fashionlab(*common, *SMALL, "--runs-dir", str(tmp_path / "one"))
-    _fashionlab(*common, *SMALL, "--nproc", "2", "--runs-dir", str(tmp_path / "two"))
+    temp = tmp_path / "temp"
+    _fashionlab(*common, *SMALL, "--nproc", "2", "--runs-dir", str(tmp_path / "two"), temp=temp)
+    # torchrun's log folders went with it; only PyTorch's own per-user compile cache is left
+    # (any program that loads torch._dynamo makes it).
+    assert [p.name for p in temp.iterdir() if not p.name.startswith("torchinductor_")] == []
     one, two = tmp_path / "one" / "mlp-seed42", tmp_path / "two" / "mlp-seed42"
     assert (two / "complete").exists()
     assert sorted(p.name for p in one.iterdir()) == sorted(p.name for p in two.iterdir())

@@ -101,22 +101,27 @@ def two_hosts() -> Iterator[tuple[Host, Host]]:
             subprocess.run(["ip", "netns", "del", host.namespace], capture_output=True)
 
 
-def _node(host: Host, rendezvous: Host, train_args: list[str], port: int) -> list[str]:
+def _node(
+    host: Host, rendezvous: Host, train_args: list[str], port: int, temp: Path | None = None
+) -> list[str]:
     # Both namespaces share this machine's hostname, so the launcher cannot tell by name which
     # node hosts the rendezvous store: say so (a real cluster's hosts have their own names).
     is_host = int(host is rendezvous)
+    env = {"TMPDIR": str(temp)} if temp else None  # to see what the node leaves there
     return host.command([
         sys.executable, "-m", "fashionlab", "train", *train_args,
         "--nnodes", "2", "--rdzv-endpoint", f"{rendezvous.address}:{port}",
         "--rdzv-id", f"job{port}", "--rdzv-conf", f"is_host={is_host}",
         "--local-addr", host.address,
-    ])  # fmt: skip
+    ], env=env)  # fmt: skip
 
 
-def _start_nodes(hosts: tuple[Host, Host], train_args: list[str], port: int):
+def _start_nodes(
+    hosts: tuple[Host, Host], train_args: list[str], port: int, temp: Path | None = None
+):
     a, _ = hosts
     return [
-        subprocess.Popen(_node(h, a, train_args, port), stdout=subprocess.PIPE,
+        subprocess.Popen(_node(h, a, train_args, port, temp), stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)  # fmt: skip
         for h in hosts
     ]
@@ -152,10 +157,15 @@ def test_two_nodes_train_the_same_weights_as_one_node(two_hosts, tmp_path: Path,
     train_args = ["--model", "s2-cnn", "--epochs", "1", *SMALL]
     reference = _one_node_two_processes(train_args, tmp_path / "one-node")
 
+    temp = tmp_path / "temp"
+    temp.mkdir()
     procs = _start_nodes(two_hosts, [*train_args, "--runs-dir", str(tmp_path / "two-nodes")],
-                         port=29411)  # fmt: skip
+                         port=29411, temp=temp)  # fmt: skip
     outputs = _wait(procs)
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-1500:] for o in outputs)
+    # torchrun's log folders went with it; only PyTorch's own per-user compile cache is left
+    # (any program that loads torch._dynamo makes it).
+    assert [p.name for p in temp.iterdir() if not p.name.startswith("torchinductor_")] == []
     run = tmp_path / "two-nodes" / "s2-cnn-seed42"
     assert (run / "complete").exists()
     one, two = _weights(reference), _weights(run)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -148,8 +149,11 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def torchrun_command(nproc: int, fashionlab_args: Sequence[str]) -> list[str]:
-    """The torchrun command line that runs `fashionlab <args>` on `nproc` local processes."""
+def torchrun_command(
+    nproc: int, fashionlab_args: Sequence[str], log_dir: str | None = None
+) -> list[str]:
+    """The torchrun command line that runs `fashionlab <args>` on `nproc` local processes,
+    keeping torchrun's own log folders under `log_dir` when given."""
     if nproc < 1:
         raise ConfigError(f"--nproc must be >= 1, got {nproc}")
     return [
@@ -158,6 +162,7 @@ def torchrun_command(nproc: int, fashionlab_args: Sequence[str]) -> list[str]:
         "torch.distributed.run",
         "--standalone",  # one machine: a local rendezvous on a free port
         f"--nproc-per-node={nproc}",
+        *([f"--log-dir={log_dir}"] if log_dir else []),
         "-m",
         "fashionlab",
         *fashionlab_args,
@@ -171,4 +176,7 @@ def launch(nproc: int, fashionlab_args: Sequence[str]) -> int:
     more threads than cores makes every process wait on the others."""
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    return subprocess.call(torchrun_command(nproc, fashionlab_args), env=env)
+    # Left to itself, torchrun makes a /tmp/torchelastic_* folder per launch and never removes
+    # it: give it one that goes when the launch ends.
+    with tempfile.TemporaryDirectory(prefix="fashionlab-torchrun-") as logs:
+        return subprocess.call(torchrun_command(nproc, fashionlab_args, logs), env=env)

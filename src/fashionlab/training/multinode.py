@@ -22,6 +22,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -109,11 +110,13 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
-def run_node(settings: NodeSettings, fashionlab_args: Sequence[str]) -> int:
-    """The launcher itself: rendezvous, start this node's processes, wait for them."""
+def run_node(settings: NodeSettings, fashionlab_args: Sequence[str], log_dir: str) -> int:
+    """The launcher itself: rendezvous, start this node's processes, wait for them; the
+    agent keeps its log folders under `log_dir`."""
     import torch  # noqa: F401  (loaded under the FATAL log level before it is handed back)
 
     _restore_user_log_level()
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.rendezvous.api import (
         RendezvousConnectionError,
@@ -136,6 +139,7 @@ def run_node(settings: NodeSettings, fashionlab_args: Sequence[str]) -> int:
                       **settings.rdzv_conf},  # fmt: skip
         max_restarts=0,
         local_addr=settings.local_addr,
+        logs_specs=DefaultLogsSpecs(log_dir=log_dir),
     )
     where = f"the rendezvous at {settings.endpoint} (id {settings.run_id!r})"
     try:
@@ -169,7 +173,10 @@ def run_node(settings: NodeSettings, fashionlab_args: Sequence[str]) -> int:
 def main(argv: Sequence[str]) -> int:
     settings = NodeSettings(**json.loads(argv[0]))
     try:
-        return run_node(settings, list(argv[1:]))
+        # Left to itself the agent makes a /tmp/torchelastic_* folder per launch and never
+        # removes it: give it one that goes when the launch ends.
+        with tempfile.TemporaryDirectory(prefix="fashionlab-torchrun-") as logs:
+            return run_node(settings, list(argv[1:]), logs)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
 
