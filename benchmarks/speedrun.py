@@ -75,12 +75,18 @@ def variants(overrides: dict, ablate: bool) -> dict[str, dict]:
     return out
 
 
+def set_options(overrides: dict) -> list[str]:
+    """`overrides` as `fashionlab train` options: one `--set key=value` each."""
+    options = []
+    for key, value in overrides.items():
+        options += ["--set", f"{key}={json.dumps(value)}"]  # JSON is YAML: --set reads it
+    return options
+
+
 def train_command(model: str, overrides: dict, seed: int, runs_dir: Path, name: str) -> list[str]:
     command = [sys.executable, "-m", "fashionlab", "train", "--model", model, "--seed", str(seed)]
     command += ["--runs-dir", str(runs_dir), "--name", name, "--quiet"]
-    for key, value in overrides.items():
-        command += ["--set", f"{key}={json.dumps(value)}"]  # JSON is YAML: --set reads it
-    return command
+    return command + set_options(overrides)
 
 
 def run_one(command: list[str], run_dir: Path) -> dict:
