@@ -178,5 +178,6 @@ def launch(nproc: int, fashionlab_args: Sequence[str]) -> int:
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     # Left to itself, torchrun makes a /tmp/torchelastic_* folder per launch and never removes
     # it: give it one that goes when the launch ends.
-    with tempfile.TemporaryDirectory(prefix="fashionlab-torchrun-") as logs:
-        return subprocess.call(torchrun_command(nproc, fashionlab_args, logs), env=env)
+    logs = tempfile.TemporaryDirectory(prefix="fashionlab-torchrun-", ignore_cleanup_errors=True)
+    with logs:
+        return subprocess.call(torchrun_command(nproc, fashionlab_args, logs.name), env=env)

@@ -175,8 +175,9 @@ def main(argv: Sequence[str]) -> int:
     try:
         # Left to itself the agent makes a /tmp/torchelastic_* folder per launch and never
         # removes it: give it one that goes when the launch ends.
-        with tempfile.TemporaryDirectory(prefix="fashionlab-torchrun-") as logs:
-            return run_node(settings, list(argv[1:]), logs)
+        logs = tempfile.TemporaryDirectory(prefix="fashionlab-node-", ignore_cleanup_errors=True)
+        with logs:
+            return run_node(settings, list(argv[1:]), logs.name)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
 
