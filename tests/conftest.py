@@ -80,6 +80,12 @@ def fashion(_isolated_data_env: Path) -> FashionMNIST:
     return load_fashion_mnist()
 
 
+def left_in_temp(temp: Path) -> list[str]:
+    """What a finished command left in its temporary folder (its TMPDIR), less PyTorch's own
+    per-user compile cache, which any program that loads torch._dynamo makes."""
+    return [p.name for p in temp.iterdir() if not p.name.startswith("torchinductor_")]
+
+
 def tiny_arrays(n_train: int = 100, n_test: int = 20, seed: int = 0) -> dict[str, np.ndarray]:
     """Random uint8 images and balanced labels in the four files' layout (key -> array)."""
     rng = np.random.default_rng(seed)

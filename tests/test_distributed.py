@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import left_in_temp
 from safetensors.torch import load_file
 
 from fashionlab.cli.train import without_launch_options
@@ -95,9 +96,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Pa
     _fashionlab(*common, *SMALL, "--runs-dir", str(tmp_path / "one"))
     temp = tmp_path / "temp"
     _fashionlab(*common, *SMALL, "--nproc", "2", "--runs-dir", str(tmp_path / "two"), temp=temp)
-    # torchrun's log folders went with it; only PyTorch's own per-user compile cache is left
-    # (any program that loads torch._dynamo makes it).
-    assert [p.name for p in temp.iterdir() if not p.name.startswith("torchinductor_")] == []
+    assert left_in_temp(temp) == []  # torchrun's log folders went with it
     one, two = tmp_path / "one" / "mlp-seed42", tmp_path / "two" / "mlp-seed42"
     assert (two / "complete").exists()
     assert sorted(p.name for p in one.iterdir()) == sorted(p.name for p in two.iterdir())

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import left_in_temp
 from safetensors.torch import load_file
 
 from fashionlab.runs import load_history
@@ -163,9 +164,7 @@ def test_two_nodes_train_the_same_weights_as_one_node(two_hosts, tmp_path: Path,
                          port=29411, temp=temp)  # fmt: skip
     outputs = _wait(procs)
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-1500:] for o in outputs)
-    # torchrun's log folders went with it; only PyTorch's own per-user compile cache is left
-    # (any program that loads torch._dynamo makes it).
-    assert [p.name for p in temp.iterdir() if not p.name.startswith("torchinductor_")] == []
+    assert left_in_temp(temp) == []  # the agents' log folders went with them
     run = tmp_path / "two-nodes" / "s2-cnn-seed42"
     assert (run / "complete").exists()
     one, two = _weights(reference), _weights(run)
