@@ -157,7 +157,10 @@ def test_only_trains_a_slice_and_reports_the_rest_missing(tmp_path, capsys):
         "  - {label: CNN, model: s4-cnn1}\ncompare:\n  - {a: CNN, b: MLP}\n",
     )
     out = tmp_path / "out"
-    assert main(["study", str(path), "--only", "MLP", "--quiet", "--out", str(out)]) == 0
+    args = ["study", str(path), "--only", "MLP", "--quiet", "--no-report", "--out", str(out)]
+    assert main(args) == 0
+    assert capsys.readouterr().out.strip() == str(out / "study.json")  # the one thing written
+    assert not list(out.glob("report.*"))
     assert sorted(p.parent.name for p in out.glob("*/complete")) == ["MLP-seed1", "MLP-seed2"]
     summary = json.loads((out / "study.json").read_text())
     assert summary["runs_complete"] == {"complete": 2, "planned": 4}

@@ -18,7 +18,8 @@ def register(subparsers) -> None:
         "study",
         help=COMMANDS["study"],
         description="Runs everything in the study that is not already complete (an interrupted "
-        "study resumes), then writes study.json and report.html/report.md.",
+        "study resumes), then writes study.json and report.html/report.md, and prints where "
+        "the report (with --no-report: study.json) is.",
     )
     parser.add_argument("file", type=Path, help="study YAML, e.g. studies/s0.yaml")
     parser.add_argument(
@@ -45,6 +46,12 @@ def register(subparsers) -> None:
         action="store_true",
         help="train nothing: aggregate and report the runs that are complete so far (the "
         "others are listed as missing), e.g. while a long study runs",
+    )
+    parser.add_argument(
+        "--no-report",
+        action="store_true",
+        help="write study.json but not the report (its figures take about a second each): "
+        "for scripts and clusters; --report-only writes it later",
     )
     parser.add_argument(
         "--only",
@@ -115,6 +122,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         loggers=args.log,
         report_only=args.report_only,
         only=args.only,
+        make_report=not args.no_report,
     )
-    print(out / "report.html")
+    print(out / ("study.json" if args.no_report else "report.html"))
     return 0
