@@ -182,7 +182,11 @@ def test_a_node_that_dies_leaves_a_checkpoint_that_resume_continues(
 
     runs_dir = tmp_path / "cluster"
     run = runs_dir / "s2-cnn-seed42"
-    procs = _start_nodes(two_hosts, [*train_args, "--runs-dir", str(runs_dir)], port=29412)
+    # The killed node cannot remove its temporary folder: keep it in this test's own.
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    procs = _start_nodes(two_hosts, [*train_args, "--runs-dir", str(runs_dir)], port=29412,
+                         temp=temp)  # fmt: skip
     deadline = time.monotonic() + WAIT_S
     while len(load_history(run)) < 1 and time.monotonic() < deadline:
         if any(p.poll() is not None for p in procs):
@@ -199,7 +203,7 @@ def test_a_node_that_dies_leaves_a_checkpoint_that_resume_continues(
     assert 1 <= done_epochs < 3 and not (run / "complete").exists()
     assert (run / "checkpoint.pt").exists()
 
-    procs = _start_nodes(two_hosts, ["--resume", str(run), "--quiet"], port=29413)
+    procs = _start_nodes(two_hosts, ["--resume", str(run), "--quiet"], port=29413, temp=temp)
     outputs = _wait(procs)
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-1500:] for o in outputs)
     assert (run / "complete").exists() and len(load_history(run)) == 3
