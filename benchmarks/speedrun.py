@@ -11,9 +11,12 @@ whole process: interpreter start, data load and check, training, the test pass w
 test-time augmentation, and writing the run folder. `--ablate` also trains each preset with
 one trick at a time switched off (`ABLATIONS`) and each unused one switched on
 (`ADDITIONS`). Finished runs are kept in
-OUT/results.json and skipped on the next call, so an interrupted measurement resumes. Prints
-a table per preset and variant (mean ± std of test accuracy over the seeds, wall time per run)
-and, with `--figure`, draws accuracy against wall time.
+OUT/results.json and skipped on the next call, so an interrupted measurement resumes; a run
+cut off mid-way (a killed process, or `--stop-after`, which splits runs longer than a sitting)
+continues from its last finished epoch (`fashionlab train --resume`), and its wall time is the
+sum of its segments (OUT/segments.json), each restart adding its start-up. Prints a table per
+preset and variant (mean ± std of test accuracy over the seeds, wall time per run) and, with
+`--figure`, draws accuracy against wall time.
 
 Run it on a quiet machine: the wall times are the result.
 """
@@ -26,12 +29,15 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from fashionlab._io import atomic_write_json
 from fashionlab._platform import cpu_description
 from fashionlab.config import parse_set_options
+from fashionlab.runs.folder import is_complete
 from fashionlab.studies.spec import load_study
+from fashionlab.training.checkpoint import CHECKPOINT
 
 STUDY = Path(__file__).resolve().parent.parent / "studies" / "speedrun.yaml"
 
@@ -89,13 +95,61 @@ def train_command(model: str, overrides: dict, seed: int, runs_dir: Path, name: 
     return command + set_options(overrides)
 
 
-def run_one(command: list[str], run_dir: Path) -> dict:
-    started = time.perf_counter()
-    subprocess.run(command, check=True)
-    wall = time.perf_counter() - started
+def resume_command(run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "fashionlab", "train", "--resume", str(run_dir), "--quiet"]
+
+
+def settled_segments(segments: list[dict], run_dir: Path) -> list[dict]:
+    """The segments of a run about to continue, each with its seconds: a segment that was
+    killed (no seconds) counts until the last checkpoint it wrote, since the resumed run redoes
+    whatever came after; one that wrote none counts nothing, and neither does anything before
+    a restart from scratch (no checkpoint at all)."""
+    checkpoint = run_dir / CHECKPOINT
+    if not checkpoint.exists():
+        return []
+    saved_at = checkpoint.stat().st_mtime
+    settled = []
+    for segment in segments:
+        seconds = segment.get("seconds")
+        if seconds is None:
+            seconds = max(0.0, saved_at - segment["started"])
+        settled.append({**segment, "seconds": seconds})
+    return settled
+
+
+def run_one(
+    command: list[str], run_dir: Path, segments: list[dict], save: Callable[[], None],
+    stop_after: int | None,
+) -> dict | None:  # fmt: skip
+    """Train (or continue) one run and return its record, or None when `stop_after` left it
+    unfinished. `segments` (this run's list in OUT/segments.json, changed in place and written
+    with `save` before and after each process) keeps the wall time of every sitting."""
+    if not is_complete(run_dir):
+        if run_dir.exists() and any(run_dir.iterdir()):
+            segments[:] = settled_segments(segments, run_dir)
+            if (run_dir / CHECKPOINT).exists():
+                command = resume_command(run_dir)
+            else:  # cut off within its first epoch: nothing to continue from
+                command = [*command, "--overwrite"]
+        if stop_after:
+            command = [*command, "--stop-after", str(stop_after)]
+        segments.append({"started": time.time(), "seconds": None})
+        save()
+        started = time.perf_counter()
+        finished = subprocess.run(command)
+        segments[-1]["seconds"] = time.perf_counter() - started
+        save()
+        if finished.returncode != 0:
+            sys.exit(
+                f"{run_dir.name}: fashionlab train exited with status {finished.returncode}; "
+                "the same command continues it"
+            )
+        if not is_complete(run_dir):
+            return None
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {
-        "wall_seconds": wall,
+        "wall_seconds": sum(s["seconds"] or 0.0 for s in segments),
+        "segments": len(segments),
         "test_accuracy": metrics["test_accuracy"],
         "train_seconds": metrics["train_seconds"],
         "precision": metrics.get("precision_used"),
@@ -184,6 +238,13 @@ def main() -> int:
     parser.add_argument("--figure", type=Path, help="write accuracy vs wall time here (PNG)")
     parser.add_argument("--report-only", action="store_true", help="train nothing; tabulate")
     parser.add_argument(
+        "--stop-after",
+        type=int,
+        metavar="EPOCHS",
+        help="train at most this many epochs of each run in this call; the same command "
+        "continues them (for runs longer than a sitting)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -197,6 +258,8 @@ def main() -> int:
     if unknown:
         sys.exit(f"unknown preset(s) {unknown}; {STUDY.name} has {sorted(known)}")
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.stop_after is not None and args.stop_after < 1:
+        sys.exit(f"--stop-after must be >= 1 epoch, got {args.stop_after}")
     wanted = args.variants.split(",") if args.variants else None
     names = {"preset", *ABLATIONS, *ADDITIONS}
     if wanted and not set(wanted) <= names:
@@ -209,6 +272,9 @@ def main() -> int:
     store = args.out / "results.json"
     results = json.loads(store.read_text())["runs"] if store.exists() else []
     done = {(e["preset"], e["variant"], e["seed"]) for e in results}
+    segments_store = args.out / "segments.json"
+    segments = json.loads(segments_store.read_text()) if segments_store.exists() else {}
+    unfinished = []
     cpu = cpu_description()
     for preset in chosen:
         model, overrides = known[preset]
@@ -225,8 +291,19 @@ def main() -> int:
                 name = f"{preset}-{_slug(variant)}-seed{seed}"
                 command = train_command(model, settings, seed, args.out, name)
                 print(f"{preset} / {variant} / seed {seed}", flush=True)
+                record = run_one(
+                    command,
+                    args.out / name,
+                    segments.setdefault(name, []),
+                    lambda: atomic_write_json(segments_store, segments),
+                    args.stop_after,
+                )
+                if record is None:
+                    unfinished.append(name)
+                    print(f"  stopped after --stop-after {args.stop_after} epochs", flush=True)
+                    continue
                 entry = {"preset": preset, "variant": variant, "seed": seed, "cpu": cpu}
-                entry |= run_one(command, args.out / name)
+                entry |= record
                 entry["command"] = " ".join(command[1:])
                 results.append(entry)
                 atomic_write_json(store, {"runs": results})
@@ -236,6 +313,14 @@ def main() -> int:
     chosen_results = [e for e in results if e["preset"] in chosen]
     print(f"CPU: {cpu}")
     print("\n".join(table(chosen_results)))
+    resumed = [e for e in chosen_results if e.get("segments", 1) > 1]
+    if resumed:
+        print(
+            f"{len(resumed)} run(s) trained in several sittings: their wall time is the sum of "
+            "the sittings, each restart adding its start-up"
+        )
+    if unfinished:
+        print(f"unfinished: {', '.join(unfinished)}; the same command continues them")
     if args.figure:
         figure(chosen_results, args.figure)
         print(f"figure: {args.figure}")

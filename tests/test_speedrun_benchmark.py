@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +72,43 @@ def test_naming_a_variant_trains_it_without_ablate_and_says_what_does_not_apply(
     assert done.returncode == 0, done.stderr[-2000:]
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert [(r["variant"], r["seed"]) for r in runs] == [("no Muon", 0)]
-    assert "optimizer=\"sgd\"" in runs[0]["command"]
+    assert 'optimizer="sgd"' in runs[0]["command"]
     # fast-2min trains with Muon already: nothing to switch on, and the output says so
     assert "fast-2min: no 'with Muon' variant" in done.stdout
+
+
+def test_runs_split_into_sittings_continue_and_sum_their_wall_time(tmp_path: Path):
+    out, name = tmp_path / "records", "fast-10min-preset-seed0"
+    # a sitting cut off within the run's first epoch: a run folder with no checkpoint yet
+    (out / name).mkdir(parents=True)
+    (out / name / ".fashionlab-run").touch()
+    (out / name / "config.yaml").write_text("model: fast\n")
+    killed = {"started": time.time() - 50, "seconds": None}
+    (out / "segments.json").write_text(json.dumps({name: [killed]}))
+    two_epochs = ["--presets", "fast-10min", "--seeds", "0", "--out", str(out), *SMALL[:4]]
+    two_epochs += ["--set", "epochs=2"]
+
+    first = _run(*two_epochs, "--stop-after", "1")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert f"unfinished: {name}" in first.stdout and not (out / "results.json").exists()
+    segments = json.loads((out / "segments.json").read_text())[name]
+    assert len(segments) == 1 and segments[0]["seconds"] > 0  # the cut-off sitting counts 0
+
+    # a second sitting killed after the checkpoint it resumed from: it counts nothing either
+    segments.append({"started": time.time(), "seconds": None})
+    (out / "segments.json").write_text(json.dumps({name: segments}))
+    second = _run(*two_epochs)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "1 run(s) trained in several sittings" in second.stdout
+    entry = json.loads((out / "results.json").read_text())["runs"][0]
+    sittings = json.loads((out / "segments.json").read_text())[name]
+    assert entry["segments"] == 3 and sittings[1]["seconds"] == 0.0
+    assert entry["wall_seconds"] == sum(s["seconds"] for s in sittings)
+    assert entry["wall_seconds"] > entry["train_seconds"] > 0
+    assert (out / name / "history.csv").read_text().count("\n") == 3  # header + 2 epochs
+
+
+def test_a_bad_stop_after_is_one_line(tmp_path: Path):
+    done = _run("--presets", "fast-10min", "--out", str(tmp_path), "--stop-after", "0")
+    assert done.returncode != 0 and "--stop-after must be >= 1" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
