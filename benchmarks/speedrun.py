@@ -89,32 +89,25 @@ def set_options(overrides: dict) -> list[str]:
     return options
 
 
+TRAIN = [sys.executable, "-m", "fashionlab", "train"]
+
+
 def train_command(model: str, overrides: dict, seed: int, runs_dir: Path, name: str) -> list[str]:
-    command = [sys.executable, "-m", "fashionlab", "train", "--model", model, "--seed", str(seed)]
+    command = [*TRAIN, "--model", model, "--seed", str(seed)]
     command += ["--runs-dir", str(runs_dir), "--name", name, "--quiet"]
     return command + set_options(overrides)
 
 
-def resume_command(run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "fashionlab", "train", "--resume", str(run_dir), "--quiet"]
-
-
-def settled_segments(segments: list[dict], run_dir: Path) -> list[dict]:
-    """The segments of a run about to continue, each with its seconds: a segment that was
-    killed (no seconds) counts until the last checkpoint it wrote, since the resumed run redoes
-    whatever came after; one that wrote none counts nothing, and neither does anything before
-    a restart from scratch (no checkpoint at all)."""
-    checkpoint = run_dir / CHECKPOINT
-    if not checkpoint.exists():
-        return []
-    saved_at = checkpoint.stat().st_mtime
-    settled = []
-    for segment in segments:
-        seconds = segment.get("seconds")
-        if seconds is None:
-            seconds = max(0.0, saved_at - segment["started"])
-        settled.append({**segment, "seconds": seconds})
-    return settled
+def settled_segments(segments: list[dict], saved_at: float) -> list[dict]:
+    """The sittings of a run about to continue from the checkpoint written at `saved_at`, each
+    with its seconds: one that was killed (no seconds) counts until then, since the resumed run
+    redoes whatever came after."""
+    return [
+        {**segment, "seconds": max(0.0, saved_at - segment["started"])}
+        if segment.get("seconds") is None
+        else segment
+        for segment in segments
+    ]
 
 
 def run_one(
@@ -125,11 +118,13 @@ def run_one(
     unfinished. `segments` (this run's list in OUT/segments.json, changed in place and written
     with `save` before and after each process) keeps the wall time of every sitting."""
     if not is_complete(run_dir):
-        if run_dir.exists() and any(run_dir.iterdir()):
-            segments[:] = settled_segments(segments, run_dir)
-            if (run_dir / CHECKPOINT).exists():
-                command = resume_command(run_dir)
-            else:  # cut off within its first epoch: nothing to continue from
+        checkpoint = run_dir / CHECKPOINT
+        if checkpoint.exists():
+            segments[:] = settled_segments(segments, checkpoint.stat().st_mtime)
+            command = [*TRAIN, "--resume", str(run_dir), "--quiet"]
+        else:  # a fresh start: no earlier sitting left anything that counts
+            segments.clear()
+            if run_dir.exists() and any(run_dir.iterdir()):  # cut off within its first epoch
                 command = [*command, "--overwrite"]
         if stop_after:
             command = [*command, "--stop-after", str(stop_after)]
