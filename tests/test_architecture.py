@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1] / "src"
 
 # Bottom to top: a module may import from its own layer's packages or any layer below.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "_io", "_env", "_platform", "allocator", "_extras"),
+    ("errors", "_io", "_read", "_env", "_platform", "allocator", "_extras"),
     ("config",),
     ("data", "numpy_nn", "evaluation"),
     ("models",),
@@ -189,3 +189,104 @@ def test_training_restores_the_determinism_setting_it_found(tmp_path) -> None:
     config = build_config("s4-ann", {"epochs": 1, "train_subset": 64, "eval_subset": 50})
     train(config, tmp_path, quiet=True)
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+# -- every file read goes through fashionlab._read ----------------------------------------------
+
+# Calls that read a file by name. `open(...)` with a write mode, and calls on `io.BytesIO(...)`
+# (bytes already read through `_read`), are not reads of a file.
+_READ_ATTRIBUTES = {"read_text", "read_bytes"}
+_READ_FUNCTIONS = {
+    ("json", "load"),
+    ("np", "load"),
+    ("numpy", "load"),
+    ("torch", "load"),
+    ("safetensors", "safe_open"),
+}
+_READ_NAMES = {"safe_open", "load_file"}
+
+
+def _writes(call: ast.Call) -> bool:
+    modes = [a for a in call.args[1:2]] + [k.value for k in call.keywords if k.arg == "mode"]
+    return any(
+        isinstance(m, ast.Constant) and isinstance(m.value, str) and set(m.value) & set("wax")
+        for m in modes
+    )
+
+
+def _in_memory(call: ast.Call) -> bool:
+    first = call.args[0] if call.args else None
+    return (
+        isinstance(first, ast.Call)
+        and isinstance(first.func, ast.Attribute)
+        and first.func.attr == "BytesIO"
+    )
+
+
+def unbounded_reads(source: str, filename: str = "<planted>") -> list[str]:
+    """`file:line: call` for every call in `source` that reads a file without `_read`."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if not isinstance(node, ast.Call):
+            continue
+        func, what = node.func, None
+        if isinstance(func, ast.Name):
+            if func.id == "open" and not _writes(node):
+                what = "open("
+            elif func.id in _READ_NAMES:
+                what = f"{func.id}("
+        elif isinstance(func, ast.Attribute):
+            owner = func.value.id if isinstance(func.value, ast.Name) else None
+            if func.attr in _READ_ATTRIBUTES:
+                what = f".{func.attr}("
+            elif (owner, func.attr) in _READ_FUNCTIONS and not _in_memory(node):
+                what = f"{owner}.{func.attr}("
+            elif func.attr == "open" and owner != "os" and not _writes(node):
+                what = None if _in_memory(node) else ".open("
+        if what:
+            found.append(f"{filename}:{node.lineno}: {what}")
+    return found
+
+
+def test_every_file_read_goes_through_the_bounded_reader() -> None:
+    offenders = [
+        hit
+        for name, path in _modules().items()
+        if name != "fashionlab._read"
+        for hit in unbounded_reads(path.read_text(), str(path.relative_to(ROOT)))
+    ]
+    assert not offenders, "read these through fashionlab._read: " + "; ".join(offenders)
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        "data = open(path).read()",
+        "data = open(path, 'rb').read()",
+        "with path.open() as handle: pass",
+        "text = path.read_text()",
+        "blob = (folder / 'x.bin').read_bytes()",
+        "value = json.load(handle)",
+        "arrays = np.load(path, allow_pickle=False)",
+        "state = torch.load(path, weights_only=True)",
+        "handle = safe_open(str(path), framework='pt')",
+        "state = load_file(path)",
+    ],
+)
+def test_the_reader_walk_finds_a_planted_unbounded_read(planted: str) -> None:
+    assert unbounded_reads(planted), planted
+
+
+@pytest.mark.parametrize(
+    "allowed",
+    [
+        "open(path, 'wb').write(data)",
+        "with open(tmp, mode='w') as handle: pass",
+        "image = Image.open(io.BytesIO(data))",
+        "array = np.load(io.BytesIO(data), allow_pickle=False)",
+        "fd = os.open(path, os.O_RDONLY)",
+        "value = json.loads(text)",
+    ],
+)
+def test_the_reader_walk_leaves_writes_and_bytes_in_memory_alone(allowed: str) -> None:
+    assert not unbounded_reads(allowed), allowed

@@ -11,7 +11,6 @@ import errno
 import json
 import os
 import re
-import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -53,8 +52,11 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[str], None]) ->
     with _replacing(Path(path)) as (fd, tmp):
         os.close(fd)
         writer(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
+        written = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(written)
+        finally:
+            os.close(written)
 
 
 @contextlib.contextmanager
@@ -209,31 +211,6 @@ def _expanded_values(node: Any, seen: dict[int, int]) -> int:
                 break
     seen[key] = min(count, MAX_YAML_VALUES + 1)
     return seen[key]
-
-
-def open_regular(path: str | os.PathLike) -> BinaryIO:
-    """`open(path, "rb")` for a regular file only (ValueError otherwise). Opened without
-    blocking, so a FIFO handed over as a file fails at once instead of waiting for a writer."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError("not a regular file")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def read_text_bounded(path: str | os.PathLike, limit: int = MAX_YAML_BYTES) -> str:
-    """A small text file's content (UTF-8), refusing anything but a regular file of at most
-    `limit` bytes (ValueError) before reading more than that: a FIFO, a device or a huge file
-    handed over as a config must not hang or fill memory."""
-    with open_regular(path) as handle:
-        data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(f"larger than {limit // 1024} KiB")
-    return data.decode("utf-8")
 
 
 _PATH_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")

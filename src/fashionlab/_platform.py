@@ -6,33 +6,34 @@ from __future__ import annotations
 
 import functools
 import platform
-from pathlib import Path
+
+from fashionlab._read import MiB, read_text
 
 # The /proc/cpuinfo flags that make bf16 training fast rather than emulated.
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 @functools.cache
-def _cpuinfo_fields() -> dict[str, str]:
+def cpuinfo_fields() -> dict[str, str]:
     fields: dict[str, str] = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in read_text("/proc/cpuinfo", 16 * MiB).splitlines():
             key, sep, value = line.partition(":")
             if sep and key.strip() not in fields:
                 fields[key.strip()] = value.strip()
-    except OSError:
+    except (OSError, ValueError):
         pass
     return fields
 
 
 def cpu_model() -> str:
     """The CPU's model name, e.g. 'AMD EPYC', or the platform's processor string."""
-    return _cpuinfo_fields().get("model name") or platform.processor() or platform.machine()
+    return cpuinfo_fields().get("model name") or platform.processor() or platform.machine()
 
 
 def cpu_bf16_features() -> list[str]:
     """Which of `BF16_FLAGS` the CPU has (empty: bf16 is emulated, and slow)."""
-    flags = set(_cpuinfo_fields().get("flags", "").split())
+    flags = set(cpuinfo_fields().get("flags", "").split())
     return [flag for flag in BF16_FLAGS if flag in flags]
 
 

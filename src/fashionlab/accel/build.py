@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 
 from fashionlab._io import user_cache_dir
+from fashionlab._platform import cpuinfo_fields
+from fashionlab._read import SMALL_TEXT, read_bytes
 
 HERE = Path(__file__).resolve().parent
 # GCC's -march=native prefers 256-bit vectors even on AVX-512 CPUs; for these short, memory-bound
@@ -104,11 +106,12 @@ def _build_and_load(name: str) -> ctypes.CDLL:
         ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         raise _Unavailable(f"{compiler[0]} --version failed: {exc}") from None
-    headers = [h.read_bytes() for h in sorted(HERE.glob("*.h"))]  # what the sources include
+    # what the sources include
+    headers = [read_bytes(h, SMALL_TEXT) for h in sorted(HERE.glob("*.h"))]
     key = hashlib.sha256(
         b"\0".join(
             [
-                source.read_bytes(),
+                read_bytes(source, SMALL_TEXT),
                 *headers,
                 version.encode(),
                 " ".join(FLAGS).encode(),
@@ -149,8 +152,6 @@ def _compile(compiler: list[str], source: Path, target: Path) -> None:
 
 def _cpu_flags() -> bytes:
     """The CPU's feature flags: `-march=native` code is only valid on CPUs that have them."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line.encode()
-    return platform.processor().encode()
+    fields = cpuinfo_fields()
+    flags = fields.get("flags") or fields.get("Features")
+    return flags.encode() if flags else platform.processor().encode()

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from fashionlab._io import atomic_open
+from fashionlab._read import UnreadableFile, load_npz
 from fashionlab.config import TrainConfig
 from fashionlab.data import CLASS_NAMES, FashionMNIST
 from fashionlab.errors import ConfigError, RunError
@@ -151,11 +152,10 @@ def _test_probabilities(run_dir: Path, data: FashionMNIST) -> np.ndarray:
     path = run_dir / TEST_PROBS_FILE
     n_test = len(data.test_labels)
     try:
-        with np.load(path) as stored:
-            probs = stored["probs"]
+        probs = load_npz(path)["probs"]
         if probs.shape == (n_test, len(CLASS_NAMES)):
             return probs
-    except (OSError, ValueError, KeyError, EOFError):
+    except (OSError, UnreadableFile, KeyError):
         pass  # missing or damaged: computed again below
     loaded = load_model(run_dir)
     settings = PredictSettings.of_run(loaded.config, load_metrics(run_dir))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fashionlab._io import open_regular
+from fashionlab._read import open_regular
 from fashionlab.errors import DataError
 
 # IDX type byte -> big-endian NumPy dtype.

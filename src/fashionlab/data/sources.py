@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fashionlab._io import user_cache_dir
+from fashionlab._read import read_bytes
 from fashionlab.errors import DataError
 
 # SHA-256 of the decompressed IDX bytes (the .gz files differ between sources).
@@ -131,6 +132,6 @@ def _raw_matches(path: Path, size: int, digest: str) -> bool:
     try:
         if not path.is_file() or path.stat().st_size != size:
             return False
-        return sha256_hex(path.read_bytes()) == digest
-    except OSError:
+        return sha256_hex(read_bytes(path, size)) == digest
+    except (OSError, ValueError):  # ValueError: not a regular file
         return False

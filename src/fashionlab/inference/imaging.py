@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
+from fashionlab._read import UnreadableFile, read_bytes
 from fashionlab.errors import ImageError, one_line
 
 SIZE = 28
@@ -33,6 +34,8 @@ SIZE = 28
 # below what would exhaust memory (an RGBA decode of 40 MP is 160 MB). The declared size is
 # checked before any pixel is decoded.
 DEFAULT_MAX_PIXELS = 40_000_000
+# An image file named on the command line: a compressed 40-megapixel photo fits many times over.
+MAX_IMAGE_FILE_BYTES = 256 << 20
 # Longer side above which a decoded image is area-averaged down before any float work: the
 # result is 28 pixels wide, so 2048 keeps the object's bounding box accurate to 0.05 %.
 WORK_MAX_SIDE = 2048
@@ -113,9 +116,11 @@ def _load(
     if isinstance(source, (str, Path)):
         path = Path(source)
         try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ImageError(f"cannot read image file {path}: {exc.strerror or exc}") from None
+            data = read_bytes(path, MAX_IMAGE_FILE_BYTES)
+        except FileNotFoundError:
+            raise ImageError(f"cannot read image file {path}: no such file") from None
+        except UnreadableFile as exc:
+            raise ImageError(f"cannot read image file {exc}") from None
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     else:

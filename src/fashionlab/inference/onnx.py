@@ -22,6 +22,7 @@ import torch
 
 from fashionlab._extras import require_extra
 from fashionlab._io import atomic_write_with
+from fashionlab._read import open_regular
 from fashionlab.data import prepare_data
 from fashionlab.errors import RunError, one_line
 from fashionlab.models.base import INPUT_SHAPE, NUM_CLASSES
@@ -175,7 +176,7 @@ class OnnxPredictor:
 def weights_digest(run_dir: Path) -> str:
     """SHA-256 of the run's weights file: what an exported ONNX file records it came from."""
     digest = hashlib.sha256()
-    with open(run_dir / WEIGHTS_FILE, "rb") as handle:
+    with open_regular(run_dir / WEIGHTS_FILE) as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

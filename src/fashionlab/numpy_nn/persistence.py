@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from fashionlab._io import atomic_write_with
+from fashionlab._read import UnreadableFile, load_npz
 from fashionlab.errors import DataError
 
 FORMAT = "fashionlab.NumpyMLP"
@@ -63,30 +64,27 @@ def write_model(path: str | os.PathLike, model: SavedModel) -> None:
 def read_model(path: str | os.PathLike) -> SavedModel:
     """Read a model file; DataError (one line) if it is missing, not ours, corrupt or truncated."""
     try:
-        archive = np.load(path, allow_pickle=False)
+        archive = load_npz(path)
     except FileNotFoundError:
         raise DataError(f"model file not found: {path}") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"cannot read model file {path}: {_one_line(exc)}") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(f"cannot read model file {path}: not an .npz archive")
+    except UnreadableFile as exc:
+        raise DataError(f"cannot read model file {exc}") from None
     try:
-        with archive:
-            if str(archive["format"]) != FORMAT:
-                raise DataError(f"{path} is not a NumpyMLP model file")
-            version = int(archive["version"])
-            if version != VERSION:
-                raise DataError(f"{path} has model format version {version}; expected {VERSION}")
-            n_layers = sum(1 for key in archive.files if key.startswith("W"))
-            return SavedModel(
-                params=json.loads(str(archive["params"])),
-                classes=archive["classes"],
-                n_features_in=int(archive["n_features_in"]),
-                best_epoch=int(archive["best_epoch"]),
-                history=json.loads(str(archive["history"])),
-                weights=[archive[f"W{i}"] for i in range(n_layers)],
-                biases=[archive[f"b{i}"] for i in range(n_layers)],
-            )
+        if str(archive["format"]) != FORMAT:
+            raise DataError(f"{path} is not a NumpyMLP model file")
+        version = int(archive["version"])
+        if version != VERSION:
+            raise DataError(f"{path} has model format version {version}; expected {VERSION}")
+        n_layers = sum(1 for key in archive if key.startswith("W"))
+        return SavedModel(
+            params=json.loads(str(archive["params"])),
+            classes=archive["classes"],
+            n_features_in=int(archive["n_features_in"]),
+            best_epoch=int(archive["best_epoch"]),
+            history=json.loads(str(archive["history"])),
+            weights=[archive[f"W{i}"] for i in range(n_layers)],
+            biases=[archive[f"b{i}"] for i in range(n_layers)],
+        )
     except DataError:
         raise
     except (

@@ -12,10 +12,10 @@ own report (`report.audit`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from fashionlab._io import atomic_write_text, read_text_bounded
+from fashionlab._io import atomic_write_text
+from fashionlab._read import LARGE_JSON, UnreadableFile, read_json
 from fashionlab.errors import RunError
 from fashionlab.runs.readers import AUDIT_FILE
 
@@ -86,10 +86,12 @@ def read_study_summary(folder: str | Path) -> dict:
     """A study folder's study.json (bounded read), or a one-line RunError."""
     path = Path(folder) / "study.json"
     try:
-        summary = json.loads(read_text_bounded(path))
-    except (ValueError, OSError) as exc:
-        raise RunError(f"{path}: not readable JSON ({exc}); run the study again") from None
-    if not isinstance(summary, dict) or not isinstance(summary.get("rows"), list):
+        summary = read_json(path, LARGE_JSON)
+    except FileNotFoundError:
+        raise RunError(f"{path}: missing; run the study again") from None
+    except UnreadableFile as exc:
+        raise RunError(f"{exc}; run the study again") from None
+    if not isinstance(summary.get("rows"), list):
         raise RunError(f"{path}: not a study summary (no 'rows')")
     return summary
 

@@ -42,7 +42,14 @@ from fashionlab.report.trust import (
     study_calibration_section,
     study_robustness_section,
 )
-from fashionlab.runs import is_complete, load_config, load_metrics, load_predictions
+from fashionlab.runs import (
+    is_complete,
+    load_config,
+    load_config_text,
+    load_env,
+    load_metrics,
+    load_predictions,
+)
 
 ALPHA = 0.05
 SECTION_TITLES = {
@@ -160,7 +167,7 @@ def run_model_blocks(figs: RunFigures) -> list[Block]:
             caption=f"Classification report of {figs.run_dir.name} on its test items.",
         )
     )
-    config_text = (figs.run_dir / "config.yaml").read_text()
+    config_text = load_config_text(figs.run_dir)
     blocks.append(pre(f"config.yaml of {figs.run_dir.name}", config_text))
     return blocks
 
@@ -195,12 +202,7 @@ def classification_table(run_dir: Path) -> dict[str, Any]:
 def environment_section(run_dirs: list[Path]) -> Section:
     """env.json of every run: the values all runs share once, then what differs per run."""
     section = Section("environment", SECTION_TITLES["environment"])
-    envs = {}
-    for d in run_dirs:
-        try:
-            envs[d.name] = json.loads((d / "env.json").read_text())
-        except (OSError, ValueError):
-            envs[d.name] = {}
+    envs = {d.name: load_env(d) for d in run_dirs}
     missing = [name for name, env in envs.items() if not env]
     present = {name: env for name, env in envs.items() if env}
     if not present:

@@ -14,7 +14,6 @@ lazily, i.e. not at all when every figure is fresh.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from fashionlab import viz
 from fashionlab._io import atomic_write_bytes, atomic_write_text
+from fashionlab._read import FIGURE, read_bytes, read_json, read_text
 from fashionlab.config import TrainConfig
 from fashionlab.data import prepare_data
 from fashionlab.data.corruptions import corrupt
@@ -162,10 +162,9 @@ def torch_weights(run_dir: Path) -> bool:
     if not (run_dir / "model.safetensors").exists() or not info_path.exists():
         return False
     try:
-        info = json.loads(info_path.read_text())
-        return get_model_spec(info["model"]).framework == "torch"
-    except (ValueError, KeyError, TypeError, ConfigError):
-        return False
+        return get_model_spec(read_json(info_path)["model"]).framework == "torch"
+    except (OSError, ValueError, KeyError, TypeError, ConfigError):
+        return False  # an unreadable model.json: load_model says why when it is needed
 
 
 # ---------------------------------------------------------------- per run
@@ -473,7 +472,7 @@ def data_figures(
         path = out / f"data-{digest}-{key}.png"
         borrowed = next((d / path.name for d in reuse if (d / path.name).is_file()), None)
         if not path.exists() and borrowed is not None:
-            atomic_write_bytes(path, borrowed.read_bytes())
+            atomic_write_bytes(path, read_bytes(borrowed, FIGURE))
         # the data of a setting never changes, so an existing file is always current
         if path.exists() or _try_draw(draw, path, title, notes) is not None:
             figures.append(Figure(key, title, path, caption))
@@ -492,7 +491,7 @@ def validation_overlay(run_dirs: dict[str, Path], out: Path) -> Figure | None:
     # also stale when the set of labels changed (the file is newer than every history then)
     stamp = out / "validation_curves.labels"
     labels_text = "\n".join(histories)
-    if not (is_fresh(path, sources) and stamp.exists() and stamp.read_text() == labels_text):
+    if not (is_fresh(path, sources) and stamp.is_file() and read_text(stamp) == labels_text):
         _viz().plot_validation_curves(histories, path, "Validation curves (first seed)")
         atomic_write_text(stamp, labels_text)
     return Figure(

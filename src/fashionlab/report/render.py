@@ -15,6 +15,7 @@ from pathlib import Path
 import jinja2
 
 from fashionlab._io import atomic_write_bytes
+from fashionlab._read import FIGURE, read_bytes
 from fashionlab.report.blocks import ReportContext
 from fashionlab.report.figures import FIGURES_DIR, Figure
 
@@ -55,7 +56,7 @@ class _Image:
     """What the HTML template needs about one figure."""
 
     def __init__(self, figure: Figure) -> None:
-        data = figure.path.read_bytes()
+        data = read_bytes(figure.path, FIGURE)
         self.width, self.height = png_size(data)
         if self.height and self.width / self.height >= WIDE_ASPECT:
             self.layout = "wide"
@@ -88,8 +89,8 @@ def export_figures(context: ReportContext, report_dir: Path) -> dict[Path, str]:
             continue
         name = f"{fig.path.parent.parent.name}--{fig.path.name}"
         dest = target / name
-        data = fig.path.read_bytes()
-        if not dest.exists() or dest.read_bytes() != data:
+        data = read_bytes(fig.path, FIGURE)
+        if not dest.is_file() or read_bytes(dest, FIGURE) != data:
             atomic_write_bytes(dest, data)
         links[fig.path] = f"{FIGURES_DIR}/{name}"
     return links

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from fashionlab._io import atomic_write_json
+from fashionlab._read import UnreadableFile, load_npz
 from fashionlab.data.corruptions import SEVERITIES
-from fashionlab.errors import ConfigError, FashionlabError, RunError
+from fashionlab.errors import ConfigError, FashionlabError, RunError, one_line
 from fashionlab.evaluation import mcnemar, mean_std
 from fashionlab.report import read_study_summary, report_kind, write_report
 from fashionlab.report.figures import data_key
@@ -220,10 +221,18 @@ def _label_row(by_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
 
 def _pooled(run_dir: Path, corruption: str) -> tuple[np.ndarray, np.ndarray]:
     """The labels and predictions of every severity of `corruption`, concatenated."""
-    with np.load(run_dir / PREDICTIONS_FILE, allow_pickle=False) as npz:
-        keys = sorted(k for k in npz.files if k.startswith(f"{corruption}/"))
-        labels = np.concatenate([npz["labels"]] * len(keys)).astype(np.int64)
-        preds = np.concatenate([npz[k] for k in keys]).astype(np.int64)
+    try:
+        npz = load_npz(run_dir / PREDICTIONS_FILE)
+    except (UnreadableFile, FileNotFoundError) as exc:
+        raise RunError(f"{one_line(exc)}; run 'fashionlab robustness' again") from None
+    keys = sorted(k for k in npz if k.startswith(f"{corruption}/"))
+    if "labels" not in npz or not keys:
+        raise RunError(
+            f"{run_dir / PREDICTIONS_FILE}: no {corruption!r} predictions; run "
+            "'fashionlab robustness' again"
+        )
+    labels = np.concatenate([npz["labels"]] * len(keys)).astype(np.int64)
+    preds = np.concatenate([npz[k] for k in keys]).astype(np.int64)
     return labels, preds
 
 

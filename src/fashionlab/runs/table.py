@@ -7,7 +7,6 @@ reason, not an error: one broken run must not hide a thousand good ones.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -16,7 +15,8 @@ from typing import Any
 
 import yaml
 
-from fashionlab._io import YamlTooLarge, load_yaml, read_text_bounded
+from fashionlab._io import YamlTooLarge, load_yaml
+from fashionlab._read import read_json, read_text
 from fashionlab.errors import ConfigError, one_line
 from fashionlab.runs.folder import CHECKPOINT_FILE, COMPLETE_MARKER, NOT_RUN_FOLDERS, RUN_MARKER
 
@@ -74,7 +74,7 @@ def run_folders(root: Path, max_depth: int = 3) -> Iterator[Path]:
 def read_row(folder: Path) -> RunRow:
     row = RunRow(folder.name, str(folder))
     try:
-        config = load_yaml(read_text_bounded(folder / "config.yaml"))
+        config = load_yaml(read_text(folder / "config.yaml"))
     except FileNotFoundError:
         row.problem = "no config.yaml"
         return row
@@ -97,7 +97,7 @@ def read_row(folder: Path) -> RunRow:
             row.problem = "no checkpoint and not complete"
         return row
     try:
-        metrics = json.loads(read_text_bounded(folder / "metrics.json"))
+        metrics = read_json(folder / "metrics.json")
     except FileNotFoundError:
         row.problem = "complete but no metrics.json"
         return row

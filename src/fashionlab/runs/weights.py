@@ -7,17 +7,16 @@ run folder alone is enough to classify new images.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
-from fashionlab._io import atomic_write_bytes, read_text_bounded
+from fashionlab._io import atomic_write_bytes
+from fashionlab._read import UnreadableFile, load_safetensors, read_json, safetensors_header
 from fashionlab.config import TrainConfig, describe_validation_error
 from fashionlab.data import CLASS_NAMES, Normalizer
 from fashionlab.errors import ConfigError, RunError, one_line
@@ -78,13 +77,11 @@ class _ModelInfo(BaseModel):
 
 def _read_info(path: Path) -> _ModelInfo:
     try:
-        raw = json.loads(read_text_bounded(path))
+        raw = read_json(path)
     except FileNotFoundError:
         raise RunError(f"{path}: missing; the run has no saved model (did it finish?)") from None
-    except (json.JSONDecodeError, OSError, ValueError) as exc:
-        raise RunError(f"{path}: not a readable model.json ({one_line(exc, 120)})") from None
-    if not isinstance(raw, dict):
-        raise RunError(f"{path}: expected a JSON object with 'model' and 'normalization'")
+    except UnreadableFile as exc:
+        raise RunError(str(exc)) from None
     try:
         info = _ModelInfo(**raw)
     except ValidationError as exc:
@@ -114,12 +111,18 @@ def _check_against_header(weights_path: Path, name: str, model_args: dict[str, A
         raise RunError(f"{weights_path.parent / 'model.json'}: {exc}") from None
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     try:
-        with safe_open(str(weights_path), framework="pt") as handle:
-            stored = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
+        header = safetensors_header(weights_path)
+        stored = {
+            k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"
+        }
     except FileNotFoundError:
         raise RunError(f"{weights_path}: missing; re-train or restore the file") from None
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise RunError(f"{weights_path}: corrupt safetensors file ({one_line(exc, 120)})") from None
+    except UnreadableFile as exc:
+        raise RunError(f"{exc}; re-train or restore the file") from None
+    except (TypeError, KeyError):
+        raise RunError(
+            f"{weights_path}: corrupt safetensors header; re-train or restore the file"
+        ) from None
     if stored != expected:
         missing = sorted(expected.keys() - stored.keys())[:3]
         unexpected = sorted(stored.keys() - expected.keys())[:3]
@@ -150,9 +153,9 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> Loade
     _check_against_header(weights_path, info.model, info.model_args)
     model = create_model(info.model, **info.model_args)
     try:
-        state = load_file(weights_path)
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise RunError(f"{weights_path}: corrupt safetensors file ({one_line(exc, 120)})") from None
+        state = load_safetensors(weights_path)
+    except (UnreadableFile, FileNotFoundError) as exc:
+        raise RunError(f"{one_line(exc)}; re-train or restore the file") from None
     bad = [k for k, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
     if bad:
         raise RunError(

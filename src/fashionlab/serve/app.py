@@ -37,6 +37,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from fashionlab import __version__
+from fashionlab._read import read_text
 from fashionlab.data import CLASS_NAMES
 from fashionlab.errors import ConfigError, FashionlabError, ImageError, RunError, one_line
 from fashionlab.inference import (
@@ -110,7 +111,7 @@ def create_app(
     examples = ExampleImages(data_dir, clf.class_names)
     budget = DecodeBudget(decode_budget_bytes)
     waiting = WaitingRoom(max_waiting)
-    index_html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    index_html = read_text(STATIC_DIR / "index.html")
 
     app = FastAPI(
         title="fashionlab",

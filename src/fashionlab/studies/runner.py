@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fashionlab._io import atomic_write_json, atomic_write_text, read_text_bounded
+from fashionlab._io import atomic_write_json, atomic_write_text
+from fashionlab._read import read_text
 from fashionlab.errors import ConfigError
 from fashionlab.report import write_report
 from fashionlab.robustness import score_robustness
@@ -102,7 +103,7 @@ def _run_in(
     tracking: TrackingSettings,
     invocation: dict[str, Any],
 ) -> Path:
-    atomic_write_text(out / "study.yaml", read_text_bounded(path))
+    atomic_write_text(out / "study.yaml", read_text(path))
     started = time.perf_counter()
     details = run_planned(selected, backend, workers, address, quiet, data_dir, tracking)
     # A slice leaves runs out: the aggregate reads the complete ones, the rest are missing.

@@ -24,11 +24,12 @@ from fashionlab._io import (
     atomic_write_json,
     atomic_write_text,
     load_yaml,
-    read_text_bounded,
 )
+from fashionlab._read import FIGURE, LARGE_JSON, SMALL_TEXT, read_bytes, read_json, read_text
 from fashionlab.errors import ConfigError, one_line
 from fashionlab.evaluation.seeds import paired_seeds, seed_interval
 from fashionlab.report.context import study_train_seconds
+from fashionlab.runs import load_env
 from fashionlab.studies.spec import load_study, plan_study
 
 # A reproduction within 0.7 accuracy points counts: about twice the seed-to-seed spread of
@@ -57,10 +58,10 @@ def find_studies(root: Path) -> list[Path]:
 
 def _load(folder: Path) -> dict[str, Any]:
     try:
-        return json.loads(read_text_bounded(folder / STUDY_SUMMARY, limit=64 * 2**20))
+        return read_json(folder / STUDY_SUMMARY, LARGE_JSON)
     except (ValueError, OSError) as exc:
         raise ConfigError(
-            f"{folder / STUDY_SUMMARY} cannot be read ({exc}); re-run the study"
+            f"{one_line(exc)}; re-run the study"
         ) from None
 
 
@@ -140,12 +141,9 @@ def provenance(folder: Path, summary: dict[str, Any]) -> dict[str, list[Any]]:
     seen: dict[str, set[Any]] = {key: set() for key in ENV_FIELDS}
     names = dict.fromkeys(name for row in summary.get("rows", []) for name in row.get("runs", []))
     for name in names:  # a twin's runs are listed twice, read once
-        try:
-            env = json.loads(read_text_bounded(folder / name / "env.json", limit=2**20))
-        except (ValueError, OSError):
-            continue
+        env = load_env(folder / name)
         for key, field in ENV_FIELDS.items():
-            if env.get(field) is not None:
+            if isinstance(env.get(field), (str, int, float)):  # a hand-edited list is not one
                 seen[key].add(env[field])
     return {key: sorted(values, key=str) for key, values in seen.items()}
 
@@ -183,7 +181,7 @@ def load_notes(path: str | Path) -> dict[str, dict[str, dict[str, str]]]:
 
     path = Path(path)
     try:
-        notes = load_yaml(read_text_bounded(path, limit=2**20))
+        notes = load_yaml(read_text(path, SMALL_TEXT))
     except (OSError, ValueError, YamlTooLarge, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read the notes ({one_line(str(exc))})") from None
     if not _is_notes(notes):
@@ -492,13 +490,13 @@ def copy_report(folder: Path, dest: Path, budget: int = FIGURE_BUDGET_BYTES) -> 
     report = folder / "report.md"
     if not report.is_file():
         return 0
-    text = read_text_bounded(report, limit=16 * 2**20)
+    text = read_text(report, 16 * SMALL_TEXT)
     written = 0
     left_out = []
     for name in dict.fromkeys(FIGURE_LINK.findall(text)):
         source = folder / name
         if source.is_file() and not source.is_symlink():
-            data = compact_png(source.read_bytes())
+            data = compact_png(read_bytes(source, FIGURE))
             if written + len(data) > budget:
                 left_out.append(name)
                 continue
@@ -522,7 +520,7 @@ def _previous_studies(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     try:
-        studies = json.loads(read_text_bounded(path, limit=64 * 2**20))["studies"]
+        studies = read_json(path, LARGE_JSON)["studies"]
         if not all(isinstance(s, dict) and isinstance(s["name"], str) for s in studies):
             raise TypeError("a study entry without a name")
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -29,7 +29,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from fashionlab._io import YamlTooLarge, check_path_component, load_yaml, read_text_bounded
+from fashionlab._io import YamlTooLarge, check_path_component, load_yaml
+from fashionlab._read import read_text
 from fashionlab.config import TrainConfig
 from fashionlab.data.corruptions import get_corruption
 from fashionlab.errors import ConfigError, one_line
@@ -216,7 +217,7 @@ def _line_for(lines: dict[tuple, int], loc: tuple) -> int | None:
 def load_study(path: str | Path) -> StudySpec:
     path = Path(path)
     try:
-        text = read_text_bounded(path)
+        text = read_text(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: study file not found") from None
     except (OSError, ValueError) as exc:  # a folder, not UTF-8, not a regular file, too large

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fashionlab._io import load_yaml, read_text_bounded
+from fashionlab._io import load_yaml
+from fashionlab._read import read_text
 from fashionlab.errors import ConfigError, FashionlabError, one_line
 from fashionlab.runs import is_complete
 from fashionlab.runs.folder import STUDY_MARKER
@@ -39,7 +40,7 @@ def study_name(folder: Path) -> str | None:
     if not (folder / STUDY_MARKER).exists():
         return None
     try:
-        name = load_yaml(read_text_bounded(folder / "study.yaml")).get("name")
+        name = load_yaml(read_text(folder / "study.yaml")).get("name")
     except (OSError, ValueError, AttributeError, FashionlabError):
         name = None
     return str(name) if name else folder.name

@@ -8,14 +8,13 @@ another.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from fashionlab._io import read_text_bounded
+from fashionlab._read import read_json
 from fashionlab.runs import is_complete
 from fashionlab.tracking.base import Tracker
 from fashionlab.tracking.records import (
@@ -81,7 +80,7 @@ def run_identity(run_dir: Path) -> str:
     """The env.json run_id of this training of the folder; older folders have none, and
     their absolute path stands in."""
     try:
-        run_id = json.loads(read_text_bounded(run_dir / "env.json")).get("run_id")
+        run_id = read_json(run_dir / "env.json").get("run_id")
     except (OSError, ValueError, AttributeError):
         run_id = None
     return str(run_id) if run_id else f"path:{run_dir.resolve()}"

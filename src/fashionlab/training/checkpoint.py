@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from fashionlab._io import atomic_write_with
+from fashionlab._read import UnreadableFile, torch_load
 from fashionlab.errors import RunError
 from fashionlab.runs.folder import CHECKPOINT_FILE
 
@@ -21,14 +22,11 @@ def write_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 def read_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
     """The checkpoint's payload; a missing or damaged file is a one-line `RunError`."""
     try:
-        # weights_only: a checkpoint is tensors and plain containers; never unpickle code.
-        payload = torch.load(path, map_location=device, weights_only=True)
+        payload = torch_load(path, map_location=device)
     except FileNotFoundError:
         raise RunError(f"{path}: missing; nothing to resume (start the run again)") from None
-    except Exception as exc:  # torch raises many types for a damaged file
-        raise RunError(
-            f"{path}: corrupt checkpoint ({type(exc).__name__}); start again with --overwrite"
-        ) from None
+    except UnreadableFile as exc:
+        raise RunError(f"{exc}; start again with --overwrite") from None
     if not isinstance(payload, dict) or not {"config", "model", "state"} <= payload.keys():
         raise RunError(f"{path}: not a fashionlab checkpoint; start again with --overwrite")
     return payload
