@@ -95,7 +95,7 @@ def read_json(path: str | os.PathLike, limit: int = SMALL_TEXT, expect: type = d
     except RecursionError:
         raise UnreadableFile(f"{path}: JSON nested too deeply; refused") from None
     except ValueError as exc:
-        raise UnreadableFile(f"{path}: not valid JSON ({one_line(exc, 120)})") from None
+        raise UnreadableFile(f"{path}: not readable JSON ({one_line(exc, 120)})") from None
     if _depth_over(value, MAX_JSON_DEPTH):
         raise UnreadableFile(f"{path}: JSON nested more than {MAX_JSON_DEPTH} levels; refused")
     if not isinstance(value, expect):
@@ -154,6 +154,8 @@ def load_npz(
     import numpy as np
 
     data = read_bytes(path, limit)
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise UnreadableFile(f"{path}: not an .npz archive")
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             total = sum(info.file_size for info in archive.infolist())

@@ -31,6 +31,7 @@ SplitKind = Literal["random", "stratified", "pooled"]
 CropMode = Literal["zero", "reflect"]
 FlipMode = Literal["random", "alternate"]
 DeviceName = str  # "auto", "cpu", "cuda", "cuda:1", "mps"
+MAX_SEED = 2**32 - 1
 Precision = Literal["fp32", "bf16", "auto"]
 MemoryFormat = Literal["channels_last", "contiguous"]
 
@@ -81,7 +82,7 @@ class TrainConfig(BaseModel):
     # 0 trains on all 60k images with no validation: only for fixed-length recipes (no early
     # stopping, no plateau schedule, the last weights tested).
     val_fraction: float = Field(0.1, ge=0, lt=1)
-    split_seed: int = 42
+    split_seed: int = Field(42, ge=0, le=MAX_SEED)
     normalization: Normalization = "dataset"
     train_subset: int | None = Field(None, gt=0)  # use only the first N training items (tests)
     # Cross-validation on the 60k training set: with `cv_folds` k, fold `cv_fold` (0..k-1, a
@@ -134,7 +135,8 @@ class TrainConfig(BaseModel):
     tta_shift: bool = False
 
     # Execution
-    seed: int = 42
+    # NumPy's generators take seeds below 2**32; a larger one would fail after the folder exists.
+    seed: int = Field(42, ge=0, le=MAX_SEED)
     device: DeviceName = "auto"
     threads: int | None = Field(None, gt=0, le=1024)
     # bf16 autocast for the forward pass (weights, optimiser and loss stay fp32): about 2x

@@ -51,7 +51,7 @@ from fashionlab.runs import (
     load_metrics,
     load_predictions,
 )
-from fashionlab.runs.folder import mark
+from fashionlab.runs.folder import mark, own_subfolder
 from fashionlab.runs.weights import WEIGHTS_FILE, load_model
 
 CACHE_DIR = "cache"
@@ -150,7 +150,7 @@ class _Audit:
         test = data.test_images.numpy()
         train_labels = data.train_labels.numpy().astype(np.int64)
         test_labels = data.test_labels.numpy().astype(np.int64)
-        self.figures.mkdir(exist_ok=True)
+        own_subfolder(self.figures.parent, self.figures.name)
 
         tick = time.perf_counter()
         groups = exact_duplicates(train, test)

@@ -18,6 +18,7 @@ from fashionlab.inference.onnx import (
     WEIGHTS_SHA256,
     compare_on_test_set,
     export_onnx,
+    onnx_target,
     weights_digest,
 )
 from fashionlab.runs.weights import load_model
@@ -45,7 +46,7 @@ def register(subparsers) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     loaded = load_model(args.run)
-    path = args.output or args.run / ONNX_FILENAME
+    path = onnx_target(args.run, args.output)
     try:
         export_onnx(loaded.model, path, metadata={WEIGHTS_SHA256: weights_digest(args.run)})
     except OSError as exc:

@@ -22,10 +22,11 @@ import torch
 
 from fashionlab._extras import require_extra
 from fashionlab._io import atomic_write_with
-from fashionlab._read import open_regular
+from fashionlab._read import WEIGHTS, open_regular, read_bytes
 from fashionlab.data import prepare_data
 from fashionlab.errors import RunError, one_line
 from fashionlab.models.base import INPUT_SHAPE, NUM_CLASSES
+from fashionlab.runs import require_ours
 from fashionlab.runs.weights import WEIGHTS_FILE, LoadedModel
 from fashionlab.training.predict import predict_logits
 
@@ -185,17 +186,34 @@ def weights_digest(run_dir: Path) -> str:
 def recorded_digest(path: Path) -> str | None:
     """The weights digest an ONNX file records, or None (not ours, older, or unreadable)."""
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load_from_string(read_bytes(path, WEIGHTS))
     except Exception:  # onnx raises DecodeError and others for a damaged file
         return None
     return next((p.value for p in model.metadata_props if p.key == WEIGHTS_SHA256), None)
+
+
+def onnx_target(run_dir: Path, path: Path | None = None) -> Path:
+    """Where an export of the run goes: `path`, or RUN/model.onnx in a run folder fashionlab
+    made. A file already there that no fashionlab export wrote (no weights digest in its
+    metadata) is a user's, and is never replaced (RunError)."""
+    if path is None:
+        require_ours(run_dir)
+        path = run_dir / ONNX_FILENAME
+    path = Path(path)
+    foreign = path.exists() and (not path.is_file() or recorded_digest(path) is None)
+    if path.is_symlink() or foreign:
+        raise RunError(
+            f"{path}: exists and is not an ONNX file fashionlab exported; choose another "
+            "--output or move it away"
+        )
+    return path
 
 
 def ensure_onnx(loaded: LoadedModel, path: Path | None = None) -> Path:
     """RUN/model.onnx (or `path`), exported from `loaded.model` unless the file there was
     exported from these very weights (the SHA-256 of model.safetensors in its metadata): a
     re-trained run, or a file planted beside the weights, never answers for them."""
-    path = Path(path) if path is not None else loaded.run_dir / ONNX_FILENAME
+    path = onnx_target(loaded.run_dir, path)
     digest = weights_digest(loaded.run_dir)
     if path.is_file() and recorded_digest(path) == digest:
         return path
@@ -239,4 +257,5 @@ __all__ = [
     "compare_on_test_set",
     "ensure_onnx",
     "export_onnx",
+    "onnx_target",
 ]

@@ -25,6 +25,7 @@ Identity of architectures: `models.summary.architecture_signature` / `same_archi
 
 from fashionlab.models._registry import (
     ModelSpec,
+    check_model,
     create_model,
     get_model_spec,
     list_models,
@@ -47,6 +48,7 @@ __all__ = [
     "FashionNet",
     "ModelSpec",
     "build_config",
+    "check_model",
     "create_model",
     "feature_layers",
     "get_model_spec",

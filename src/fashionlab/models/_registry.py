@@ -90,13 +90,23 @@ def create_model(name: str, **model_args: Any) -> Any:
     a PyTorch model over MAX_MODEL_PARAMS parameters (counted before anything is allocated)."""
     spec = get_model_spec(name)
     if spec.framework == "torch":
-        count = sum(p.numel() for p in model_skeleton(name, **model_args).parameters())
-        if count > MAX_MODEL_PARAMS:
-            raise ConfigError(
-                f"model {name!r} with model_args {_short(model_args)} has {count:,} "
-                f"parameters, more than the {MAX_MODEL_PARAMS:,} allowed; use smaller layers"
-            )
+        check_model(name, **model_args)
     return _build(spec, model_args)
+
+
+def check_model(name: str, **model_args: Any) -> None:
+    """Refuse (ConfigError) an unknown model, arguments its builder refuses, or a PyTorch
+    model over MAX_MODEL_PARAMS parameters, without allocating it (built on `meta`)."""
+    spec = get_model_spec(name)
+    if spec.framework != "torch":
+        _build(spec, model_args)  # the NumPy MLP's constructor stores and checks its arguments
+        return
+    count = sum(p.numel() for p in model_skeleton(name, **model_args).parameters())
+    if count > MAX_MODEL_PARAMS:
+        raise ConfigError(
+            f"model {name!r} with model_args {_short(model_args)} has {count:,} "
+            f"parameters, more than the {MAX_MODEL_PARAMS:,} allowed; use smaller layers"
+        )
 
 
 def _short(value: Any) -> str:

@@ -13,10 +13,12 @@ own report (`report.audit`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from fashionlab._io import atomic_write_text
+from fashionlab._io import atomic_write_text, check_path_component
 from fashionlab._read import LARGE_JSON, UnreadableFile, read_json
 from fashionlab.errors import RunError
+from fashionlab.runs.folder import require_ours
 from fashionlab.runs.readers import AUDIT_FILE
 
 SECTION_IDS = (
@@ -35,16 +37,15 @@ SECTION_IDS = (
 
 def report_kind(path: str | Path) -> str:
     """'study' (a folder with study.json), 'run' (a folder with config.yaml) or 'audit' (a folder
-    with audit.json); else RunError."""
+    with audit.json), each with the marker of a folder fashionlab made; else RunError (a report
+    is written into the folder, so a folder of the user's own is never one)."""
     folder = Path(path)
     if not folder.is_dir():
         raise RunError(f"{folder}: no such folder")
-    if (folder / "study.json").is_file():
-        return "study"
-    if (folder / AUDIT_FILE).is_file():
-        return "audit"
-    if (folder / "config.yaml").is_file():
-        return "run"
+    for kind, name in (("study", "study.json"), ("audit", AUDIT_FILE), ("run", "config.yaml")):
+        if (folder / name).is_file():
+            require_ours(folder, kind)
+            return kind
     raise RunError(
         f"{folder}: not a study folder (study.json), a run folder (config.yaml) or an audit "
         "folder (audit.json)"
@@ -91,9 +92,26 @@ def read_study_summary(folder: str | Path) -> dict:
         raise RunError(f"{path}: missing; run the study again") from None
     except UnreadableFile as exc:
         raise RunError(f"{exc}; run the study again") from None
-    if not isinstance(summary.get("rows"), list):
-        raise RunError(f"{path}: not a study summary (no 'rows')")
+    rows = summary.get("rows")
+    if not isinstance(rows, list) or not all(_is_row(row) for row in rows):
+        raise RunError(
+            f"{path}: not a study summary (each row needs a 'label' and 'runs', the run "
+            "folders' names); run the study again"
+        )
     return summary
+
+
+def _is_row(row: Any) -> bool:
+    """A row names its runs by folder names inside the study: nothing that climbs out."""
+    if not isinstance(row, dict) or not isinstance(row.get("label"), str):
+        return False
+    runs = row.get("runs")
+    if not isinstance(runs, list):
+        return False
+    try:
+        return all(check_path_component(name) for name in runs)
+    except ValueError:
+        return False
 
 
 __all__ = ["SECTION_IDS", "read_study_summary", "report_kind", "write_report"]

@@ -47,6 +47,7 @@ from fashionlab.runs import (
     load_metrics,
     load_predictions,
     load_robustness,
+    own_subfolder,
     study_audit_dir,
 )
 from fashionlab.runs.weights import load_model
@@ -173,8 +174,7 @@ def torch_weights(run_dir: Path) -> bool:
 def run_figures(run_dir: str | Path, data: DataCache) -> RunFigures:
     """Draw (or reuse) the figures of one finished run into `<run>/figures/`."""
     run_dir = Path(run_dir)
-    out = run_dir / FIGURES_DIR
-    out.mkdir(exist_ok=True)
+    out = own_subfolder(run_dir, FIGURES_DIR)
     config = load_config(run_dir)
     result = RunFigures(run_dir)
     weights = run_dir / "model.safetensors"
@@ -431,7 +431,7 @@ def data_figures(
     gets both, and a changed setting never reuses a stale picture. A file of the same name in
     one of the `reuse` folders (a study's figures, for one of its runs) is copied, not redrawn.
     """
-    out.mkdir(parents=True, exist_ok=True)
+    own_subfolder(out.parent, out.name)
     notes = notes if notes is not None else []
     digest = hashlib.sha1(repr(data_key(config)).encode()).hexdigest()[:8]
     split = _Lazy(lambda: data.split(config))
@@ -485,7 +485,7 @@ def validation_overlay(run_dirs: dict[str, Path], out: Path) -> Figure | None:
     histories = {label: h for label, h in histories.items() if h}
     if not histories:
         return None
-    out.mkdir(parents=True, exist_ok=True)
+    own_subfolder(out.parent, out.name)
     path = out / "validation_curves.png"
     sources = [d / "history.csv" for d in run_dirs.values()]
     # also stale when the set of labels changed (the file is newer than every history then)

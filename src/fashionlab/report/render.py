@@ -18,6 +18,7 @@ from fashionlab._io import atomic_write_bytes
 from fashionlab._read import FIGURE, read_bytes
 from fashionlab.report.blocks import ReportContext
 from fashionlab.report.figures import FIGURES_DIR, Figure
+from fashionlab.runs import own_subfolder
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Layout of a figure from its pixel size: panels side by side (curves, PCA, image strips) get
@@ -80,8 +81,7 @@ def export_figures(context: ReportContext, report_dir: Path) -> dict[Path, str]:
     a study's per-run figures are copied in, named after their run, and only rewritten when
     their bytes changed.
     """
-    target = report_dir / FIGURES_DIR
-    target.mkdir(parents=True, exist_ok=True)
+    target = own_subfolder(report_dir, FIGURES_DIR)
     links: dict[Path, str] = {}
     for fig in context.all_figures():
         if fig.path.parent.resolve() == target.resolve():

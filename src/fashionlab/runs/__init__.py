@@ -11,7 +11,9 @@ from fashionlab.runs.folder import (
     STUDY_MARKER,
     claim_folder,
     is_complete,
+    own_subfolder,
     prepare_folder,
+    require_ours,
 )
 from fashionlab.runs.readers import (
     AUDIT_DIR,
@@ -51,6 +53,8 @@ __all__ = [
     "load_predictions",
     "load_audit",
     "load_robustness",
+    "own_subfolder",
     "prepare_folder",
+    "require_ours",
     "study_audit_dir",
 ]

@@ -4,9 +4,12 @@
   `.lock` file, held until the command ends (the kernel releases it if the process dies), so of
   two commands started on one folder exactly one proceeds and the other is told which process
   holds it.
-- fashionlab marks each folder it makes (`.fashionlab-run`, `.fashionlab-study`); `--overwrite`
-  only ever empties a folder with that marker (or one laid out as an earlier version left it),
-  never anything else a mistyped name points at.
+- fashionlab marks each folder it makes (`.fashionlab-run`, `.fashionlab-study`, ...); that
+  marker is the only proof of ownership: `--overwrite` only ever empties a folder that holds
+  it, never anything else a mistyped name points at. (A folder merely *looking* like a run,
+  say one holding a `config.yaml`, may be a user's own, with their files beside it.)
+- Nothing is written through a link: a subfolder fashionlab writes into (`figures/`, ...) that
+  is a symbolic link is refused (`own_subfolder`), so a planted link cannot send writes out.
 - The `complete` marker is written last, after every other file, so its presence is the one
   test of a finished run that every reader (study, evaluate, report, serve) uses.
 """
@@ -30,12 +33,17 @@ LOCK_FILE = ".lock"
 RUN_MARKER = ".fashionlab-run"
 STUDY_MARKER = ".fashionlab-study"
 AUDIT_MARKER = ".fashionlab-audit"
+SCOREBOARD_MARKER = ".fashionlab-scoreboard"
+MARKERS = {
+    "run": RUN_MARKER,
+    "study": STUDY_MARKER,
+    "audit": AUDIT_MARKER,
+    "scoreboard": SCOREBOARD_MARKER,
+}
 # Folders beside run folders that hold copies of run files or an engine's own state (the local
 # MLflow store's artefacts, Ray Tune's trial records), never runs of their own.
 TRACKER_ARTIFACTS = "mlflow-artifacts"
 NOT_RUN_FOLDERS = frozenset({TRACKER_ARTIFACTS, "mlruns", "ray"})
-# What an earlier version's folders hold, for recognising them without a marker.
-_LEGACY_SIGNS = {RUN_MARKER: "config.yaml", STUDY_MARKER: "study.yaml"}
 
 
 def is_complete(run_dir: str | Path) -> bool:
@@ -54,7 +62,7 @@ def _claim_bookkeeping(name: str, marker: str) -> bool:
 def claim_folder(folder: Path, what: str = "run") -> Iterator[Path]:
     """Hold `folder` (created if missing) for this process until the block ends. A folder
     that holds anything fashionlab did not make is refused before anything is written in it."""
-    marker = {"study": STUDY_MARKER, "audit": AUDIT_MARKER}.get(what, RUN_MARKER)
+    marker = MARKERS.get(what, RUN_MARKER)
     if folder.exists() and not folder.is_dir():
         raise RunError(f"{folder}: exists and is not a folder; choose another name")
     if (
@@ -115,10 +123,37 @@ def prepare_folder(folder: Path, overwrite: bool, marker: str = RUN_MARKER) -> N
 
 
 def is_ours(folder: Path, marker: str = RUN_MARKER) -> bool:
-    """Whether fashionlab made `folder`: its marker, or an earlier version's layout."""
-    legacy = _LEGACY_SIGNS.get(marker)
-    return (folder / marker).is_file() or (legacy is not None and (folder / legacy).is_file())
+    """Whether fashionlab made `folder`: its marker, a regular file (not a link) in it."""
+    path = folder / marker
+    return path.is_file() and not path.is_symlink()
+
+
+def require_ours(folder: Path, what: str = "run") -> None:
+    """Refuse (RunError) to write into `folder` unless fashionlab made it as a `what` folder:
+    commands that add files to an existing folder (report, robustness, export) call this."""
+    marker = MARKERS[what]
+    if not is_ours(folder, marker):
+        raise RunError(
+            f"{folder}: not a {what} folder fashionlab made (no {marker} marker); it writes "
+            "only into its own folders"
+        )
 
 
 def mark(folder: Path, marker: str) -> None:
     (folder / marker).touch()
+
+
+def own_subfolder(folder: Path, name: str) -> Path:
+    """`folder/name`, created if missing, for fashionlab to write into; refused (RunError) when
+    it is a link or not a folder, so nothing is ever written through a planted link."""
+    sub = folder / name
+    if sub.is_symlink() or (sub.exists() and not sub.is_dir()):
+        raise RunError(
+            f"{sub}: is a link or not a folder; fashionlab writes only into folders it made "
+            "there: remove it, then run the command again"
+        )
+    try:
+        sub.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"{sub}: cannot create it ({exc.strerror or exc})") from None
+    return sub

@@ -29,7 +29,8 @@ from fashionlab._read import FIGURE, LARGE_JSON, SMALL_TEXT, read_bytes, read_js
 from fashionlab.errors import ConfigError, one_line
 from fashionlab.evaluation.seeds import paired_seeds, seed_interval
 from fashionlab.report.context import study_train_seconds
-from fashionlab.runs import load_env
+from fashionlab.runs import load_env, own_subfolder
+from fashionlab.runs.folder import SCOREBOARD_MARKER, claim_folder, mark
 from fashionlab.studies.spec import load_study, plan_study
 
 # A reproduction within 0.7 accuracy points counts: about twice the seed-to-seed spread of
@@ -500,7 +501,7 @@ def copy_report(folder: Path, dest: Path, budget: int = FIGURE_BUDGET_BYTES) -> 
             if written + len(data) > budget:
                 left_out.append(name)
                 continue
-            (dest / "figures").mkdir(parents=True, exist_ok=True)
+            own_subfolder(dest, "figures")
             atomic_write_bytes(dest / name, data)
             written += len(data)
     for name in left_out:
@@ -510,7 +511,6 @@ def copy_report(folder: Path, dest: Path, budget: int = FIGURE_BUDGET_BYTES) -> 
             f"`{n}` in the study folder*",
             text,
         )
-    dest.mkdir(parents=True, exist_ok=True)
     atomic_write_text(dest / "report.md", text)
     return written + len(text.encode())
 
@@ -563,13 +563,17 @@ def write_scoreboard(
         board["studies"] = _merge_studies(_previous_studies(out / "scoreboard.json"), found)
     if notes is not None:  # before anything is written: a note naming no number is an error
         attach_notes(board, load_notes(notes))
-    out.mkdir(parents=True, exist_ok=True)
-    for study in found:
-        study["report"] = None
-        if copy_reports:
-            slug = study["name"] if study["folder"] == "." else study["folder"].replace("/", "--")
-            if copy_report(root / study["folder"], out / slug):
-                study["report"] = f"{slug}/report.md"
-    atomic_write_json(out / "scoreboard.json", board)
-    atomic_write_text(out / "README.md", render_markdown(board))
+    # OUT is claimed like a run folder: a folder of the user's own (a README.md of theirs) is
+    # refused, and two scoreboards written into one folder at once cannot interleave.
+    with claim_folder(out, "scoreboard"):
+        mark(out, SCOREBOARD_MARKER)
+        for study in found:
+            study["report"] = None
+            if copy_reports:
+                folder = study["folder"]
+                slug = study["name"] if folder == "." else folder.replace("/", "--")
+                if copy_report(root / folder, own_subfolder(out, slug)):
+                    study["report"] = f"{slug}/report.md"
+        atomic_write_json(out / "scoreboard.json", board)
+        atomic_write_text(out / "README.md", render_markdown(board))
     return out / "README.md"

@@ -36,6 +36,7 @@ from fashionlab.data.corruptions import get_corruption
 from fashionlab.errors import ConfigError, one_line
 from fashionlab.models import build_config
 from fashionlab.studies.twins import find_twins
+from fashionlab.training import check_runnable
 
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
 
@@ -107,6 +108,9 @@ class CompareSpec(BaseModel):
 
 
 DEFAULT_MAX_RUNS = 1_000
+# What a study file may raise max_runs to (a study file is untrusted input): planning is linear,
+# and this many runs plan in well under a second on a 2-core CPU.
+MAX_RUNS_CEILING = 10_000
 
 
 class RobustnessSpec(BaseModel):
@@ -143,7 +147,7 @@ class StudySpec(BaseModel):
     tune: TuneSpec | None = None  # search space for `fashionlab tune`
     robustness: RobustnessSpec | None = None  # score the runs on corrupted images
     # A plan larger than this is refused before it is expanded (a typo in a grid multiplies).
-    max_runs: int = Field(DEFAULT_MAX_RUNS, ge=1)
+    max_runs: int = Field(DEFAULT_MAX_RUNS, ge=1, le=MAX_RUNS_CEILING)
     _lines: dict[tuple, int] = PrivateAttr(default_factory=dict)  # YAML path -> line number
 
     def where(self, source: str, *path: Any) -> str:
@@ -330,6 +334,7 @@ def plan_study(
     planned: list[PlannedRun] = []
     errors: list[str] = []
     labels_seen: set[str] = set()
+    slugs: dict[str, str] = {}  # folder-name start -> the label it came from
     for i, spec in enumerate(study.runs):
         for names, grid_overrides in _grid_points(spec.grid):
             base = spec.label or spec.model
@@ -338,6 +343,13 @@ def plan_study(
                 errors.append(f"{source}: runs[{i}]: duplicate run label {label!r}; give 'label'")
                 continue
             labels_seen.add(label)
+            other = slugs.setdefault(_slug(label), label)
+            if other != label:
+                errors.append(
+                    f"{source}: runs[{i}]: labels {other!r} and {label!r} would share the run "
+                    f"folders {_slug(label)}-seed*; rename one of them"
+                )
+                continue
             for seed in spec.seeds or study.seeds:
                 name = f"{_slug(label)}-seed{seed}"
                 overrides = _merge(
@@ -391,6 +403,7 @@ def plan_study(
                 get_corruption(name)
             except ConfigError as exc:
                 errors.append(f"{source}: robustness: {exc}")
+    errors.extend(_unrunnable(planned, source))
     if errors:
         raise ConfigError(one_line("; ".join(dict.fromkeys(errors)), 2000))
     # Seed-major order: every model's first seed finishes before any second seed starts, so a
@@ -401,6 +414,24 @@ def plan_study(
     for i, j in find_twins([p.config for p in planned]).items():
         planned[i].same_as, planned[i].run_dir = planned[j].label, planned[j].run_dir
     return planned
+
+
+def _unrunnable(planned: list[PlannedRun], source: str) -> list[str]:
+    """What training would refuse in each distinct model/device/augmentation of the plan,
+    found now, before the study folder or any run folder exists."""
+    errors = []
+    seen: set[str] = set()
+    for run in planned:
+        cfg = run.config
+        key = repr((cfg.model, sorted(cfg.model_args.items()), cfg.device, cfg.corruption_augment))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_runnable(cfg)
+        except ConfigError as exc:
+            errors.append(f"{source}: {run.label}: {exc}")
+    return errors
 
 
 # ---------------------------------------------------------------- a slice of the plan

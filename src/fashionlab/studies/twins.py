@@ -10,6 +10,7 @@ it is trained once and reported under both names.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,14 +52,19 @@ def _same_start(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def find_twins(configs: Sequence[TrainConfig]) -> dict[int, int]:
     """index -> index of the earlier config it twins (same recipe, network and initial
-    weights under a different model name); configs without a twin are absent."""
+    weights under a different model name); configs without a twin are absent.
+
+    Linear in the number of configs: configs are grouped by recipe, and each is compared only
+    with the first config of every other model in its group (a later one of a model is that
+    first one's repeat or twin, never a new original)."""
     twins: dict[int, int] = {}
     states: dict[int, dict[str, Any] | None] = {}
+    # recipe -> model name -> index of its first config that is no twin
+    originals: dict[str, dict[str, int]] = {}
     for i, config in enumerate(configs):
-        recipe = _recipe(config)
-        for j in range(i):
-            other = configs[j]
-            if j in twins or other.model == config.model or _recipe(other) != recipe:
+        firsts = originals.setdefault(json.dumps(_recipe(config), sort_keys=True, default=str), {})
+        for model, j in firsts.items():
+            if model == config.model:
                 continue
             for k in (i, j):
                 if k not in states:
@@ -67,4 +73,6 @@ def find_twins(configs: Sequence[TrainConfig]) -> dict[int, int]:
             if a is not None and b is not None and _same_start(a, b):
                 twins[i] = j
                 break
+        if i not in twins:
+            firsts.setdefault(config.model, i)
     return twins

@@ -7,12 +7,13 @@ schedules), `predict` (`predict_logits`, the path every prediction takes), `chec
 (the loop), `numpy_trainer`, `api`.
 """
 
-from fashionlab.training.api import evaluate_run, resume, train
+from fashionlab.training.api import check_runnable, evaluate_run, resume, train
 from fashionlab.training.callbacks import Callback, TrainingRun
 from fashionlab.training.predict import EVAL_BATCH, PredictSettings, predict_logits
 from fashionlab.training.trainer import EpochCallback, RunInterrupted, Trainer
 
 __all__ = [
+    "check_runnable",
     "EVAL_BATCH",
     "Callback",
     "TrainingRun",

@@ -19,9 +19,10 @@ import torch
 from fashionlab.accel import unused_kernels_notice
 from fashionlab.config import TrainConfig
 from fashionlab.data import CLASS_NAMES, prepare_data
+from fashionlab.data.corruptions import get_corruption
 from fashionlab.errors import ConfigError, FashionlabError, RunError
 from fashionlab.evaluation import calibration_metrics, summarize
-from fashionlab.models import get_model_spec
+from fashionlab.models import check_model, get_model_spec
 from fashionlab.runs import (
     RunWriter,
     claim_folder,
@@ -42,6 +43,17 @@ from fashionlab.training.trainer import EpochCallback, Trainer, execute_and_rele
 
 def _is_numpy(model: str) -> bool:
     return get_model_spec(model).framework == "numpy"
+
+
+def check_runnable(config: TrainConfig) -> None:
+    """Everything about `config` that can be refused without data: the device, the
+    augmentation's corruption names, the model and its arguments (built on the `meta` device,
+    so even a huge one costs nothing). Called before the run folder is claimed, so a refused
+    command leaves no folder behind for the next attempt to trip over."""
+    resolve_device(config.device)
+    for name in config.corruption_augment:
+        get_corruption(name)
+    check_model(config.model, **config.model_args)
 
 
 def _claim_on_rank0(
@@ -94,6 +106,7 @@ def train(
     Under torchrun (WORLD_SIZE > 1) this is one rank of a data-parallel job. `stop_after`
     ends this invocation after that many epochs, checkpointed, for `resume` to continue."""
     run_dir = Path(runs_dir) / config.run_name()
+    check_runnable(config)
     dist_ctx = init_distributed(config.device)
     if _is_numpy(config.model):
         if dist_ctx.enabled:
