@@ -13,11 +13,13 @@ import struct
 from pathlib import Path
 
 import jinja2
+from markupsafe import Markup
 
 from fashionlab._io import atomic_write_bytes
 from fashionlab._read import FIGURE, read_bytes
 from fashionlab.report.blocks import ReportContext
 from fashionlab.report.figures import FIGURES_DIR, Figure
+from fashionlab.report.markdown import md_fence, md_link_target, md_row, md_text
 from fashionlab.runs import own_subfolder
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -36,6 +38,9 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 
 def _environment(autoescape: bool) -> jinja2.Environment:
+    """HTML: Jinja's own escaping. Markdown: every interpolated value goes through `md_text`
+    (the `finalize` hook), except what the md_* filters already made safe (links fashionlab
+    built, fences, code blocks, table rows escaped cell by cell)."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("fashionlab.report", "templates"),
         autoescape=autoescape,
@@ -43,14 +48,18 @@ def _environment(autoescape: bool) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        finalize=None if autoescape else _md_finalize,
     )
-    env.filters["md_cell"] = _md_cell
+    env.filters["md_row"] = lambda cells: Markup(md_row(cells))
+    env.filters["md_link"] = lambda target: Markup(md_link_target(str(target)))
+    env.filters["md_fence"] = lambda text: Markup(md_fence(str(text)))
+    # inside a fence longer than any backtick run in it, text is shown as it is
+    env.filters["md_code"] = lambda text: Markup(str(text))
     return env
 
 
-def _md_cell(value: object) -> str:
-    # a '|' would end the cell and a newline the row
-    return str(value).replace("|", "\\|").replace("\n", " ")
+def _md_finalize(value: object) -> object:
+    return value if isinstance(value, Markup) else md_text(value)
 
 
 class _Image:

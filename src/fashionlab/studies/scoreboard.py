@@ -29,6 +29,7 @@ from fashionlab._read import FIGURE, LARGE_JSON, SMALL_TEXT, read_bytes, read_js
 from fashionlab.errors import ConfigError, one_line
 from fashionlab.evaluation.seeds import paired_seeds, seed_interval
 from fashionlab.report.context import study_train_seconds
+from fashionlab.report.markdown import md_code_span, md_link_target, md_row, md_text
 from fashionlab.runs import load_env, own_subfolder
 from fashionlab.runs.folder import SCOREBOARD_MARKER, claim_folder, mark
 from fashionlab.studies.spec import load_study, plan_study
@@ -375,14 +376,19 @@ def _provenance_lines(study: dict[str, Any]) -> list[str]:
     if where.get("cpu") or where.get("commit"):
         lines += [
             "",
-            f"Trained on: {', '.join(map(str, where.get('cpu', []))) or 'CPU not recorded'}; "
-            f"torch threads per run: {', '.join(map(str, where.get('threads', []))) or '—'}; "
-            f"torch {', '.join(where.get('torch', [])) or '—'}; "
-            f"code: {', '.join(c[:10] for c in where.get('commit', [])) or '—'}.",
+            f"Trained on: {_listed(where.get('cpu')) or 'CPU not recorded'}; "
+            f"torch threads per run: {_listed(where.get('threads')) or '—'}; "
+            f"torch {_listed(where.get('torch')) or '—'}; "
+            f"code: {_listed(str(c)[:10] for c in where.get('commit', [])) or '—'}.",
         ]
     if study.get("command"):
-        lines += ["", f"Command: `{study['command']}`"]
+        lines += ["", f"Command: {md_code_span(study['command'])}"]
     return lines
+
+
+def _listed(values: Any) -> str:
+    """Values read from run folders, comma-separated and escaped for Markdown."""
+    return md_text(", ".join(map(str, values or [])))
 
 
 def render_markdown(board: dict[str, Any]) -> str:
@@ -402,11 +408,12 @@ def render_markdown(board: dict[str, Any]) -> str:
         hours = study["train_seconds"] / 3600
         lines += [
             "",
-            f"## {study['title'] or study['name']} (`{study['folder']}`)",
+            f"## {md_text(study['title'] or study['name'])} ({md_code_span(study['folder'])})",
             "",
             f"Training time, all runs: {hours:.2f} h."
             + (
-                f" The study's report: [{study['report']}]({study['report']})."
+                f" The study's report: [{md_text(study['report'])}]"
+                f"({md_link_target(study['report'])})."
                 if study.get("report")
                 else ""
             ),
@@ -427,14 +434,16 @@ def render_markdown(board: dict[str, Any]) -> str:
                 delta = ours["mean"] - n["reported"]
                 diff = f"{delta:+.4f}" if n.get("lower_is_better") else f"{100 * delta:+.2f}"
             label = n["label"] + (f" (= {n['same_as']}, trained once)" if n.get("same_as") else "")
-            lines.append(
-                f"| {label} | {n['metric']} | {fmt(n['reported'])} | {shown} | {interval} "
-                f"| {', '.join(n['precision']) or '—'} | {diff} | {n['verdict']} |"
-            )
+            precision = ", ".join(map(str, n["precision"])) or "—"
+            lines.append(md_row([label, n["metric"], fmt(n["reported"]), shown, interval,
+                                 precision, diff, n["verdict"]]))  # fmt: skip
         explained = [n for n in study["numbers"] if n.get("why")]
         if explained:
             lines += ["", "Why:", ""]
-            lines += [f"- **{n['label']}, {n['metric']}**: {n['why']}" for n in explained]
+            lines += [
+                f"- **{md_text(n['label'])}, {md_text(n['metric'])}**: {md_text(n['why'])}"
+                for n in explained
+            ]
         if study["claims"]:
             lines += [
                 "",
@@ -448,11 +457,10 @@ def render_markdown(board: dict[str, Any]) -> str:
             per_seed = ", ".join(f"{s['p_value']:.2g}" for s in c["per_seed"]) or "—"
             t_p = c.get("t_p_value")
             sign = c.get("sign_p_value")
-            lines.append(
-                f"| {c['claim'] or c['a'] + ' vs ' + c['b']} ({c['kind']}) | {diff} | {per_seed} "
-                f"| {'—' if t_p is None else f'{t_p:.2g}'} "
-                f"| {'—' if sign is None else f'{sign:.2g}'} | {c['verdict']} |"
-            )
+            claim = f"{c['claim'] or c['a'] + ' vs ' + c['b']} ({c['kind']})"
+            t_text = "—" if t_p is None else f"{t_p:.2g}"
+            sign_text = "—" if sign is None else f"{sign:.2g}"
+            lines.append(md_row([claim, diff, per_seed, t_text, sign_text, c["verdict"]]))
     return "\n".join(lines) + "\n"
 
 
