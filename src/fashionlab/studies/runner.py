@@ -83,7 +83,7 @@ def run_study(
         if overwrite:
             prepare_folder(out, overwrite=True, marker=STUDY_MARKER)
         mark(out, STUDY_MARKER)
-        tracking.prepare()
+        tracking = tracking.prepare()
         return _run_in(out, study, planned, selected, path, backend, workers, address, quiet,
                        data_dir, make_report, tracking, invocation)  # fmt: skip
 

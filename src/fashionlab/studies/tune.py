@@ -130,7 +130,7 @@ def tune_study(
 
     tracking = TrackingSettings.of(loggers, out, f"{study.name}-tune")
     import_ray()  # a one-line error without the extra, before anything starts
-    tracking.prepare()
+    tracking = tracking.prepare()
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator

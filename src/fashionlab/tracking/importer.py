@@ -62,7 +62,7 @@ def import_runs(
         ["mlflow"], store_dir or root, experiment or study_name(root) or DEFAULT_EXPERIMENT
     )
     settings.check()
-    client, experiment_id = open_experiment(settings)
+    client, experiment_id = open_experiment(settings)  # TrackingUnavailable: one line, exit 2
     return [_import_one(folder, settings, client, experiment_id) for folder in folders]
 
 

@@ -9,12 +9,15 @@ another.
 from __future__ import annotations
 
 import logging
+import os
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fashionlab._read import read_json
+from fashionlab.errors import FashionlabError, one_line
 from fashionlab.runs import is_complete
 from fashionlab.tracking.base import Tracker
 from fashionlab.tracking.records import (
@@ -34,10 +37,46 @@ OUTCOME_STATUS = {"paused": "KILLED", "interrupted": "KILLED", "failed": "FAILED
 T = TypeVar("T")
 
 
-def _quiet_mlflow() -> None:
-    # Schema creation logs at INFO through MLflow's and alembic's loggers on every new store.
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+# MLflow's defaults let one unreachable server hold a run for minutes without a word (7
+# retries with exponential backoff on a 120 s timeout). A tracker must never hang a run: these
+# bounds apply unless the user set the variable (it then goes to the processes we start too).
+BOUNDED_HTTP = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+# Loggers whose lines (schema creation at INFO, every retry at WARNING) would reach the user's
+# terminal; a failure reaches it once, as the tracker's own one-line warning.
+_CHATTY = ("mlflow", "alembic", "urllib3")
+
+
+class TrackingUnavailable(FashionlabError):
+    """The MLflow store cannot be opened; the message says which and why, in one line."""
+
+
+def _bounded_mlflow() -> None:
+    for name, value in BOUNDED_HTTP.items():
+        os.environ.setdefault(name, value)
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _check_sqlite(uri: str) -> None:
+    """Open an SQLite store ourselves first: MLflow retries a store it cannot open ten times
+    over about 100 s, with a warning each time, before it gives up."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = uri[len("sqlite:///") :].split("?", 1)[0]
+    if path in ("", ":memory:"):
+        return
+    try:
+        connection = sqlite3.connect(path, timeout=5)
+        try:
+            connection.execute("PRAGMA schema_version")
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        raise TrackingUnavailable(f"MLflow store {uri}: cannot open it ({exc})") from None
 
 
 def retrying(action: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -54,14 +93,22 @@ def retrying(action: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 def open_experiment(settings: TrackingSettings):
-    """(client, experiment id), creating the store and the experiment if needed."""
-    _quiet_mlflow()
+    """(client, experiment id), creating the store and the experiment if needed; a store that
+    cannot be reached or opened is `TrackingUnavailable`, within seconds."""
+    _bounded_mlflow()
     from mlflow.tracking import MlflowClient
 
-    if settings.local_store():
-        settings.store_dir.mkdir(parents=True, exist_ok=True)
-    client = MlflowClient(tracking_uri=settings.tracking_uri())
-    found = retrying(client.get_experiment_by_name, settings.experiment)
+    uri = settings.tracking_uri()
+    try:
+        if settings.local_store():
+            settings.store_dir.mkdir(parents=True, exist_ok=True)
+        _check_sqlite(uri)
+        client = MlflowClient(tracking_uri=uri)
+        found = retrying(client.get_experiment_by_name, settings.experiment)
+    except TrackingUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the network, the database driver, MLflow itself
+        raise TrackingUnavailable(f"MLflow store {uri}: {one_line(exc, 200)}") from None
     if found is not None:
         return client, found.experiment_id
     try:

@@ -4,8 +4,9 @@ pool and Ray trials build the same trackers as the driver."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fashionlab._extras import require_extra
@@ -83,22 +84,37 @@ class TrackingSettings:
         if self.loggers:
             require_extra("track", f"--log {','.join(self.loggers)}")
 
-    def prepare(self) -> None:
+    def prepare(self) -> TrackingSettings:
         """Create the MLflow store and experiment once, in the driver, before workers log to
-        it concurrently (two processes creating a fresh SQLite schema at once would race)."""
+        it concurrently (two processes creating a fresh SQLite schema at once would race).
+        Returns the settings to use: without MLflow, after one warning line, when its store
+        cannot be opened (the study goes on; `fashionlab track import` pushes it later)."""
         self.check()
-        if "mlflow" in self.loggers:
-            from fashionlab.tracking.mlflow_logger import open_experiment
+        if "mlflow" not in self.loggers:
+            return self
+        from fashionlab.tracking.mlflow_logger import TrackingUnavailable, open_experiment
 
+        try:
             open_experiment(self)
+        except TrackingUnavailable as exc:
+            print(
+                f"mlflow logging off ({exc}); the runs are unaffected: push them later with "
+                "fashionlab track import",
+                file=sys.stderr,
+            )
+            return replace(self, loggers=tuple(n for n in self.loggers if n != "mlflow"))
+        return self
 
     def close_unfinished(self) -> None:
         """Mark the experiment's MLflow runs that are still 'RUNNING' but whose folder is not
         complete as KILLED: trials a scheduler stopped by ending their process."""
         if "mlflow" in self.loggers:
-            from fashionlab.tracking.mlflow_logger import close_unfinished
+            from fashionlab.tracking.mlflow_logger import TrackingUnavailable, close_unfinished
 
-            close_unfinished(self)
+            try:
+                close_unfinished(self)
+            except TrackingUnavailable as exc:
+                print(f"mlflow: could not close unfinished runs ({exc})", file=sys.stderr)
 
     def callbacks(self) -> list[Callback]:
         """One callback per chosen tracker."""
