@@ -19,7 +19,12 @@ from typing import Any, BinaryIO
 from fashionlab.errors import FashionlabError
 
 
-class DiskFull(FashionlabError):
+class CannotWrite(FashionlabError):
+    """A write was refused (permissions, a read-only file system, a missing folder); the
+    previous file, if any, is untouched."""
+
+
+class DiskFull(CannotWrite):
     """A write failed for lack of space; the previous file, if any, is untouched."""
 
 
@@ -63,7 +68,8 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[str], None]) ->
 def _replacing(path: Path) -> Iterator[tuple[int, str]]:
     """A temp file beside `path` (descriptor, name) that replaces `path` on a clean exit, the
     folder's entry fsynced too, and is removed on any error; ENOSPC becomes `DiskFull`."""
-    fd, tmp = _make_temp(path)
+    with _disk_errors(path):
+        fd, tmp = _make_temp(path)
     try:
         with _disk_errors(path):
             yield fd, tmp
@@ -84,6 +90,10 @@ def _disk_errors(path: Path) -> Iterator[None]:
             raise DiskFull(
                 f"{path}: no space left on the device; free some space, then run the "
                 "command again (an interrupted run continues with --resume)"
+            ) from None
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR):
+            raise CannotWrite(
+                f"{path}: cannot write it ({exc.strerror}); check the folder's permissions"
             ) from None
         raise
     except RuntimeError as exc:  # torch.save reports a failed write as a RuntimeError

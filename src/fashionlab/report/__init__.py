@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fashionlab._io import atomic_write_text, check_path_component
-from fashionlab._read import LARGE_JSON, UnreadableFile, read_json
+from fashionlab._read import LARGE_JSON, UnreadableFile, check_fields, read_json
 from fashionlab.errors import RunError
 from fashionlab.runs.folder import require_ours
 from fashionlab.runs.readers import AUDIT_FILE
@@ -92,26 +92,88 @@ def read_study_summary(folder: str | Path) -> dict:
         raise RunError(f"{path}: missing; run the study again") from None
     except UnreadableFile as exc:
         raise RunError(f"{exc}; run the study again") from None
+    try:
+        check_fields(summary, SUMMARY_FIELDS, str(path))
+        for key, fields in NESTED_FIELDS.items():
+            check_fields(summary.get(key) or {}, fields, f"{path}: {key}")
+    except UnreadableFile as exc:
+        raise RunError(f"{exc}; run the study again") from None
     rows = summary.get("rows")
-    if not isinstance(rows, list) or not all(_is_row(row) for row in rows):
-        raise RunError(
-            f"{path}: not a study summary (each row needs a 'label' and 'runs', the run "
-            "folders' names); run the study again"
-        )
+    if not isinstance(rows, list):
+        raise RunError(f"{path}: not a study summary (no 'rows'); run the study again")
+    for i, row in enumerate(rows):
+        problem = _row_problem(row)
+        if problem:
+            raise RunError(f"{path}: rows[{i}]: {problem}; run the study again")
+    comparisons = summary.get("comparisons", [])
+    if not isinstance(comparisons, list) or not all(isinstance(c, dict) for c in comparisons):
+        raise RunError(f"{path}: 'comparisons' must be a list of objects; run the study again")
     return summary
 
 
-def _is_row(row: Any) -> bool:
-    """A row names its runs by folder names inside the study: nothing that climbs out."""
+SUMMARY_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "title": str,
+    "description": str,
+    "source": str,
+    "invocation": dict,
+    "runs_complete": dict,
+    "seeds": list,
+}
+NESTED_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "invocation": {"study_file": str, "seeds": list, "overrides": dict, "only": list,
+                   "workers": int},
+    "runs_complete": {"complete": int, "planned": int},
+}  # fmt: skip
+
+
+# A row's fields that are not a statistic over seeds ({mean, std, n, values}).
+_ROW_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "label": str,
+    "model": str,
+    "runs": list,
+    "seeds": list,
+    "precision": list,
+    "same_as": (str, type(None)),
+    "grid": dict,
+    "reported": dict,
+    "difference": dict,
+}
+_NUMBER = (int, float)
+
+
+def _row_problem(row: Any) -> str | None:
+    """What is wrong with one row of study.json, or None. Its runs are folder names inside
+    the study (nothing that climbs out: reports write figures into them); every other field
+    has the type the reports compute with."""
     if not isinstance(row, dict) or not isinstance(row.get("label"), str):
-        return False
-    runs = row.get("runs")
-    if not isinstance(runs, list):
-        return False
+        return "each row needs a 'label'"
+    for key, value in row.items():
+        kinds = _ROW_FIELDS.get(key)
+        if kinds is not None:
+            if not isinstance(value, kinds):
+                return f"'{key}' has the wrong type"
+        elif not _is_stat(value):
+            return f"'{key}' is not a statistic over seeds (mean, std, n, values)"
     try:
-        return all(check_path_component(name) for name in runs)
-    except ValueError:
+        for name in row.get("runs", []):
+            check_path_component(name)
+    except ValueError as exc:
+        return f"'runs': {exc}"
+    return None
+
+
+def _is_stat(value: Any) -> bool:
+    if value is None:
+        return True
+    if not isinstance(value, dict):
         return False
+    values = value.get("values", [])
+    return (
+        isinstance(values, list)
+        and all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in values)
+        and all(value.get(k) is None or isinstance(value[k], _NUMBER) for k in ("mean", "std", "n"))
+    )
 
 
 __all__ = ["SECTION_IDS", "read_study_summary", "report_kind", "write_report"]

@@ -138,7 +138,9 @@ def parse_where(conditions: Sequence[str]) -> list[tuple[str, Any]]:
         if not sep or not key.strip():
             raise ConfigError(f"--where wants key=value (e.g. model=s0-m1), got {text!r}")
         try:
-            parsed = yaml.safe_load(value) if value.strip() else ""
+            parsed = load_yaml(value) if value.strip() else ""
+        except YamlTooLarge as exc:
+            raise ConfigError(f"--where {key.strip()}=...: refused: the value is {exc}") from None
         except yaml.YAMLError:
             parsed = value
         out.append((key.strip(), parsed))

@@ -28,6 +28,7 @@ from fashionlab._io import (
 from fashionlab._read import FIGURE, LARGE_JSON, SMALL_TEXT, read_bytes, read_json, read_text
 from fashionlab.errors import ConfigError, one_line
 from fashionlab.evaluation.seeds import paired_seeds, seed_interval
+from fashionlab.report import read_study_summary
 from fashionlab.report.context import study_train_seconds
 from fashionlab.report.markdown import md_code_span, md_link_target, md_row, md_text
 from fashionlab.runs import load_env, own_subfolder
@@ -59,12 +60,7 @@ def find_studies(root: Path) -> list[Path]:
 
 
 def _load(folder: Path) -> dict[str, Any]:
-    try:
-        return read_json(folder / STUDY_SUMMARY, LARGE_JSON)
-    except (ValueError, OSError) as exc:
-        raise ConfigError(
-            f"{one_line(exc)}; re-run the study"
-        ) from None
+    return read_study_summary(folder)  # validated: rows, their runs and statistics
 
 
 # Metrics where lower is better; judged relative to the reported value, since a loss has no
