@@ -22,7 +22,8 @@ def register(subparsers) -> None:
         help=COMMANDS["serve"],
         description="Serve a page where you drop or pick an image and see the run's "
         "prediction, the 28x28 input the model saw and a Grad-CAM map; plus a JSON API "
-        "(POST /api/predict, its schema at /openapi.json). Listens on 127.0.0.1 unless --host says otherwise.",
+        "(POST /api/predict, its schema at /openapi.json). Listens on 127.0.0.1 unless --host "
+        "says otherwise.",
     )
     parser.add_argument("run", type=Path, help="run folder")
     parser.add_argument(
