@@ -54,6 +54,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fashionlab._platform import cpu_description
 from fashionlab.inference import Classifier
 from fashionlab.inference.imaging import prepare_image
 from fashionlab.models import build_config
@@ -345,6 +346,8 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    # Settled memory differs by CPU kind (oneDNN picks other kernels with AMX): name it.
+    print(f"CPU {cpu_description()}")
     print(f"CPU cores {os.cpu_count()}, load average {os.getloadavg()[0]:.2f} at start")
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         scratch = Path(tmp)

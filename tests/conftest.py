@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -316,3 +317,29 @@ def chromium_page():
             yield browser.new_page(viewport={"width": 1280, "height": 900})
         finally:
             browser.close()
+
+
+# -- for tests of hostile input ------------------------------------------------------------------
+
+
+def tree_snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `folder` (path -> size, mtime), to show nothing else changed."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in folder.rglob("*")
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    """The command's stderr, asserted to be one line and no traceback."""
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    return err
+
+
+def copy_run(good_run: Path, tmp_path: Path, name: str = "copy") -> Path:
+    """A copy of a finished run folder, to damage without touching the original."""
+    run = tmp_path / name
+    shutil.copytree(good_run, run, ignore=shutil.ignore_patterns(".lock"))
+    return run

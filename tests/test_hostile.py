@@ -7,7 +7,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import copy_run, one_line_error, tree_snapshot
 
 from fashionlab.cli import main
 from fashionlab.data import encode_idx
@@ -41,21 +41,6 @@ def _bomb() -> str:
 BOMB = _bomb()
 
 
-def tree_snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    """Every file under `folder` (path -> size, mtime), to show nothing else changed."""
-    return {
-        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-        for p in folder.rglob("*")
-        if p.is_file()
-    }
-
-
-def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "Traceback" not in err, err
-    return err
-
-
 def tiny(model: str = "s4-ann", **overrides):
     base = {"epochs": 1, "train_subset": 128, "eval_subset": 100, **overrides}
     return build_config(model, base)
@@ -64,12 +49,6 @@ def tiny(model: str = "s4-ann", **overrides):
 @pytest.fixture(scope="module")
 def good_run(tmp_path_factory):
     return train(tiny(name="good"), tmp_path_factory.mktemp("hostile-runs"), quiet=True)
-
-
-def copy_run(good_run: Path, tmp_path: Path, name: str = "copy") -> Path:
-    run = tmp_path / name
-    shutil.copytree(good_run, run, ignore=shutil.ignore_patterns(".lock"))
-    return run
 
 
 # -- names that become paths --------------------------------------------------------------------

@@ -245,8 +245,20 @@ def check_fields(
         value = values[key]
         kinds = kinds if isinstance(kinds, tuple) else (kinds,)
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            names = " or ".join(_json_kind(k) if k is not float else "number" for k in kinds)
-            raise UnreadableFile(f"{where}: '{key}' must be a {names}, not {value!r:.40}")
+            shown = [k for k in kinds if not (k is int and float in kinds)]  # both: "a number"
+            names = " or ".join(_ARTICLED.get(k, k.__name__) for k in shown)
+            raise UnreadableFile(f"{where}: '{key}' must be {names}, not {value!r:.40}")
+
+
+_ARTICLED = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    float: "a number",
+    int: "an integer",
+    bool: "true or false",
+    type(None): "null",
+}
 
 
 def _size(limit: int) -> str:
