@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fashionlab.runs import own_subfolder
 from fashionlab.tracking.base import Tracker
 from fashionlab.tracking.records import config_params, epoch_values, final_metrics
 from fashionlab.training.callbacks import TrainingRun
@@ -30,7 +31,8 @@ class TensorBoardLogger(Tracker):
 
         # On resume, events past the restored epoch (written before a crash) are dropped.
         purge = run.epoch + 1 if run.epoch else None
-        self.writer = SummaryWriter(str(run.path / EVENTS_DIR), purge_step=purge)
+        events = own_subfolder(run.path, EVENTS_DIR)  # never a planted link to elsewhere
+        self.writer = SummaryWriter(str(events), purge_step=purge)
 
     def on_epoch_end(self, run: TrainingRun, row: dict[str, Any]) -> None:
         self.guard(self._epoch, row)
