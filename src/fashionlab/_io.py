@@ -19,9 +19,10 @@ from typing import Any, BinaryIO
 from fashionlab.errors import FashionlabError
 
 
-class CannotWrite(FashionlabError):
-    """A write was refused (permissions, a read-only file system, a missing folder); the
-    previous file, if any, is untouched."""
+class CannotWrite(FashionlabError, OSError):
+    """A write was refused (permissions, a read-only file system, a missing folder, a full
+    disk); the previous file, if any, is untouched. An OSError too, so callers that fall back
+    when a write fails (the dataset cache) still do."""
 
 
 class DiskFull(CannotWrite):

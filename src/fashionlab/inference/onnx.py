@@ -193,15 +193,20 @@ def recorded_digest(path: Path) -> str | None:
 
 
 def onnx_target(run_dir: Path, path: Path | None = None) -> Path:
-    """Where an export of the run goes: `path`, or RUN/model.onnx in a run folder fashionlab
-    made. A file already there that no fashionlab export wrote (no weights digest in its
-    metadata) is a user's, and is never replaced (RunError)."""
+    """Where an export of the run goes. By default RUN/model.onnx, in a run folder fashionlab
+    made (whatever stands under that name there is replaced: the name is fashionlab's). An
+    explicit `path` that already holds a file no fashionlab export wrote (no weights digest in
+    its metadata) is the user's, and is never replaced (RunError)."""
     if path is None:
         require_ours(run_dir)
         path = run_dir / ONNX_FILENAME
-    path = Path(path)
-    foreign = path.exists() and (not path.is_file() or recorded_digest(path) is None)
-    if path.is_symlink() or foreign:
+        foreign = path.exists() and not path.is_file()  # a folder or a FIFO: not ours to remove
+    else:
+        path = Path(path)
+        foreign = path.is_symlink() or (
+            path.exists() and (not path.is_file() or recorded_digest(path) is None)
+        )
+    if foreign:
         raise RunError(
             f"{path}: exists and is not an ONNX file fashionlab exported; choose another "
             "--output or move it away"
