@@ -396,13 +396,13 @@ def test_npz_members_are_sized_before_they_are_unpacked(tmp_path):
     path = tmp_path / "predictions.npz"
     header = np.lib.format.header_data_from_array_1_0(np.zeros(1, np.uint8))
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("logits.npy", "w", force_zip64=True) as member:
-            np.lib.format.write_array_header_1_0(member, {**header, "shape": (1 << 30,)})
-            for _ in range(1024):  # 1 GiB of zeros, deflated to about a megabyte
+        with archive.open("logits.npy", "w") as member:
+            np.lib.format.write_array_header_1_0(member, {**header, "shape": (64 << 20,)})
+            for _ in range(64):  # 64 MiB of zeros, deflated to about 64 KiB
                 member.write(bytes(1 << 20))
-    assert path.stat().st_size < 8 << 20
-    with pytest.raises(UnreadableFile, match="unpack to more than 512 MiB"):
-        load_npz(path)
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(UnreadableFile, match="unpack to more than 16 MiB"):
+        load_npz(path, unpacked_limit=16 << 20)
 
 
 def test_a_pickled_checkpoint_is_refused_without_warnings(good_run, tmp_path, capfd):
@@ -587,3 +587,16 @@ def test_serve_help_names_no_page_it_lacks(capsys):
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
     assert "/docs" not in capsys.readouterr().out
+
+
+def test_an_npz_member_declaring_a_huge_shape_is_refused_before_allocation(tmp_path):
+    import zipfile
+
+    from fashionlab._read import load_npz
+
+    path = tmp_path / "predictions.npz"
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1, np.float32))
+    with zipfile.ZipFile(path, "w") as archive, archive.open("logits.npy", "w") as member:
+        np.lib.format.write_array_header_1_0(member, {**header, "shape": (10**6, 10**6)})
+    with pytest.raises(UnreadableFile, match="unpack to more than 512 MiB"):
+        load_npz(path)

@@ -14,7 +14,6 @@ Run folders, study folders, audits and uploads may come from someone else, so ea
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -22,7 +21,7 @@ import os
 import stat
 import warnings
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, BinaryIO
 
 from fashionlab.errors import FashionlabError, one_line
@@ -158,8 +157,15 @@ def load_npz(
         raise UnreadableFile(f"{path}: not an .npz archive")
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            total = sum(info.file_size for info in archive.infolist())
-            if total > unpacked_limit:
+            # Both the members' sizes and the shapes their .npy headers declare: NumPy
+            # allocates the declared shape before it reads a byte of a member.
+            members = archive.infolist()
+            stored = sum(info.file_size for info in members)
+            declared = 0
+            for info in members:
+                with archive.open(info) as member:
+                    declared += _declared_bytes(np, member)
+            if max(stored, declared) > unpacked_limit:
                 raise UnreadableFile(
                     f"{path}: its arrays unpack to more than {_size(unpacked_limit)}; refused"
                 )
@@ -169,6 +175,15 @@ def load_npz(
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
         raise UnreadableFile(f"{path}: corrupt ({one_line(exc, 120)})") from None
+
+
+def _declared_bytes(np: Any, member: BinaryIO) -> int:
+    """The bytes an .npy member's header says its array holds."""
+    if np.lib.format.read_magic(member) == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+    else:
+        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+    return int(np.prod(shape, dtype=object)) * dtype.itemsize
 
 
 def torch_load(path: str | os.PathLike, limit: int = WEIGHTS, map_location: Any = "cpu") -> Any:
@@ -224,13 +239,6 @@ def load_safetensors(path: str | os.PathLike, limit: int = WEIGHTS) -> dict[str,
         return load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise UnreadableFile(f"{path}: corrupt weights ({one_line(exc, 160)})") from None
-
-
-@contextlib.contextmanager
-def reading(path: str | os.PathLike, limit: int) -> Iterator[BinaryIO]:
-    """A regular file's content as an in-memory binary stream (for libraries that want a file
-    object): at most `limit` bytes, read before the library sees any of it."""
-    yield io.BytesIO(read_bytes(path, limit))
 
 
 def check_fields(
