@@ -58,6 +58,30 @@ def test_every_row_right_and_broken_ones_marked(run_tree: Path, tiny_run_dir: Pa
     assert rows["bad-yaml"].state == "failed" and "config.yaml" in rows["bad-yaml"].problem
 
 
+def test_a_run_held_by_another_command_is_running_not_resumable(run_tree: Path, capsys):
+    from fashionlab.runs import claim_folder
+
+    folder = run_tree / "study" / "interrupted"
+    with claim_folder(folder):  # a training in another process holds it like this
+        rows = {r.name: r for r in list_runs(run_tree)}
+        assert rows["interrupted"].state == "running"
+        assert main(["runs", str(run_tree), "--where", "state=running"]) == 0
+        assert "interrupted" in capsys.readouterr().out
+    assert {r.name: r for r in list_runs(run_tree)}["interrupted"].state == (
+        "interrupted-resumable"
+    )
+
+
+def test_times_have_one_format(run_tree: Path, capsys):
+    for seconds in (0.25, 3.0, 12.5, 1234.56):
+        metrics_path = run_tree / "better" / "metrics.json"
+        metrics = json.loads(metrics_path.read_text())
+        metrics_path.write_text(json.dumps({**metrics, "train_seconds": seconds}))
+        assert main(["runs", str(run_tree), "--where", "name=better"]) == 0
+        row = capsys.readouterr().out.splitlines()[1].split()
+        assert f"{seconds:.1f}" in row, row
+
+
 def test_sort_and_where(run_tree: Path):
     names = [r.name for r in list_runs(run_tree, sort="-test_accuracy")]
     assert names[:2] == ["better", "good"]  # rows without an accuracy go last

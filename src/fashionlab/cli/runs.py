@@ -40,17 +40,17 @@ def register(subparsers) -> None:
     parser.set_defaults(func=cmd_runs)
 
 
-def _cell(value: object) -> str:
+def _cell(value: object, column: str) -> str:
     if value is None:
         return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}" if value < 10 else f"{value:.1f}"
+    if isinstance(value, float):  # seconds to a tenth, scores to four places, always
+        return f"{value:.1f}" if column == "train_seconds" else f"{value:.4f}"
     return str(value)
 
 
 def _table(rows: list[RunRow]) -> str:
     headers = [*COLUMNS, "problem"]
-    body = [[_cell(getattr(r, c)) for c in COLUMNS] + [r.problem] for r in rows]
+    body = [[_cell(getattr(r, c), c) for c in COLUMNS] + [r.problem] for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)).rstrip() for b in body]

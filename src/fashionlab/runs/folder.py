@@ -51,6 +51,22 @@ def is_complete(run_dir: str | Path) -> bool:
     return (Path(run_dir) / COMPLETE_MARKER).exists()
 
 
+def in_use(folder: Path) -> bool:
+    """Whether another process holds `folder` (a training or study running there now). Only
+    tests the lock; creates nothing, so listing runs never writes into them."""
+    try:
+        fd = os.open(folder / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False  # no lock file: never claimed, or claimed by an older version
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        return exc.errno in (errno.EWOULDBLOCK, errno.EACCES)
+    finally:
+        os.close(fd)  # closing releases a lock we took
+    return False
+
+
 def _claim_bookkeeping(name: str, marker: str) -> bool:
     """The lock, or the marker while another process is writing it (its atomic write's
     temporary file): what a folder holds in the instant a concurrent claim has begun. Seen

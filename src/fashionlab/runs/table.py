@@ -18,9 +18,15 @@ import yaml
 from fashionlab._io import YamlTooLarge, load_yaml
 from fashionlab._read import read_json, read_text
 from fashionlab.errors import ConfigError, one_line
-from fashionlab.runs.folder import CHECKPOINT_FILE, COMPLETE_MARKER, NOT_RUN_FOLDERS, RUN_MARKER
+from fashionlab.runs.folder import (
+    CHECKPOINT_FILE,
+    COMPLETE_MARKER,
+    NOT_RUN_FOLDERS,
+    RUN_MARKER,
+    in_use,
+)
 
-STATES = ("complete", "interrupted-resumable", "failed")
+STATES = ("complete", "running", "interrupted-resumable", "failed")
 COLUMNS = (
     "name",
     "model",
@@ -91,7 +97,9 @@ def read_row(folder: Path) -> RunRow:
     row.epochs = _int(config.get("epochs"))
     complete = (folder / COMPLETE_MARKER).exists()
     if not complete:
-        if (folder / CHECKPOINT_FILE).exists():
+        if in_use(folder):  # training next door: not ours to resume
+            row.state = "running"
+        elif (folder / CHECKPOINT_FILE).exists():
             row.state = "interrupted-resumable"
         else:
             row.problem = "no checkpoint and not complete"

@@ -109,7 +109,7 @@ class CompareSpec(BaseModel):
 
 DEFAULT_MAX_RUNS = 1_000
 # What a study file may raise max_runs to (a study file is untrusted input): planning is linear,
-# and this many runs plan in well under a second on a 2-core CPU.
+# and this many runs plan in about a second on 2 cores (benchmarks/bench_planning.py).
 MAX_RUNS_CEILING = 10_000
 
 
