@@ -117,6 +117,15 @@ def test_the_facade_names_are_functions_even_after_the_packages_load():
     assert fashionlab.train is fashionlab.notebook.train
 
 
+def test_tab_completion_sees_the_lazy_names_before_their_first_use():
+    import subprocess
+    import sys
+
+    code = "import fashionlab; names = dir(fashionlab); assert 'train' in names and 'Run' in names"
+    code += "; import sys; assert 'fashionlab.notebook' not in sys.modules"  # still lazy
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
 def test_every_public_name_has_a_docstring_and_is_in_docs_api():
     text = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
     for name in fashionlab.__all__:

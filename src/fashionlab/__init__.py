@@ -47,6 +47,12 @@ _API = {
 __all__ = ["__version__", *_API]
 
 
+def __dir__() -> list[str]:
+    """The lazy names too, so tab completion (Jupyter, IPython) offers `train` before its
+    first use."""
+    return sorted({*globals(), *_API})
+
+
 def __getattr__(name: str) -> Any:
     if name in _API:
         return getattr(importlib.import_module(_API[name]), name)
