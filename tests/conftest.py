@@ -53,7 +53,7 @@ def _isolated_data_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pat
         # A developer's own FASHIONLAB_DATA would silently replace the real dataset.
         mp.delenv("FASHIONLAB_DATA", raising=False)
         # Ray starts its workers at niceness 15: beside other work on the test machine's 2
-        # cores they waited minutes for CPU and the Ray tests timed out (README, cluster).
+        # cores they waited minutes for CPU and the Ray tests timed out (docs/distributed.md).
         mp.setenv("RAY_worker_niceness", "0")
         yield cache
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 import torch
 from torch import nn
 
 from fashionlab.errors import RunError
-from fashionlab.inference.onnx import OnnxPredictor, export_onnx
+
+onnx = pytest.importorskip("onnx", reason="needs the [export] extra (onnx, onnxruntime)")
+from fashionlab.inference.onnx import OnnxPredictor, export_onnx  # noqa: E402
 
 
 class SmallCNN(nn.Module):

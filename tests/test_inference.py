@@ -13,7 +13,6 @@ import torch
 from fashionlab.data import CLASS_NAMES, prepare_data
 from fashionlab.errors import ConfigError, ImageError, RunError
 from fashionlab.inference import Classifier
-from fashionlab.inference.onnx import ONNX_FILENAME
 from fashionlab.models import create_model
 from fashionlab.runs import load_predictions
 from fashionlab.training import predict_logits
@@ -103,6 +102,9 @@ def test_gradcam_of_an_mlp_is_none(classifier, test_images):
 
 
 def test_onnx_backend_exports_once_and_matches_torch(run_dir, classifier, test_images):
+    pytest.importorskip("onnxruntime", reason="needs the [export] extra (onnx, onnxruntime)")
+    from fashionlab.inference.onnx import ONNX_FILENAME
+
     onnx_path = run_dir / ONNX_FILENAME
     onnx_path.unlink(missing_ok=True)
     onnx = Classifier.from_run(run_dir, backend="onnx")

@@ -16,8 +16,10 @@ import pytest
 from PIL import Image
 
 from fashionlab.data import CLASS_NAMES
-from fashionlab.serve import create_app
-from fashionlab.serve.app import FORM_OVERHEAD_BYTES
+
+pytest.importorskip("fastapi", reason="needs the [serve] extra (fastapi, uvicorn)")
+from fashionlab.serve import create_app  # noqa: E402
+from fashionlab.serve.app import FORM_OVERHEAD_BYTES  # noqa: E402
 
 LIMIT = 100_000  # bytes; small so that the 413 test needs no big buffers
 # The start of a well-formed multipart body whose file part then goes on and on: the limit,

@@ -58,7 +58,7 @@ class TrainConfig(BaseModel):
     # `optimizer: muon`: the hidden weight matrices and filters (all but the first and the
     # last layer's) take Muon steps at `muon_lr` (fashionlab.training.muon), every other
     # parameter SGD at `lr` with `momentum`, `nesterov` and `weight_decay`. 0.1 is the speed-run
-    # presets' value (0.2 scored the same at 5 epochs: README, speed-run screen).
+    # presets' value (0.2 scored the same at 5 epochs: docs/speedrun.md, the screen).
     muon_lr: float = Field(0.1, gt=0, le=10)
     # The Muon group's momentum, held for the whole run; None: the same as the other groups
     # (`momentum`, or under one-cycle its 0.95 -> 0.85 -> 0.95 cycle). airbench's Muon uses 0.6.
@@ -110,7 +110,7 @@ class TrainConfig(BaseModel):
     corruption_max_severity: int = Field(3, ge=1, le=5)
 
     # Speed-run tricks (after KellerJordan/cifar10-airbench; each one's measured effect is in
-    # the README's speed-run ablation). `whiten_init`: the first convolution starts as a
+    # docs/speedrun.md's ablation). `whiten_init`: the first convolution starts as a
     # whitening of its input patches, estimated from training images (fashionlab.training.
     # initialisation). `dirac_init`: every later square convolution starts as the identity on
     # its first input-many output channels. `norm_lr_scale`: normalisation layers' weights and
@@ -142,7 +142,7 @@ class TrainConfig(BaseModel):
     # bf16 autocast for the forward pass (weights, optimiser and loss stay fp32): about 2x
     # faster convolutions on CPUs with AVX-512 BF16 or AMX, and on recent GPUs. "auto" (the
     # default) picks bf16 where the device runs it natively, fp32 elsewhere; each study's
-    # headline models were checked to score the same either way (README, "Fast by default").
+    # headline models were checked to score the same either way (docs/precision.md).
     precision: Precision = "auto"
     # Conv models train and evaluate in NHWC ("channels_last"): oneDNN's fast path on CPUs
     # (docs/performance.md) and Tensor Cores' layout on GPUs.

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Literal, get_args, get_origin
 
 from fashionlab.cli.commands import COMMANDS
 from fashionlab.cli.options import add_data_options, add_tracking_options
-from fashionlab.config import parse_set_options
+from fashionlab.config import TrainConfig, parse_set_options
 from fashionlab.models import build_config
 from fashionlab.runs import load_config
 from fashionlab.tracking import TrackingSettings
@@ -123,8 +124,15 @@ def register(subparsers) -> None:
         dest="set_items",
         help="override any config field (repeatable), e.g. --set hflip=true",
     )
+    recipe = parser.add_argument_group(
+        "recipe", "each overrides the model's recipe (`fashionlab models MODEL` shows it); "
+        "every other config field goes through --set"
+    )
     for field, kind in FIELD_FLAGS.items():
-        parser.add_argument(f"--{field.replace('_', '-')}", type=kind, dest=field, default=None)
+        annotation = TrainConfig.model_fields[field].annotation
+        choices = get_args(annotation) if get_origin(annotation) is Literal else None
+        recipe.add_argument(f"--{field.replace('_', '-')}", type=kind, dest=field,
+                            default=None, choices=choices)  # fmt: skip
     add_data_options(parser)
     add_tracking_options(parser)
     parser.set_defaults(func=cmd_train)

@@ -1,7 +1,7 @@
 """Training recipes of the reference studies, as data (keys are `TrainConfig` fields).
 
 Each comes from the reference study's "Train:" lines and split decisions (the studies are
-summarised in the README's results section); a value the study leaves unstated keeps the
+summarised in docs/results.md); a value the study leaves unstated keeps the
 `TrainConfig` default, except where named here. The registry attaches one to every model, so
 `fashionlab train --model s0-m1` reproduces the study setting.
 
@@ -80,7 +80,7 @@ S3: dict[str, Any] = {
     "val_fraction": 0.1,
     "split_seed": 42,
     "seed": 42,
-    "precision": "auto",  # bf16 within 0.3 points of fp32 over 3 seeds (README, S3 check)
+    "precision": "auto",  # bf16 within 0.3 points of fp32 over 3 seeds (docs/precision.md)
 }
 
 # S4: all 70k pooled, then 60/20/20 stratified; val_fraction is the validation share of the pool.
