@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # ------------------------------------------------------------------ the real dataset
 
-# Copied from shared/DATA.md on purpose (not imported from sources.FILES): a typo in the
+# Copied from the publisher's checksums on purpose (not imported from sources.FILES): a typo in the
 # table the loader uses must make this test fail, not silently agree with itself.
 DATA_MD_SHA256 = {
     "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",

@@ -199,7 +199,7 @@ def test_download_fills_the_cache_with_verified_files_atomically(
     assert data.source == str(isolated_sources.resolve())
     assert torch.equal(data.train_images, fashion.train_images)
     assert torch.equal(data.test_labels, fashion.test_labels)
-    # Stored decompressed (later loads skip gunzip), each verified against DATA.md.
+    # Stored decompressed (later loads skip gunzip), each verified against the published checksums.
     assert sorted(p.name for p in isolated_sources.iterdir()) == sorted(STEMS)
     for stem in STEMS:
         assert raw_sha256(isolated_sources / stem) == DIGESTS[stem]

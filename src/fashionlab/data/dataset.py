@@ -1,4 +1,5 @@
-"""Loading Fashion-MNIST once into uint8 tensors, verified against DATA.md's checksums."""
+"""Loading Fashion-MNIST once into uint8 tensors, verified against the release's published
+SHA-256 checksums (data.sources)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from fashionlab.errors import ConfigError
 
-# Statistics of the 60k training images on [0, 1] (DATA.md).
+# Statistics of the 60k training images on [0, 1] (the studies quote them; tests recompute them).
 DATASET_MEAN, DATASET_STD = 0.2860, 0.3530
 # z-score epsilon on the [0,1] pixel scale: border pixels are almost always 0 in training, so
 # their std is ~0; a tiny epsilon would turn one stray test pixel into a value of 1e6.

@@ -1,4 +1,5 @@
-"""The plain CNNs and ANNs of studies S0, S2, S3 and S4, layer for layer as in STUDIES.md.
+"""The plain CNNs and ANNs of studies S0, S2, S3 and S4, layer for layer as docs/studies/
+describes them.
 
 Study models take no model_args: they are the studies' fixed networks (vary them with `mlp` or
 `s1-cnn5`). Each conv + ReLU is one `ConvAct` stage, so hooks see post-ReLU activation maps.
