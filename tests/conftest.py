@@ -27,6 +27,18 @@ from fashionlab.data.sources import FILES
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """`@pytest.mark.extra("serve", ...)`: skip, naming the extra, where it is not installed
+    (a contributor with `pip install -e '.[dev]'` gets skips, not errors)."""
+    from fashionlab._extras import missing_modules
+
+    for marker in item.iter_markers("extra"):
+        for extra in marker.args:
+            missing = missing_modules(extra)
+            if missing:
+                pytest.skip(f"needs the [{extra}] extra ({', '.join(missing)} not installed)")
+
+
 def _share_the_cores_between_workers() -> None:
     """Under pytest-xdist (`make test` runs 2 workers), give each worker its share of the
     cores, for its own torch and for every process it starts: two workers with a full set of

@@ -112,6 +112,7 @@ def _accuracies(out: Path) -> dict[str, float]:
     return {row["label"]: row["test_accuracy"]["mean"] for row in summary["rows"]}
 
 
+@pytest.mark.extra("track")
 @pytest.mark.slow
 def test_process_pool_gives_the_same_runs_as_sequential(study_file, tmp_path, one_torch_thread):
     seq = run_study(study_file, tmp_path / "seq", quiet=True, make_report=False)
@@ -192,6 +193,7 @@ def _free_port() -> int:
         return s.getsockname()[1]  # closed again: nothing listens there
 
 
+@pytest.mark.extra("ray")
 @pytest.mark.parametrize("scheme", ["ray://127.0.0.1:{port}", "127.0.0.1:{port}"])
 def test_no_cluster_at_the_address_is_one_line_and_quick(scheme, study_file, tmp_path, capsys):
     import time

@@ -24,6 +24,7 @@ def _without(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
     )
 
 
+@pytest.mark.extra("audit")
 def test_require_extra_names_the_extra(monkeypatch):
     require_extra("audit", "x")  # installed here: no error
     _without(monkeypatch, "cleanlab")

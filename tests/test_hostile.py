@@ -141,6 +141,7 @@ def test_a_yaml_alias_bomb_in_a_study_file_fails_fast(tmp_path, capsys, where):
     assert "aliases are expanded" in err and len(err) < 300
 
 
+@pytest.mark.extra("serve")
 def test_a_yaml_alias_bomb_in_a_run_folder_fails_fast(good_run, tmp_path, capsys):
     run = copy_run(good_run, tmp_path)
     (run / "config.yaml").write_text(BOMB + "model: s4-ann\n")
@@ -208,6 +209,7 @@ def test_a_run_folders_model_json_is_checked_before_anything_is_built(
     assert words in one_line_error(capsys)
 
 
+@pytest.mark.extra("serve")
 def test_non_finite_weights_are_refused_not_predicted(good_run, tmp_path, capsys):
     from safetensors.torch import load_file, save_file
 
@@ -226,6 +228,7 @@ def test_non_finite_weights_are_refused_not_predicted(good_run, tmp_path, capsys
         create_app(run)
 
 
+@pytest.mark.extra("serve")
 def test_metrics_that_are_not_an_object(good_run, tmp_path, capsys):
     from fastapi.testclient import TestClient
 
@@ -368,6 +371,7 @@ def _png(width: int, height: int, mode: str) -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.extra("serve")
 def test_the_server_refuses_what_its_decode_budget_cannot_hold(server_app):
     from fastapi.testclient import TestClient
 
@@ -381,6 +385,7 @@ def test_the_server_refuses_what_its_decode_budget_cannot_hold(server_app):
         assert ok.status_code == 200
 
 
+@pytest.mark.extra("serve")
 def test_health_answers_while_decodes_wait(server_app):
     from fastapi.testclient import TestClient
 
@@ -398,6 +403,7 @@ def test_health_answers_while_decodes_wait(server_app):
             assert time.perf_counter() - started < 0.5
 
 
+@pytest.mark.extra("serve")
 def test_the_server_serves_only_its_host_names_and_no_paths(server_app, good_run):
     from fastapi.testclient import TestClient
 
@@ -410,6 +416,7 @@ def test_the_server_serves_only_its_host_names_and_no_paths(server_app, good_run
         assert client.get("/docs").status_code == 404
 
 
+@pytest.mark.extra("serve")
 def test_a_trickling_connection_is_closed(good_run):
     import uvicorn
 
@@ -455,6 +462,7 @@ def test_model_args_that_are_not_a_mapping(capsys):
     assert "model_args must be a mapping" in one_line_error(capsys)
 
 
+@pytest.mark.extra("serve")
 def test_examples_do_not_name_the_servers_folders(good_run, tmp_path):
     from fastapi.testclient import TestClient
 

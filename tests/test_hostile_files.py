@@ -128,7 +128,9 @@ def test_a_users_readme_is_not_overwritten_by_the_scoreboard(small_study, tmp_pa
     assert [p.name for p in elsewhere.iterdir()] == ["thesis.tex"]
 
 
-@pytest.mark.parametrize("command", ["report", "robustness", "export"])
+@pytest.mark.parametrize(
+    "command", ["report", "robustness", pytest.param("export", marks=pytest.mark.extra("export"))]
+)
 def test_commands_that_add_files_write_only_into_folders_fashionlab_made(
     good_run, tmp_path, capsys, command
 ):
@@ -142,6 +144,7 @@ def test_commands_that_add_files_write_only_into_folders_fashionlab_made(
     assert tree_snapshot(tmp_path) == before and thesis.read_bytes() == THESIS
 
 
+@pytest.mark.extra("export")
 def test_export_never_replaces_a_file_it_did_not_write(good_run, tmp_path, capsys):
     target = plant(tmp_path, "model.onnx")
     assert bounded(["export", str(good_run), "--output", str(target), "--no-check"]) == 2
@@ -289,6 +292,7 @@ def test_json_nested_100000_deep_is_one_line(good_run, tmp_path, capsys, name, a
     assert "nested too deeply" in one_line_error(capsys)
 
 
+@pytest.mark.extra("serve")
 def test_deep_json_in_a_study_and_in_serve(good_run, tmp_path, capsys):
     from fashionlab.errors import RunError
     from fashionlab.serve import create_app

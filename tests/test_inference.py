@@ -163,6 +163,7 @@ def test_concurrent_classify_and_gradcam_match_sequential(classifier, test_image
     assert torch.get_num_threads() == threads
 
 
+@pytest.mark.extra("export")  # compares with the ONNX backend too
 def test_a_run_tested_with_tta_is_classified_with_the_same_views(tmp_path):
     """`fast` tests with flip + shift TTA; predict/serve must give the logits it was scored
     with, on both backends, not one plain forward pass."""
@@ -185,6 +186,7 @@ def test_a_run_tested_with_tta_is_classified_with_the_same_views(tmp_path):
     np.testing.assert_allclose(onnx.logits(images), got, atol=1e-4)
 
 
+@pytest.mark.extra("export")  # compares with the ONNX backend too
 def test_a_bf16_run_is_classified_with_the_logits_of_its_own_test_pass(tmp_path, capsys):
     """`fast` trains and tests in bf16 where the CPU has it (`precision: auto`); the classifier
     behind predict and serve must take the same path, not an fp32 forward pass."""

@@ -93,6 +93,7 @@ def test_no_preprocess_uses_a_28x28_npy_as_is(run_dir, images, capsys):
     assert len(err.splitlines()) == 1 and "28x28" in err
 
 
+@pytest.mark.extra("export")
 def test_onnx_backend_agrees_with_torch(run_dir, images, capsys):
     files = [images / f"item{i}.npy" for i in range(4)] + [images / "photo.png"]
     results = {}
@@ -132,6 +133,7 @@ def test_bad_run_folder_or_top_k_is_one_line(tmp_path, run_dir, images, capsys):
         assert len(err.splitlines()) == 1 and err.startswith("fashionlab: error:")
 
 
+@pytest.mark.extra("export")
 def test_export_writes_onnx_and_checks_the_whole_test_set(run_dir, capsys):
     (run_dir / "model.onnx").unlink(missing_ok=True)
     code, out, err = run_cli(capsys, "export", run_dir, "--format", "onnx")
@@ -144,6 +146,7 @@ def test_export_writes_onnx_and_checks_the_whole_test_set(run_dir, capsys):
     assert float(match.group(2)) < 1e-4
 
 
+@pytest.mark.extra("export")
 def test_export_to_a_chosen_path(run_dir, tmp_path, capsys):
     target = tmp_path / "out" / "m.onnx"
     target.parent.mkdir()

@@ -24,6 +24,7 @@ STARTUP_TIMEOUT_S = 90
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.extra("serve"),
 ]
 
 
