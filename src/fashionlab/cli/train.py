@@ -131,8 +131,9 @@ def register(subparsers) -> None:
     for field, kind in FIELD_FLAGS.items():
         annotation = TrainConfig.model_fields[field].annotation
         choices = get_args(annotation) if get_origin(annotation) is Literal else None
-        recipe.add_argument(f"--{field.replace('_', '-')}", type=kind, dest=field,
-                            default=None, choices=choices)  # fmt: skip
+        described = TrainConfig.model_fields[field].description
+        recipe.add_argument(f"--{field.replace('_', '-')}", type=kind, dest=field, default=None,
+                            choices=choices, help=described)  # fmt: skip
     add_data_options(parser)
     add_tracking_options(parser)
     parser.set_defaults(func=cmd_train)
