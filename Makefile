@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 STUDY ?= studies/quickstart.yaml
 
-.PHONY: run test lint bench data install clean
+.PHONY: run test check lint bench data install docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,14 +40,30 @@ run: data
 TEST_WORKERS ?= 2
 
 test: data
-	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff check src tests benchmarks examples docs
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+
+# The documentation site (site/): reference pages generated from the code, then MkDocs with
+# --strict, so a broken link, a page missing from the nav or a bad docstring reference fails.
+# MkDocs lives in its own venv: its packages never share an environment with the lab's.
+DOCS_VENV := .venv-docs
+DOCS_STAMP := $(DOCS_VENV)/.installed
+
+$(DOCS_STAMP): constraints.txt
+	$(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/pip install -q -c constraints.txt mkdocs mkdocs-material mkdocstrings-python
+	touch $(DOCS_STAMP)
+
+docs: $(STAMP) $(DOCS_STAMP)
+	$(BIN)/python docs/gen_reference.py
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict --quiet
+	@echo "the site is in site/ (open site/index.html)"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff check src tests benchmarks examples docs
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(DOCS_VENV) site docs/reference build *.egg-info .pytest_cache

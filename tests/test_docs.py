@@ -133,3 +133,20 @@ def test_the_readmes_first_model_commands_run(tmp_path, monkeypatch, capsys):
     from fashionlab.serve import create_app
 
     assert serve[0] == "serve" and create_app(Path(serve[1])) is not None
+
+
+def test_the_generated_reference_covers_every_command_and_field():
+    import runpy
+
+    from fashionlab.cli.commands import COMMANDS
+    from fashionlab.config import TrainConfig
+
+    generator = runpy.run_path(str(ROOT / "docs" / "gen_reference.py"))
+    cli, config = generator["cli_reference"](), generator["config_reference"]()
+    for name in COMMANDS:
+        assert f"## `fashionlab {name}`" in cli
+    for name, field in TrainConfig.model_fields.items():
+        assert field.description, f"TrainConfig.{name} has no description"
+        assert f"| `{name}` |" in config
+    assert "| `epochs` | `int` | `10` | > 0, <= 100,000 |" in config
+    assert "`adam` or `adamw` or `sgd` or `muon`" in config

@@ -21,17 +21,20 @@ _SPECIAL = re.compile(r"([\\*\[\]|~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
 _LINE_START = re.compile(r"^(\s*)([-=+#`])|^(\s*\d+)([.)])(?=\s|$)")
 
 
-def md_text(value: object) -> str:
-    """`value` as one line of Markdown that renders as exactly its text."""
+def md_text(value: object, line_start: bool = True) -> str:
+    """`value` as one line of Markdown that renders as exactly its text. `line_start=False`
+    for text that cannot begin a block (a table cell), where '-', '#' or '1.' mean nothing."""
     text = re.sub(r"\s+", " ", str(value))  # a newline could start a heading, a list, a fence
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     text = _SPECIAL.sub(r"\\\1", text)
+    if not line_start:
+        return text
     return _LINE_START.sub(lambda m: f"{m[1] or m[3] or ''}\\{m[2] or m[4]}", text)
 
 
 def md_row(cells: Iterable[object]) -> str:
     """One table row, every cell escaped (its `|` included)."""
-    return "| " + " | ".join(md_text(cell) for cell in cells) + " |"
+    return "| " + " | ".join(md_text(cell, line_start=False) for cell in cells) + " |"
 
 
 def md_link_target(target: str) -> str:
