@@ -101,6 +101,8 @@ def test_continuations_and_comments_are_read_as_the_shell_does():
     assert parse_error(doc_commands(page)[0][1]) is None
 
 
+# Pages `make docs` writes from the code before building the site (not in the repository).
+GENERATED = {ROOT / "docs" / "reference" / "cli.md", ROOT / "docs" / "reference" / "config.md"}
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
 
@@ -110,7 +112,8 @@ def test_every_relative_link_points_at_a_file():
         for target in LINK.findall(page.read_text()):
             if "://" in target or target.startswith("mailto:"):
                 continue
-            if not (page.parent / target).exists():
+            path = (page.parent / target).resolve()
+            if not path.exists() and path not in GENERATED:
                 broken.append(f"{page.relative_to(ROOT)}: {target}")
     assert not broken, broken
 
