@@ -59,6 +59,12 @@ docs: $(STAMP) $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict --quiet
 	@echo "the site is in site/ (open site/index.html)"
 
+# The inner loop: lint plus every test not marked slow (multi-process, cluster, notebook,
+# browser and whole-study tests are), in about two minutes on 2 cores. CI runs `make test`.
+check: data
+	$(BIN)/ruff check src tests benchmarks examples docs
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 

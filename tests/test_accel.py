@@ -269,6 +269,7 @@ def test_dropout_masks_without_a_compiler_come_from_pytorch(fresh_kernels, monke
     assert torch.equal(y, y_ref) and torch.equal(s, s_ref)
 
 
+@pytest.mark.slow
 def test_the_user_is_told_when_the_kernels_cannot_be_built(fresh_kernels, monkeypatch, capsys):
     from fashionlab.cli import main
 
@@ -282,6 +283,7 @@ def test_the_user_is_told_when_the_kernels_cannot_be_built(fresh_kernels, monkey
     assert notice in capsys.readouterr().err.splitlines()
 
 
+@pytest.mark.slow
 def test_no_notice_when_the_kernels_run_or_are_turned_off(fresh_kernels, monkeypatch) -> None:
     if build.load_kernel("pool_relu") is not None:
         assert unused_kernels_notice() is None

@@ -162,6 +162,7 @@ def test_imports_only_go_downwards(module: str) -> None:
     assert not upward, f"{module} (layer {mine}) imports from above: {sorted(upward)}"
 
 
+@pytest.mark.slow
 @pytest.mark.extra("serve")
 def test_importing_fashionlab_changes_no_global_torch_state() -> None:
     # Determinism is the trainer's business for the run it does (train.device), not a side

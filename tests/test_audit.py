@@ -288,6 +288,7 @@ def audited_study(synthetic, tmp_path_factory) -> tuple[Path, dict]:
     return study, result
 
 
+@pytest.mark.slow
 def test_the_audit_finds_what_was_planted(audited_study):
     study, result = audited_study
     folder = study / "audit"
@@ -336,6 +337,7 @@ def test_cleaned_scores_are_computed_from_the_flagged_indices(audited_study):
     assert cmp["verdict"]
 
 
+@pytest.mark.slow
 def test_reports_link_the_audit_and_mark_flagged_mistakes(audited_study):
     study, result = audited_study
     audit_html = (study / "audit" / "report.html").read_text()
@@ -357,6 +359,7 @@ def test_reports_link_the_audit_and_mark_flagged_mistakes(audited_study):
     assert figure.stat().st_mtime_ns >= (study / "audit" / "audit.json").stat().st_mtime_ns
 
 
+@pytest.mark.slow
 def test_audit_cli_with_a_run_and_no_cross_validation(synthetic, tmp_path, capsys):
     run = _run(tmp_path / "runs", synthetic, "one", seed=0)
     out = tmp_path / "audit"

@@ -311,6 +311,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the process table in /proc")
 def test_pool_workers_end_when_the_study_is_killed(tmp_path: Path) -> None:
     study = tmp_path / "long.yaml"

@@ -29,6 +29,7 @@ def test_gpu_check_dry_run(tmp_path: Path):
     assert [p.name for p in tmp_path.iterdir()] == ["gpu_check.json"]  # scratch runs removed
 
 
+@pytest.mark.slow
 def test_gpu_check_refuses_a_machine_without_cuda(tmp_path: Path):
     if _cuda():
         pytest.skip("this machine has CUDA")

@@ -107,6 +107,7 @@ def test_one_folder_one_command(tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_two_trainings_into_one_folder_exactly_one_proceeds(tmp_path):
     argv = [sys.executable, "-m", "fashionlab", "train", "--model", "s4-ann", "--epochs", "2"]
     argv += ["--train-subset", "2000", "--eval-subset", "500", "--runs-dir", str(tmp_path)]
@@ -287,6 +288,7 @@ def test_a_study_planning_a_million_runs_is_refused_at_once(tmp_path, capsys):
 # -- the data layer ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_small_gzip_that_expands_to_gigabytes_is_not_decompressed(tmp_path):
     header = encode_idx(np.zeros((10, 28, 28), np.uint8))
     path = tmp_path / "bomb.gz"

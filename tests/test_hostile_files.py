@@ -104,6 +104,7 @@ def test_a_users_study_yaml_is_not_replaced(tmp_path, capsys):
     assert [p.name for p in out.iterdir()] == ["study.yaml"]
 
 
+@pytest.mark.slow
 def test_a_users_readme_is_not_overwritten_by_the_scoreboard(small_study, tmp_path, capsys):
     out = tmp_path / "board"
     readme = plant(out, "README.md")
@@ -169,6 +170,7 @@ def test_a_linked_figures_folder_is_not_written_through(good_run, tmp_path, caps
     assert (elsewhere / "loss_curves.png").read_bytes() == THESIS
 
 
+@pytest.mark.slow
 def test_a_linked_study_figures_folder_and_a_linked_marker(tmp_path, capsys):
     study = tmp_path / "s.yaml"
     study.write_text("name: s\nseeds: [1]\nruns: [{model: s4-ann}]\n")
@@ -199,6 +201,7 @@ def test_a_linked_study_figures_folder_and_a_linked_marker(tmp_path, capsys):
 REGULAR = "not a regular file"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name, argv, words",
     [
@@ -245,6 +248,7 @@ def test_a_history_linked_to_a_device_is_refused_at_once(good_run, tmp_path, cap
 # -- bounded readers -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "content, words",
     [
@@ -276,6 +280,7 @@ def test_a_history_over_its_size_cap_is_refused_before_it_is_parsed(tmp_path):
 DEEP = "[" * 100_000 + "]" * 100_000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name, argv",
     [
@@ -309,6 +314,7 @@ def test_deep_json_in_a_study_and_in_serve(good_run, tmp_path, capsys):
         create_app(run)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name, edit, words",
     [
@@ -441,6 +447,7 @@ def test_markdown_helpers_keep_text_as_text():
     assert md_code_span("a `b` c") == "``a `b` c``"
 
 
+@pytest.mark.slow
 def test_a_hostile_study_title_label_claim_and_config_stay_text(tmp_path, capsys):
     study = tmp_path / "s.yaml"
     study.write_text(
@@ -468,6 +475,7 @@ def test_a_hostile_study_title_label_claim_and_config_stay_text(tmp_path, capsys
     assert "<script" not in readme and "<img" not in readme
 
 
+@pytest.mark.slow
 def test_a_config_value_cannot_close_the_code_fence(good_run, tmp_path):
     from fashionlab.report import write_report
 

@@ -89,6 +89,7 @@ def test_a_lost_peer_is_told_apart_from_a_bug() -> None:
     assert "\n" not in message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("options", "expected"),
     [

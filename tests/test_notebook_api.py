@@ -59,6 +59,7 @@ def test_a_callback_stops_the_run_cleanly(stopped):
     assert len(run.history) == 1
 
 
+@pytest.mark.slow
 def test_run_object_reads_the_folder_and_predicts(stopped):
     run, _ = stopped
     assert isinstance(run, os.PathLike) and os.fspath(run) == str(run.path)

@@ -85,6 +85,7 @@ def study(tmp_path_factory, fashion) -> Path:
         torch.set_num_threads(old)
 
 
+@pytest.mark.slow
 def test_study_report_is_self_contained(study):
     html, md = study / "report.html", study / "report.md"
     assert html.is_file() and md.is_file()
@@ -100,6 +101,7 @@ def test_study_report_is_self_contained(study):
     assert "<script" not in text
 
 
+@pytest.mark.slow
 def test_markdown_links_figures_beside_it(study):
     md = (study / "report.md").read_text(encoding="utf-8")
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
@@ -193,6 +195,7 @@ def test_bad_folder_is_a_one_line_error(tmp_path, capsys, make):
     assert len(err) == 1 and str(bad) in err[0]
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_report_renders_in_chromium(study, tmp_path, chromium_page):
     page = chromium_page

@@ -27,6 +27,7 @@ def scored(tiny_run_dir, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_a_run_gets_accuracy_per_corruption_and_severity(scored):
     result = json.loads((scored / "robustness.json").read_text())
     assert set(result["corruptions"]) == {"gaussian_noise", "rotate", "contrast"}
@@ -49,6 +50,7 @@ def test_a_run_gets_accuracy_per_corruption_and_severity(scored):
     assert result["corruptions"]["rotate"]["severities"]["3"]["accuracy"] == pytest.approx(hits)
 
 
+@pytest.mark.slow
 def test_a_rerun_gives_the_same_bytes(scored, tmp_path):
     before = json.loads((scored / "robustness.json").read_text())
     npz_before = (scored / "robustness.npz").read_bytes()
@@ -99,6 +101,7 @@ def test_a_run_against_a_reference_run(scored, tmp_path):
     assert result["reference"]["ce"]["rotate"] == pytest.approx(1.0)  # the same model
 
 
+@pytest.mark.slow
 def test_a_study_side_by_side_with_mcnemar(tmp_path, capsys):
     study = tmp_path / "study.yaml"
     study.write_text(

@@ -78,6 +78,7 @@ def _read(tmp_path: Path) -> str:
     return (tmp_path / "server.log").read_text()[-3000:]
 
 
+@pytest.mark.slow
 def test_upload_shows_prediction(server, tmp_path, chromium_page):
     picture = np.full((120, 90), 240, dtype=np.uint8)
     picture[10:110, 25:65] = 30  # a dark, tall garment on a light page

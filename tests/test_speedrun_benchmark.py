@@ -10,9 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "speedrun.py"
 SMALL = ["--set", "train_subset=256", "--set", "eval_subset=100", "--set", "epochs=1"]
+
+# Every test here runs the benchmark script in a subprocess, training: the whole module is slow.
+pytestmark = pytest.mark.slow
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

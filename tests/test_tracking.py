@@ -181,6 +181,7 @@ def mixed_runs(tiny_run_dir: Path, tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_track_import_pushes_existing_runs_once(mixed_runs: Path, capsys):
     code = main(["track", "import", str(mixed_runs)])
     out = capsys.readouterr().out
