@@ -139,6 +139,10 @@ def test_the_graph_sees_function_level_imports() -> None:
     graph = _graph()
     assert "fashionlab.models" in graph["fashionlab.training.trainer"]
     assert "fashionlab.errors" in graph["fashionlab.config"]
+    # ... within a package too: the settings build the MLflow logger inside a method (and the
+    # logger names the settings only for type checkers, so there is no cycle to find)
+    assert "fashionlab.tracking.mlflow_logger" in graph["fashionlab.tracking.settings"]
+    assert "fashionlab.tracking.settings" not in graph["fashionlab.tracking.mlflow_logger"]
 
 
 def test_no_import_cycles() -> None:

@@ -34,7 +34,7 @@ def test_accuracy_and_loss_match_hand_values(small):
     expected = (
         sum(math.log(sum(math.exp(v) for v in rows[i])) - rows[i][labels[i]] for i in range(8)) / 8
     )
-    assert ev.cross_entropy(labels, logits) == pytest.approx(expected, rel=1e-12)
+    assert ev.log_loss(labels, logits) == pytest.approx(expected, rel=1e-12)
 
 
 def test_log_softmax_is_stable_for_huge_logits():
@@ -42,7 +42,7 @@ def test_log_softmax_is_stable_for_huge_logits():
     out = ev.log_softmax(z)
     assert np.all(np.isfinite(out))
     assert out[0, 0] == pytest.approx(0.0)
-    assert ev.cross_entropy(np.array([1]), z) == pytest.approx(1000.0)
+    assert ev.log_loss(np.array([1]), z) == pytest.approx(1000.0)
 
 
 def test_report_matches_sklearn(small):
@@ -150,7 +150,7 @@ def test_mcnemar_edge_cases():
 
 def test_summarize_keys_and_values(small):
     labels, logits, pred = small
-    out = ev.summarize(labels, logits, ["a", "b", "c"])
+    out = ev.summarize_predictions(labels, logits, ["a", "b", "c"])
     for key in (
         "test_accuracy",
         "test_loss",
@@ -193,7 +193,7 @@ def test_mean_std():
 )
 def test_bad_arrays_raise_run_error(labels, logits, match):
     with pytest.raises(RunError, match=match) as info:
-        ev.summarize(labels, logits)
+        ev.summarize_predictions(labels, logits)
     assert "\n" not in str(info.value)
 
 

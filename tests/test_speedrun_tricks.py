@@ -16,7 +16,7 @@ from fashionlab.models import build_config, create_model
 from fashionlab.runs import load_history
 from fashionlab.training import train
 from fashionlab.training import trainer as trainer_module
-from fashionlab.training.initialisation import dirac_init, whiten_first_conv
+from fashionlab.training.conv_init import dirac_init, whiten_first_conv
 from fashionlab.training.muon import MuonSGD, orthogonalise
 from fashionlab.training.optim import build_optimizer, build_scheduler, parameter_groups
 

@@ -271,10 +271,10 @@ def test_pca(tmp_path, data, conv_model):
     assert np.all(np.diff(view.cumulative_variance) >= -1e-12)
     assert_png(viz.plot_pca_data(images, labels, tmp_path / "pca.png", max_points=30))
 
-    feats = viz.penultimate_features(conv_model, images[:7], normalize, batch_size=3)
+    feats = viz.image_features(conv_model, images[:7], normalize, batch_size=3)
     assert feats.shape == (7, 16)
-    assert viz.penultimate_features(make_mlp(), images[:5], normalize).shape == (5, 12)
-    assert viz.penultimate_features(nn.Sequential(nn.Flatten()), images[:2], normalize) is None
+    assert viz.image_features(make_mlp(), images[:5], normalize).shape == (5, 12)
+    assert viz.image_features(nn.Sequential(nn.Flatten()), images[:2], normalize) is None
     assert_no_hooks(conv_model)
     out = viz.plot_pca_features(conv_model, images, labels, normalize, tmp_path / "pf.png")
     assert_png(out)

@@ -190,7 +190,7 @@ class TrainConfig(BaseModel):
     # Speed-run tricks (after KellerJordan/cifar10-airbench; each one's measured effect is in
     # docs/speedrun.md's ablation). `whiten_init`: the first convolution starts as a
     # whitening of its input patches, estimated from training images (fashionlab.training.
-    # initialisation). `dirac_init`: every later square convolution starts as the identity on
+    # conv_init). `dirac_init`: every later square convolution starts as the identity on
     # its first input-many output channels. `norm_lr_scale`: normalisation layers' weights and
     # biases learn at lr x this (weight decay / this). `low_res`: the first `low_res_epochs`
     # epochs train on batches shrunk to low_res x low_res pixels (progressive resizing: a

@@ -265,11 +265,11 @@ class _Audit:
         return _near(nearest, s.pixel_threshold, what, data)
 
     def _near_features(self, member: _Run, data: FashionMNIST):
-        from fashionlab.viz.pca import penultimate_features
+        from fashionlab.viz.pca import image_features
 
         loaded = load_model(member.path)
         feats = [
-            penultimate_features(loaded.model, images.numpy(), loaded.normalizer)
+            image_features(loaded.model, images.numpy(), loaded.normalizer)
             for images in (data.train_images, data.test_images)
         ]
         if feats[0] is None:

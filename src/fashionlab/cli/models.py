@@ -12,7 +12,7 @@ from fashionlab.models.summary import (
     architecture_signature,
     format_count,
     format_layer_table,
-    summarize,
+    summarize_model,
 )
 
 
@@ -50,7 +50,7 @@ def model_rows(names: list[str] | None = None, layers: bool = False) -> list[dic
         # Only PyTorch models can be traced; the NumPy MLP needs its fit-time sizes.
         if spec.framework == "torch":
             model = create_model(name)
-            summary = summarize(model)
+            summary = summarize_model(model)
             row["params"], row["flops"] = summary.params, summary.flops
             twins = signatures.setdefault(architecture_signature(model), [])
             row["same_architecture_as"] = list(twins)

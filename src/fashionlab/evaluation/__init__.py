@@ -21,7 +21,7 @@ from fashionlab.evaluation.metrics import (
     accuracy,
     classification_report,
     confusion_matrix,
-    cross_entropy,
+    log_loss,
     log_softmax,
     mcnemar,
     mean_std,
@@ -30,7 +30,7 @@ from fashionlab.evaluation.metrics import (
     per_class_accuracy,
     predict,
     softmax,
-    summarize,
+    summarize_predictions,
 )
 
 __all__ = [
@@ -47,7 +47,7 @@ __all__ = [
     "calibration_metrics",
     "classification_report",
     "confusion_matrix",
-    "cross_entropy",
+    "log_loss",
     "fit_temperature",
     "log_softmax",
     "mcnemar",
@@ -59,5 +59,5 @@ __all__ = [
     "reliability",
     "run_temperature",
     "softmax",
-    "summarize",
+    "summarize_predictions",
 ]

@@ -22,7 +22,7 @@ import numpy as np
 from scipy import optimize
 
 from fashionlab.errors import ConfigError
-from fashionlab.evaluation.metrics import _checked, cross_entropy, log_softmax
+from fashionlab.evaluation.metrics import _checked, log_loss, log_softmax
 
 CALIBRATION_BINS = 15
 # The calibrated top probability under which predict and serve call an answer "unsure".
@@ -93,7 +93,7 @@ def fit_temperature(labels: Any, logits: Any) -> float:
     y, z = _checked(labels, logits)
 
     def nll(inverse_t: float) -> float:
-        return cross_entropy(y, z * inverse_t)
+        return log_loss(y, z * inverse_t)
 
     result = optimize.minimize_scalar(
         nll, bounds=_INVERSE_T_BOUNDS, method="bounded", options={"xatol": 1e-7}
@@ -106,7 +106,7 @@ def _scores(labels: np.ndarray, logits: np.ndarray, bins: int) -> dict[str, floa
     return {
         "ece": ece,
         "mce": mce,
-        "nll": cross_entropy(labels, logits),
+        "nll": log_loss(labels, logits),
         "brier": brier_score(labels, logits),
     }
 
@@ -157,8 +157,8 @@ def calibration_metrics(
         fitted_on="validation split",
         temperature=temperature,
         test_calibrated=after,
-        val_nll=cross_entropy(vy, vz),
-        val_nll_calibrated=cross_entropy(vy, vz / temperature),
+        val_nll=log_loss(vy, vz),
+        val_nll_calibrated=log_loss(vy, vz / temperature),
     )
     out["calibration"] = details
     return out

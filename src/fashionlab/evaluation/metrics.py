@@ -111,7 +111,7 @@ def accuracy(labels: Any, scores: Any) -> float:
     return float(skm.accuracy_score(y, _predictions(scores, len(y))))
 
 
-def cross_entropy(labels: Any, logits: Any) -> float:
+def log_loss(labels: Any, logits: Any) -> float:
     """Mean cross-entropy (natural log) of the true class, as torch's CrossEntropyLoss gives."""
     y, z = _checked(labels, logits)
     return float(-log_softmax(z)[np.arange(len(y)), y].mean())
@@ -272,7 +272,9 @@ def mcnemar(labels: Any, scores_a: Any, scores_b: Any, exact: bool | None = None
 # --------------------------------------------------------------------------- summaries
 
 
-def summarize(labels: Any, logits: Any, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+def summarize_predictions(
+    labels: Any, logits: Any, class_names: Sequence[str] | None = None
+) -> dict[str, Any]:
     """The test metrics a run records (JSON-ready): accuracy, loss, macro/weighted P/R/F1,
     per-class rows (precision, recall, f1, support, accuracy)."""
     y, z = _checked(labels, logits)
@@ -280,7 +282,7 @@ def summarize(labels: Any, logits: Any, class_names: Sequence[str] | None = None
     per_class = [dict(row, accuracy=row["recall"]) for row in report["per_class"]]
     return {
         "test_accuracy": report["accuracy"],
-        "test_loss": cross_entropy(y, z),
+        "test_loss": log_loss(y, z),
         "macro_f1": report["macro"]["f1"],
         "weighted_f1": report["weighted"]["f1"],
         "macro_precision": report["macro"]["precision"],

@@ -210,7 +210,7 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerInfo]:
     return layers
 
 
-def summarize(model: nn.Module, input_shape: tuple[int, ...] = INPUT_SHAPE) -> ModelSummary:
+def summarize_model(model: nn.Module, input_shape: tuple[int, ...] = INPUT_SHAPE) -> ModelSummary:
     """Parameters, forward FLOPs per image and the per-layer table of `model`."""
     layers = tuple(_trace(model, input_shape))
     return ModelSummary(
@@ -223,7 +223,7 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...] = INPUT_SHAPE) -> M
 
 def count_flops(model: nn.Module, input_shape: tuple[int, ...] = INPUT_SHAPE) -> int:
     """Forward FLOPs for one image (multiply-add = 2; see the module docstring)."""
-    return summarize(model, input_shape).flops
+    return summarize_model(model, input_shape).flops
 
 
 def architecture_signature(model: nn.Module, input_shape: tuple[int, ...] = INPUT_SHAPE) -> str:

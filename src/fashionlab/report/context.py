@@ -13,7 +13,7 @@ from fashionlab.data import CLASS_NAMES
 from fashionlab.errors import ConfigError, FashionlabError
 from fashionlab.evaluation import classification_report
 from fashionlab.models import create_model, get_model_spec
-from fashionlab.models.summary import format_count, format_layer_table, summarize
+from fashionlab.models.summary import format_count, format_layer_table, summarize_model
 from fashionlab.report.audit import run_audit_section, study_audit_section
 from fashionlab.report.blocks import (
     Block,
@@ -120,7 +120,7 @@ def architectures_section(models: list[tuple[str, str, dict, Any]], notes: list[
 
 def _model_summary(name: str, args: dict):
     try:
-        return summarize(create_model(name, **args))
+        return summarize_model(create_model(name, **args))
     except (FashionlabError, TypeError, ValueError, RuntimeError):
         # a model that cannot be rebuilt here (e.g. one that needs another run's files) just
         # gets no size column; the rest of the report is still worth having

@@ -87,7 +87,7 @@ def score_run(
         clean = predicted(sets.clean)
         preds = {set_key(s.corruption, s.severity): predicted(s.images) for s in sets.sets}
     labels = sets.labels
-    result = summarise(sets, labels, clean, preds)
+    result = summarize_scores(sets, labels, clean, preds)
     result.update(
         run=run_dir.name,
         model=loaded.config.model,
@@ -102,7 +102,7 @@ def score_run(
     return result
 
 
-def summarise(
+def summarize_scores(
     sets: CorruptedSets, labels: np.ndarray, clean: np.ndarray, preds: dict[str, np.ndarray]
 ) -> dict[str, Any]:
     """The results as robustness.json holds them (without the run's own facts)."""

@@ -21,7 +21,7 @@ from fashionlab.config import TrainConfig
 from fashionlab.data import CLASS_NAMES, prepare_data
 from fashionlab.data.corruptions import get_corruption
 from fashionlab.errors import ConfigError, FashionlabError, RunError
-from fashionlab.evaluation import calibration_metrics, summarize
+from fashionlab.evaluation import calibration_metrics, summarize_predictions
 from fashionlab.models import check_model, get_model_spec
 from fashionlab.runs import (
     RunWriter,
@@ -227,7 +227,7 @@ def _compare_with_stored(
     val: tuple[np.ndarray, np.ndarray] | None,
 ) -> dict[str, Any]:
     labels, logits = test
-    metrics = summarize(labels, logits, CLASS_NAMES)
+    metrics = summarize_predictions(labels, logits, CLASS_NAMES)
     metrics.update(calibration_metrics(labels, logits, *(val or ())))
     compared = [k for k in COMPARED if isinstance(stored.get(k), (int, float))]
     mismatches = {

@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 from fashionlab.config import TrainConfig
 from fashionlab.data import CLASS_NAMES, Split, prepare_data
 from fashionlab.errors import ConfigError, RunError, one_line
-from fashionlab.evaluation import calibration_metrics, summarize
+from fashionlab.evaluation import calibration_metrics, summarize_predictions
 from fashionlab.models import create_model, trunk_features
 from fashionlab.numpy_nn import NumpyMLP
 from fashionlab.runs import RunWriter, load_config
@@ -240,7 +240,7 @@ def _fit_into_folder(
         labels, logits, split.test.indices, split.test_pool, (val_labels, val_logits,
         split.val.indices)
     )  # fmt: skip
-    metrics = summarize(labels, logits, CLASS_NAMES)
+    metrics = summarize_predictions(labels, logits, CLASS_NAMES)
     metrics.update(calibration_metrics(labels, logits, val_labels, val_logits))
     seconds = sum(r["seconds"] for r in history)
     metrics.update(

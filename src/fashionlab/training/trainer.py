@@ -33,16 +33,16 @@ from fashionlab.data import CLASS_NAMES, BatchIterator, augment_batch, prepare_d
 from fashionlab.data.corruptions import corrupt_random, get_corruption
 from fashionlab.data.transforms import shrink
 from fashionlab.errors import ConfigError, FashionlabError, RunError, TrainingDiverged
-from fashionlab.evaluation import calibration_metrics, summarize
+from fashionlab.evaluation import calibration_metrics, summarize_predictions
 from fashionlab.models import create_model
 from fashionlab.models.memory_format import apply_memory_format
 from fashionlab.runs import RunWriter
 from fashionlab.runs.weights import WEIGHTS_FILE, model_info, save_weights
 from fashionlab.training.callbacks import Callback, TrainingRun
 from fashionlab.training.checkpoint import CHECKPOINT, read_checkpoint, write_checkpoint
+from fashionlab.training.conv_init import WHITENING_IMAGES, dirac_init, whiten_first_conv
 from fashionlab.training.device import autocast, resolve_device, resolve_precision
 from fashionlab.training.distributed import DistContext, is_peer_failure, peer_lost
-from fashionlab.training.initialisation import WHITENING_IMAGES, dirac_init, whiten_first_conv
 from fashionlab.training.optim import build_optimizer, build_scheduler, parameter_groups
 from fashionlab.training.predict import PredictSettings, predict_logits
 
@@ -467,7 +467,7 @@ class Trainer:
         self.writer.write_predictions(
             labels, logits.numpy(), self.split.test.indices, self.split.test_pool, val
         )
-        metrics = summarize(labels, logits.numpy(), CLASS_NAMES)
+        metrics = summarize_predictions(labels, logits.numpy(), CLASS_NAMES)
         metrics.update(calibration_metrics(labels, logits.numpy(), *(val or ())[:2]))
         metrics.update(
             {

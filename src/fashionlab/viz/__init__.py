@@ -29,8 +29,8 @@ from fashionlab.viz.model_figures import (
 )
 from fashionlab.viz.pca import (
     PCAView,
+    image_features,
     pca_view,
-    penultimate_features,
     plot_pca_data,
     plot_pca_features,
 )
@@ -58,7 +58,7 @@ __all__ = [
     "lr_changes",
     "overlay_heatmap",
     "pca_view",
-    "penultimate_features",
+    "image_features",
     "plot_activation_maps",
     "plot_class_distribution",
     "plot_confusion_matrix",

@@ -104,7 +104,7 @@ def plot_pca_data(
     return _plot_view(view, path, names, "PCA of pixels")
 
 
-def penultimate_features(
+def image_features(
     model: nn.Module, images: Any, normalize: Normalize, batch_size: int = 512
 ) -> np.ndarray | None:
     """The input of the model's last nn.Linear (its penultimate features), float32 (N, D).
@@ -144,12 +144,12 @@ def plot_pca_features(
     max_points: int = 2000,
     seed: int = 0,
 ) -> Path | Figure | None:
-    """PCA of the penultimate features (see `penultimate_features`) on a seeded subsample;
+    """PCA of the penultimate features (see `image_features`) on a seeded subsample;
     None (no file) if the model has no nn.Linear."""
     imgs = as_images(images)
     y = as_labels(labels, len(imgs))
     idx = _subsample(len(imgs), max_points, seed)  # subsample first: only these go through
-    feats = penultimate_features(model, imgs[idx], normalize)
+    feats = image_features(model, imgs[idx], normalize)
     if feats is None:
         return None
     view = pca_view(feats, y[idx], max_points, seed)
