@@ -43,15 +43,19 @@ def good_run(tmp_path_factory) -> Path:
     return train(tiny(name="good"), tmp_path_factory.mktemp("hostile-files"), quiet=True)
 
 
+def one_run_study(folder: Path, name: str = "s", *options: str) -> Path:
+    """A finished one-run study (one epoch on 128 images) in `folder/name`."""
+    study = folder / f"{name}.yaml"
+    study.write_text(f"name: {name}\nseeds: [1]\nruns: [{{model: s4-ann}}]\n")
+    args = ["--set", "epochs=1", "--set", "train_subset=128", "--set", "eval_subset=100"]
+    assert main(["study", str(study), "--out", str(folder / name), "-q", *args, *options]) == 0
+    return folder / name
+
+
 @pytest.fixture(scope="module")
 def small_study(tmp_path_factory) -> Path:
     """A finished one-run study with its report (what the scoreboard gathers)."""
-    folder = tmp_path_factory.mktemp("hostile-study")
-    study = folder / "small.yaml"
-    study.write_text("name: small\nseeds: [1]\nruns: [{model: s4-ann}]\n")
-    args = ["--set", "epochs=1", "--set", "train_subset=128", "--set", "eval_subset=100"]
-    assert main(["study", str(study), "--out", str(folder / "small"), "-q", *args]) == 0
-    return folder / "small"
+    return one_run_study(tmp_path_factory.mktemp("hostile-study"), "small")
 
 
 def bounded(argv: list[str], seconds: float = 60.0) -> int:
@@ -172,12 +176,7 @@ def test_a_linked_figures_folder_is_not_written_through(good_run, tmp_path, caps
 
 @pytest.mark.slow
 def test_a_linked_study_figures_folder_and_a_linked_marker(tmp_path, capsys):
-    study = tmp_path / "s.yaml"
-    study.write_text("name: s\nseeds: [1]\nruns: [{model: s4-ann}]\n")
-    out = tmp_path / "study"
-    args = ["--set", "epochs=1", "--set", "train_subset=128", "--set", "eval_subset=100"]
-    assert bounded(["study", str(study), "--out", str(out), *args, "--no-report"]) == 0
-    capsys.readouterr()
+    out = one_run_study(tmp_path, "study", "--no-report")
     elsewhere = tmp_path / "elsewhere"
     thesis = plant(elsewhere)
     shutil.rmtree(out / "figures", ignore_errors=True)
@@ -190,6 +189,8 @@ def test_a_linked_study_figures_folder_and_a_linked_marker(tmp_path, capsys):
     other = tmp_path / "other"
     plant(other)
     os.symlink(out / ".fashionlab-study", other / ".fashionlab-study")
+    args = ["--set", "epochs=1", "--set", "train_subset=128", "--set", "eval_subset=100"]
+    study = tmp_path / "study.yaml"
     assert bounded(["study", str(study), "--out", str(other), *args, "--overwrite"]) == 2
     assert "not a folder fashionlab made" in one_line_error(capsys)
     assert (other / "thesis.tex").read_bytes() == THESIS
@@ -344,12 +345,7 @@ def test_values_of_the_wrong_type_are_one_line(good_run, tmp_path, capsys, name,
 def test_a_damaged_study_json_is_one_line_and_writes_nothing_outside(
     tmp_path, capsys, edit, words
 ):
-    study = tmp_path / "s.yaml"
-    study.write_text("name: s\nseeds: [1]\nruns: [{model: s4-ann}]\n")
-    out = tmp_path / "study"
-    args = ["--set", "epochs=1", "--set", "train_subset=128", "--set", "eval_subset=100"]
-    assert bounded(["study", str(study), "--out", str(out), *args, "--no-report"]) == 0
-    capsys.readouterr()
+    out = one_run_study(tmp_path, "study", "--no-report")
     summary = out / "study.json"
     summary.write_text(json.dumps(edit(json.loads(summary.read_text()))))
     elsewhere = tmp_path / "elsewhere"
