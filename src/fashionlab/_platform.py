@@ -5,7 +5,9 @@ result) depends on it."""
 from __future__ import annotations
 
 import functools
+import os
 import platform
+import time
 
 from fashionlab._read import MiB, read_text
 
@@ -43,3 +45,17 @@ def cpu_description() -> str:
     amx = "AMX" if "amx_bf16" in features else "no AMX"
     bf16 = "avx512_bf16" if "avx512_bf16" in features else "no avx512_bf16"
     return f"{cpu_model()} ({bf16}, {amx})"
+
+
+def process_started() -> float:
+    """When this process started, on the `time.monotonic()` clock (Linux: from /proc; elsewhere
+    now): what a wall-time budget for a whole command counts from."""
+    now = time.monotonic()
+    try:
+        fields = read_text("/proc/self/stat").rsplit(")", 1)[1].split()
+        ticks_after_boot = int(fields[19])  # starttime, the 22nd field of stat(5)
+        uptime = float(read_text("/proc/uptime").split()[0])
+        age = uptime - ticks_after_boot / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return now
+    return now - age if 0 <= age < 86_400 else now

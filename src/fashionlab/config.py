@@ -9,6 +9,7 @@ errors that name the key and what is allowed, before anything runs.
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any, Literal
 
 import yaml
@@ -36,6 +37,18 @@ Precision = Literal["fp32", "bf16", "auto"]
 MemoryFormat = Literal["channels_last", "contiguous"]
 
 
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*")
+_UNIT_SECONDS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
+
+
+def parse_duration(text: str) -> float:
+    """'30s', '2m', '1.5h' or '90' (seconds) -> seconds; ValueError for anything else."""
+    match = _DURATION.fullmatch(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration; write e.g. 30s, 2m or 1h")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
 class TrainConfig(BaseModel):
     """Everything that determines a training run. Saved as `config.yaml` in the run folder."""
 
@@ -54,6 +67,12 @@ class TrainConfig(BaseModel):
     epochs: int = Field(
         10, gt=0, le=100_000,
         description="training epochs (an upper bound with early stopping)",
+    )
+    # A wall-time budget for the whole command; the epochs are then measured, not given
+    # (fashionlab.training.budget). "30s", "2m", "1h" or seconds.
+    budget: float | None = Field(
+        None, gt=0, le=7 * 86_400,
+        description="wall-time budget (30s, 2m, 1h): train the most epochs that fit in it",
     )
     batch_size: int = Field(
         128, gt=0, le=70_000,
@@ -258,6 +277,11 @@ class TrainConfig(BaseModel):
     # Conv models train and evaluate in NHWC ("channels_last"): oneDNN's fast path on CPUs
     # (docs/performance.md) and Tensor Cores' layout on GPUs.
     memory_format: MemoryFormat = Field("channels_last", description="tensor layout of conv models")
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
 
     @field_validator("name")
     @classmethod

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Literal, get_args, get_origin
 
+from fashionlab._platform import process_started
 from fashionlab.cli.commands import COMMANDS
 from fashionlab.cli.options import add_data_options, add_tracking_options
 from fashionlab.config import TrainConfig, parse_set_options
@@ -24,6 +25,7 @@ from fashionlab.training.multinode import (
 
 # Flags that map one-to-one onto TrainConfig fields.
 FIELD_FLAGS = {
+    "budget": str,  # "2m": parsed by TrainConfig, which then chooses the epochs
     "epochs": int,
     "batch_size": int,
     "lr": float,
@@ -233,6 +235,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         stop_after=args.stop_after,
         callbacks=callbacks,
+        started=process_started(),  # a --budget counts the interpreter's start-up too
     )
     if is_main_process():
         print(run_dir)

@@ -502,6 +502,29 @@ RUN_METRICS = (
 )
 
 
+def _budget_blocks(plan: Any) -> list[Block]:
+    """A budgeted run (`--budget`): the budget, what the warm-up measured, the epochs it
+    chose, and the time the command took, side by side."""
+    if not isinstance(plan, dict):
+        return []
+    number = {k: v for k, v in plan.items() if isinstance(v, (int, float)) and v >= 0}
+    budget, used = number.get("budget_seconds"), number.get("seconds_used")
+    if not budget:
+        return []
+    share = f" ({used / budget:.0%} of it)" if used is not None else ""
+    step = number.get("step_seconds")
+    return [
+        para(
+            f"Trained to a time budget of {fmt_seconds(budget)}: a warm-up measured "
+            f"{'—' if step is None else f'{1000 * step:.1f} ms'} per step over "
+            f"{number.get('steps_per_epoch', '—')} steps an epoch, so "
+            f"{number.get('epochs', '—')} epochs were planned to end at "
+            f"{fmt_seconds(number.get('predicted_seconds'))}; the command had used "
+            f"{fmt_seconds(used)}{share} when its last files were written."
+        )
+    ]
+
+
 def run_context(run_dir: Path, collected: Collected) -> ReportContext:
     config = load_config(run_dir)
     metrics = load_metrics(run_dir)
@@ -514,6 +537,7 @@ def run_context(run_dir: Path, collected: Collected) -> ReportContext:
     rows.append(["training time", fmt_seconds(metrics.get("train_seconds"))])
     rows.append(["time / epoch", fmt_seconds(metrics.get("seconds_per_epoch"))])
     summary.blocks.append(table(["metric", "value"], rows, align="lr"))
+    summary.blocks.extend(_budget_blocks(metrics.get("budget")))
     none = "A single run has {}; a study file lists them."
     sections = [
         summary,

@@ -82,6 +82,7 @@ METRIC_TYPES: dict[str, type | tuple[type, ...]] = {
         _NUMBER,
     ),
     "calibration": dict,
+    "budget": dict,
     "per_class": list,
     "model": str,
     "precision_used": str,

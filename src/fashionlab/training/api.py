@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,16 @@ from fashionlab.runs import (
     prepare_folder,
 )
 from fashionlab.runs.weights import load_model
+from fashionlab.training.budget import plan_budget
 from fashionlab.training.callbacks import Callback, replay
 from fashionlab.training.checkpoint import CHECKPOINT
 from fashionlab.training.device import deterministic_algorithms, resolve_device
-from fashionlab.training.distributed import DistContext, init_distributed, shutdown_distributed
+from fashionlab.training.distributed import (
+    DistContext,
+    init_distributed,
+    is_distributed_launch,
+    shutdown_distributed,
+)
 from fashionlab.training.numpy_trainer import recompute_logits, train_numpy_run
 from fashionlab.training.predict import PredictSettings, predict_logits
 from fashionlab.training.trainer import EpochCallback, Trainer, execute_and_release
@@ -99,14 +106,26 @@ def train(
     epoch_callback: EpochCallback | None = None,
     stop_after: int | None = None,
     callbacks: Sequence[Callback] = (),
+    started: float | None = None,
 ) -> Path:
     """Train `config` into `runs_dir/<name>/` and return that folder. `callbacks`: see
     `fashionlab.training.callbacks` (the NumPy MLP's run replays them once it has finished).
 
     Under torchrun (WORLD_SIZE > 1) this is one rank of a data-parallel job. `stop_after`
-    ends this invocation after that many epochs, checkpointed, for `resume` to continue."""
+    ends this invocation after that many epochs, checkpointed, for `resume` to continue.
+    With `config.budget`, the epochs are chosen to fit the budget counted from `started` (a
+    `time.monotonic()` value; default: now), before the folder is claimed."""
+    started = time.monotonic() if started is None else started
     run_dir = Path(runs_dir) / config.run_name()
     check_runnable(config)
+    budget_plan = None
+    if config.budget is not None:
+        if _is_numpy(config.model) or is_distributed_launch():
+            raise ConfigError(
+                "--budget works for one-process PyTorch runs; give --epochs instead"
+            )
+        budget_plan = plan_budget(config, started, data_dir)
+        config = config.model_copy(update={"epochs": budget_plan.epochs})
     dist_ctx = init_distributed(config.device)
     if _is_numpy(config.model):
         if dist_ctx.enabled:
@@ -128,6 +147,8 @@ def train(
                 dist_ctx=dist_ctx,
                 stop_after=stop_after,
                 callbacks=callbacks,
+                budget_plan=budget_plan,
+                started=started,
             )
             return execute_and_release(trainer)
 

@@ -144,6 +144,11 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
+def is_distributed_launch() -> bool:
+    """Whether this process is one rank of a torchrun job (before any process group exists)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def is_main_process() -> bool:
     """True unless torchrun started this process as a rank other than 0."""
     return int(os.environ.get("RANK", "0")) == 0

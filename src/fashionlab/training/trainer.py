@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -45,6 +45,9 @@ from fashionlab.training.device import autocast, resolve_device, resolve_precisi
 from fashionlab.training.distributed import DistContext, is_peer_failure, peer_lost
 from fashionlab.training.optim import build_optimizer, build_scheduler, parameter_groups
 from fashionlab.training.predict import PredictSettings, predict_logits
+
+if TYPE_CHECKING:  # the budget module builds a Trainer to measure with: a type-only import
+    from fashionlab.training.budget import BudgetPlan
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
@@ -90,10 +93,15 @@ class Trainer:
         dist_ctx: DistContext | None = None,
         stop_after: int | None = None,
         callbacks: Sequence[Callback] = (),
+        budget_plan: BudgetPlan | None = None,
+        started: float | None = None,
     ) -> None:
         # Train at most this many epochs in this invocation, checkpoint and return unfinished:
         # for wall-time-limited (cluster, preemptible) jobs that continue with --resume.
         self.stop_after = stop_after
+        # How a --budget chose config.epochs, and when the command started (time.monotonic()),
+        # for metrics.json: the plan beside the time it took.
+        self.budget_plan, self.started = budget_plan, started
         self.paused = False
         self.dist = dist_ctx or DistContext()
         self.config, self.run_dir = config, run_dir
@@ -485,6 +493,9 @@ class Trainer:
                 "stopped_by_callback": self.view.stop_reason,
             }
         )
+        if self.budget_plan is not None and self.started is not None:
+            used = time.monotonic() - self.started  # all but writing the last files
+            metrics["budget"] = {**self.budget_plan.as_dict(), "seconds_used": used}
         save_weights(model, self.run_dir / WEIGHTS_FILE)
         self.writer.write_model_info(model_info(cfg, model, self.normalizer))
         self.writer.write_metrics(metrics)
