@@ -608,3 +608,15 @@ def test_an_npz_member_declaring_a_huge_shape_is_refused_before_allocation(tmp_p
         np.lib.format.write_array_header_1_0(member, {**header, "shape": (10**6, 10**6)})
     with pytest.raises(UnreadableFile, match="unpack to more than 512 MiB"):
         load_npz(path)
+
+
+def test_an_npz_member_with_a_malformed_header_is_one_line(tmp_path):
+    import zipfile
+
+    from fashionlab._read import load_npz
+
+    path = tmp_path / "predictions.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("logits.npy", b"\x93NUMPY\x01\x00\x10\x00{'descr': <<<}   \n")
+    with pytest.raises(UnreadableFile, match="predictions.npz: corrupt \\(not an .npy header"):
+        load_npz(path)

@@ -164,7 +164,7 @@ def load_npz(
             declared = 0
             for info in members:
                 with archive.open(info) as member:
-                    declared += _declared_bytes(np, member)
+                    declared += _declared_bytes(member)
             if max(stored, declared) > unpacked_limit:
                 raise UnreadableFile(
                     f"{path}: its arrays unpack to more than {_size(unpacked_limit)}; refused"
@@ -177,13 +177,29 @@ def load_npz(
         raise UnreadableFile(f"{path}: corrupt ({one_line(exc, 120)})") from None
 
 
-def _declared_bytes(np: Any, member: BinaryIO) -> int:
+def npy_header(stream: BinaryIO) -> tuple[tuple[int, ...], Any]:
+    """(shape, dtype) that an .npy stream's header declares, read before any of its data:
+    NumPy allocates the declared shape before it reads, so callers check it first. A header
+    NumPy cannot parse is a ValueError (NumPy itself raises several kinds)."""
+    import numpy as np
+
+    try:
+        if np.lib.format.read_magic(stream) == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+    except Exception as exc:  # noqa: BLE001 - ValueError, SyntaxError, EOFError, ...
+        raise ValueError(f"not an .npy header ({one_line(exc, 120)})") from None
+    return tuple(shape), dtype
+
+
+def _declared_bytes(member: BinaryIO) -> int:
     """The bytes an .npy member's header says its array holds."""
-    if np.lib.format.read_magic(member) == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
-    else:
-        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
-    return int(np.prod(shape, dtype=object)) * dtype.itemsize
+    shape, dtype = npy_header(member)
+    product = 1
+    for side in shape:
+        product *= side
+    return product * dtype.itemsize
 
 
 def torch_load(path: str | os.PathLike, limit: int = WEIGHTS, map_location: Any = "cpu") -> Any:

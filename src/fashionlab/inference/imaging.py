@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from fashionlab._read import UnreadableFile, read_bytes
+from fashionlab._read import UnreadableFile, npy_header, read_bytes
 from fashionlab.errors import ImageError, one_line
 
 SIZE = 28
@@ -133,16 +133,10 @@ def _load(
 
 
 def _load_npy(data: bytes) -> np.ndarray:
-    fp = io.BytesIO(data)
-    # Read the header first: np.load allocates the declared shape before reading the data, so a
-    # 100-byte file declaring a huge shape would be a memory bomb.
+    # The header first: a 100-byte file declaring a huge shape would be a memory bomb.
     try:
-        version = np.lib.format.read_magic(fp)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
-        else:
-            shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
-    except Exception as exc:  # numpy raises ValueError, SyntaxError, ... on a bad header
+        shape, dtype = npy_header(io.BytesIO(data))
+    except ValueError as exc:
         raise ImageError(f"corrupt .npy file: {one_line(exc)}") from None
     if dtype.hasobject:
         raise ImageError(".npy holds Python objects (pickled data), which are not accepted")
